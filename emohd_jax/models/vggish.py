@@ -1,0 +1,129 @@
+"""VGGish (Hershey et al., 2017) in Flax NNX, and the 7-way emotion classifier built on it (SPEC §3.3).
+
+Input: log-mel patches [batch, 96, 64] from `emohd_jax.audio_frontend`, used as a 96×64 one-channel
+image (NHWC). Four conv blocks (3×3 SAME, ReLU; 2×2/2 max pool after each), flatten in NHWC order
+(the TF original's order, which torchvggish reproduces by permuting before `view`), FC 4096 → 4096,
+then the 128-d embedding layer.
+
+The classifier replaces that final 128-d layer by a 7-way layer whose logits go through a softmax
+(SPEC: "final layer replaced by a 7-way softmax"); `keep_embedding=True` keeps the 128-d layer and
+puts the 7-way layer on top instead. Parameters live under `conv/…`, `fc/…`, `embedding/…` and
+`head/…`, so "convolutions frozen, fully connected trainable" is a path rule (`trainable_patterns`).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+from flax import nnx, traverse_util
+
+from emohd_jax.audio_frontend import VGGISH_LOG_MEL
+from emohd_jax.classes import NUM_CLASSES
+
+INPUT_FRAMES = VGGISH_LOG_MEL.patch_frames   # 96
+INPUT_BANDS = VGGISH_LOG_MEL.num_mel_bins    # 64
+
+
+@dataclasses.dataclass(frozen=True)
+class VGGishConfig:
+    """Layer widths; the defaults are the published VGGish."""
+
+    conv_blocks: tuple[tuple[int, ...], ...] = ((64,), (128,), (256, 256), (512, 512))
+    fc_widths: tuple[int, ...] = (4096, 4096)
+    embedding_size: int = 128
+    embedding_relu: bool = True     # the torchvggish port applies ReLU to the embedding
+    keep_embedding: bool = False    # classifier: 7-way layer on top of the 128-d layer instead of replacing it
+    dropout: float = 0.0            # after each FC layer, in training only (not in the original)
+    num_classes: int = NUM_CLASSES
+
+
+# "small": VGGish-shaped at 1/4 conv width and 1/8 FC width (≈2.1 M parameters instead of ≈72 M),
+# for training from scratch on CPU when no pretrained weights are available.
+VGGISH_CONFIGS: dict[str, VGGishConfig] = {
+    "full": VGGishConfig(),
+    "small": VGGishConfig(conv_blocks=((16,), (32,), (64, 64), (128, 128)), fc_widths=(512, 512), dropout=0.3),
+}
+
+CONV_PATTERN = r"(^|/)conv/"
+FC_PATTERN = r"(^|/)(fc|embedding|head)/"
+
+
+def trainable_patterns(freeze_conv: bool) -> tuple[str, ...]:
+    """Regexes over parameter paths for `config.optim.trainable`: FC layers only, or everything (empty)."""
+    return (FC_PATTERN,) if freeze_conv else ()
+
+
+class VGGish(nnx.Module):
+    """patches: [batch, 96, 64] → embedding: [batch, 128], or the last FC features without the embedding layer."""
+
+    def __init__(self, config: VGGishConfig = VGGishConfig(), *, with_embedding: bool = True, rngs: nnx.Rngs):
+        self.config = config
+        convs, in_features = [], 1
+        for block in config.conv_blocks:
+            for width in block:
+                convs.append(nnx.Conv(in_features, width, (3, 3), padding="SAME", rngs=rngs))
+                in_features = width
+        self.conv = nnx.List(convs)
+        # index of the last conv of each block, after which a 2×2 max pool halves the grid
+        self.pool_after = tuple(int(i) for i in np.cumsum([len(block) for block in config.conv_blocks]) - 1)
+        pooled = 2 ** len(config.conv_blocks)
+        widths = ((INPUT_FRAMES // pooled) * (INPUT_BANDS // pooled) * in_features,) + tuple(config.fc_widths)
+        self.fc = nnx.List([nnx.Linear(a, b, rngs=rngs) for a, b in zip(widths[:-1], widths[1:])])
+        self.dropout = nnx.Dropout(config.dropout, rngs=rngs)
+        self.embedding = nnx.Linear(widths[-1], config.embedding_size, rngs=rngs) if with_embedding else None
+
+    @property
+    def output_size(self) -> int:
+        return self.config.embedding_size if self.embedding is not None else self.config.fc_widths[-1]
+
+    def __call__(self, patches: jax.Array, *, train: bool = False) -> jax.Array:
+        x = patches[..., None]  # [batch, 96, 64, 1]
+        for i, conv in enumerate(self.conv):
+            x = nnx.relu(conv(x))
+            if i in self.pool_after:
+                x = nnx.max_pool(x, (2, 2), strides=(2, 2))
+        x = x.reshape(x.shape[0], -1)  # [batch, 6 * 4 * 512], NHWC order as in the TF original
+        for fc in self.fc:
+            x = self.dropout(nnx.relu(fc(x)), deterministic=not train)
+        if self.embedding is not None:
+            x = self.embedding(x)
+            x = nnx.relu(x) if self.config.embedding_relu else x
+        return x
+
+
+class VGGishClassifier(nnx.Module):
+    """patches: [batch, 96, 64] → logits: [batch, 7] (canonical class order; softmax gives the probabilities)."""
+
+    def __init__(self, config: VGGishConfig = VGGishConfig(), *, rngs: nnx.Rngs):
+        self.vggish = VGGish(config, with_embedding=config.keep_embedding, rngs=rngs)
+        self.head = nnx.Linear(self.vggish.output_size, config.num_classes, rngs=rngs)
+
+    def __call__(self, patches: jax.Array, *, train: bool = False) -> jax.Array:
+        return self.head(self.vggish(patches, train=train))
+
+
+def load_vggish_weights(model: VGGish | VGGishClassifier, tensors: dict[str, np.ndarray]) -> None:
+    """Fill the VGGish part of `model` in place from a full VGGish flat state dict (`conv.0.kernel`, …).
+
+    The converters in `emohd_jax.convert.vggish` produce `tensors`; a classifier that replaced the
+    embedding layer simply does not take it, and its 7-way head keeps its initialisation.
+    """
+    trunk = model.vggish if isinstance(model, VGGishClassifier) else model
+    if trunk.embedding is None:
+        tensors = {k: v for k, v in tensors.items() if not k.startswith("embedding.")}
+    # Only nnx.Param: the dropout's RNG state is not a weight (flat_state.state_dict would choke on its key).
+    params = nnx.state(trunk, nnx.Param)
+    expected = {".".join(map(str, k)): v for k, v in traverse_util.flatten_dict(nnx.to_pure_dict(params)).items()}
+    missing, extra = sorted(set(expected) - set(tensors)), sorted(set(tensors) - set(expected))
+    if missing or extra:
+        raise KeyError(f"VGGish weights do not fit this config: missing {missing[:5]}, unexpected {extra[:5]}")
+    for key, value in tensors.items():
+        if expected[key].shape != np.shape(value):
+            raise ValueError(f"VGGish weight {key}: expected shape {expected[key].shape}, got {np.shape(value)}")
+    pure = traverse_util.unflatten_dict({tuple(int(p) if p.isdigit() else p for p in k.split(".")): jnp.asarray(v)
+                                         for k, v in tensors.items()})
+    nnx.replace_by_pure_dict(params, pure)
+    nnx.update(trunk, params)

@@ -1,0 +1,59 @@
+"""orbax checkpoints: `latest/` (state + data-iterator position, for resume) and `best/` (selected on dev)."""
+
+from __future__ import annotations
+
+import json
+import pathlib
+
+import grain
+import jax
+import orbax.checkpoint as ocp
+
+
+def latest_manager(workdir: pathlib.Path, every: int) -> ocp.CheckpointManager:
+    options = ocp.CheckpointManagerOptions(max_to_keep=2, save_interval_steps=every, create=True)
+    return ocp.CheckpointManager(workdir / "checkpoints" / "latest", options=options,
+                                 item_names=("state", "data"))
+
+
+def best_manager(workdir: pathlib.Path) -> ocp.CheckpointManager:
+    return ocp.CheckpointManager(workdir / "checkpoints" / "best",
+                                 options=ocp.CheckpointManagerOptions(max_to_keep=1, create=True))
+
+
+def save_latest(manager: ocp.CheckpointManager, step: int, state, data_iterator, *, force: bool = False) -> None:
+    manager.save(step, args=ocp.args.Composite(state=ocp.args.StandardSave(state),
+                                               data=grain.checkpoint.CheckpointSave(data_iterator)), force=force)
+
+
+def restore_latest(manager: ocp.CheckpointManager, abstract_state, data_iterator):
+    """(state, step) from the newest complete checkpoint, or (None, 0) when there is none."""
+    step = manager.latest_step()
+    if step is None:
+        return None, 0
+    restored = manager.restore(step, args=ocp.args.Composite(
+        state=ocp.args.StandardRestore(abstract_state), data=grain.checkpoint.CheckpointRestore(data_iterator)))
+    return restored.state, step
+
+
+def save_best(manager: ocp.CheckpointManager, step: int, weights: dict, metrics: dict) -> None:
+    """`weights`: {'params', 'other'}; the metrics that made it best are kept beside it."""
+    manager.save(step, args=ocp.args.StandardSave(weights), force=True)
+    manager.wait_until_finished()
+    if jax.process_index() == 0:
+        (pathlib.Path(manager.directory) / "best_metrics.json").write_text(json.dumps({"step": step, **metrics}))
+
+
+def best_score(manager: ocp.CheckpointManager) -> float:
+    path = pathlib.Path(manager.directory) / "best_metrics.json"
+    return json.loads(path.read_text())["weighted_f1"] if path.exists() else -1.0
+
+
+def restore_weights(checkpoint_dir: str | pathlib.Path, abstract_weights: dict) -> dict:
+    """Weights of a finished run: `<workdir>` or `<workdir>/checkpoints/best` or a `best`-layout dir."""
+    path = pathlib.Path(checkpoint_dir)
+    for candidate in (path / "checkpoints" / "best", path):
+        if candidate.is_dir() and any(p.name.isdigit() for p in candidate.iterdir()):
+            manager = ocp.CheckpointManager(candidate.resolve())
+            return manager.restore(manager.latest_step(), args=ocp.args.StandardRestore(abstract_weights))
+    raise FileNotFoundError(f"{path}: no checkpoint found (expected <workdir>/checkpoints/best/<step>)")

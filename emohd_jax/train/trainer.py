@@ -1,0 +1,246 @@
+"""The generic trainer: `train_and_evaluate(config)` for every tower.
+
+State is built with `jax.eval_shape` and materialised straight into its sharded layout; the
+train step is a pure function jitted over the mesh with the state buffers donated; dropout keys
+derive from (seed, step), so a run resumed from a checkpoint replays exactly what an
+uninterrupted run does. I/O, logging and checkpoints stay in the loop, outside the step.
+"""
+
+from __future__ import annotations
+
+import functools
+import json
+import pathlib
+from typing import Any
+
+import flax.struct
+import jax
+import jax.numpy as jnp
+import numpy as np
+import optax
+from flax import nnx
+from jax.experimental import multihost_utils
+
+from data_pipeline import shards
+from emohd_jax import input_pipeline, metrics as metrics_lib
+from emohd_jax.classes import EMOTIONS, NUM_CLASSES
+from emohd_jax.clip_decision import group_by_clip
+from emohd_jax.train import checkpointing, sharding
+from emohd_jax.train.optim import make_optimizer
+from emohd_jax.train.tasks import Task, make_task
+
+
+@flax.struct.dataclass
+class TrainState:
+    step: jax.Array
+    params: nnx.State
+    other: nnx.State          # non-trainable variables that change in training (BatchNorm statistics)
+    opt_state: optax.OptState
+
+
+@flax.struct.dataclass
+class Model:
+    """The static half of a model: its graph and the RNG-stream template (reseeded every step)."""
+
+    graphdef: Any = flax.struct.field(pytree_node=False)
+    rng_state: nnx.State
+
+
+def split_model(module: nnx.Module):
+    return nnx.split(module, nnx.Param, nnx.RngState, ...)
+
+
+def class_weights(counts: dict[str, int], mode: str) -> np.ndarray:
+    """Per-class loss weights [classes] from training counts: 'none', 'balanced' (1/n) or 'sqrt' (1/√n)."""
+    n = np.asarray([counts.get(name, 0) for name in EMOTIONS], np.float64)
+    if mode == "none":
+        return np.ones(NUM_CLASSES, np.float32)
+    power = {"balanced": 1.0, "sqrt": 0.5}[mode]
+    w = np.where(n > 0, 1.0 / np.maximum(n, 1) ** power, 0.0)
+    return (w * n.sum() / (w * n).sum()).astype(np.float32)  # mean weight over samples = 1
+
+
+def cross_entropy(logits: jax.Array, labels: jax.Array, weights: jax.Array, valid: jax.Array,
+                  label_smoothing: float = 0.0) -> jax.Array:
+    """Class-weighted, label-smoothed cross-entropy averaged over the valid rows of the global batch."""
+    targets = optax.smooth_labels(jax.nn.one_hot(labels, logits.shape[-1]), label_smoothing)
+    per_row = optax.softmax_cross_entropy(logits, targets) * weights[labels] * valid
+    return per_row.sum() / jnp.maximum((weights[labels] * valid).sum(), 1e-9)
+
+
+def train_step(state: TrainState, batch: dict, model: Model, *, task: Task, tx: optax.GradientTransformation,
+               weights: jax.Array, label_smoothing: float, seed: int) -> tuple[TrainState, dict]:
+    """One optimiser update on a global batch: pure, jitted by the caller with the state donated."""
+    module = nnx.merge(model.graphdef, state.params, model.rng_state, state.other)
+    nnx.reseed(module, dropout=jax.random.fold_in(jax.random.key(seed), state.step))
+
+    def loss_fn(module):
+        logits = task.logits(module, batch, train=True)
+        loss = cross_entropy(logits, batch["label"], weights, jnp.ones_like(batch["label"], jnp.float32),
+                             label_smoothing)
+        return loss, logits
+
+    # nnx.value_and_grad differentiates the Params and lets BatchNorm/RNG state update in place.
+    (loss, logits), grads = nnx.value_and_grad(loss_fn, has_aux=True)(module)
+    other = split_model(module)[3]
+    updates, opt_state = tx.update(grads, state.opt_state, state.params)
+    new_state = state.replace(step=state.step + 1, params=optax.apply_updates(state.params, updates),
+                              other=other, opt_state=opt_state)
+    accuracy = (logits.argmax(-1) == batch["label"]).mean()
+    return new_state, {"loss": loss, "accuracy": accuracy, "grad_norm": optax.global_norm(grads)}
+
+
+def predict_step(params: nnx.State, other: nnx.State, batch: dict, model: Model, *, task: Task) -> jax.Array:
+    """probs: [batch, classes] in fp32."""
+    module = nnx.merge(model.graphdef, params, model.rng_state, other)
+    return jax.nn.softmax(task.logits(module, batch, train=False).astype(jnp.float32), axis=-1)
+
+
+def create_train_state(task: Task, config, mesh, total_steps: int):
+    """(Model, TrainState sharded over `mesh`, its shardings, optimiser); pretrained weights loaded if asked."""
+
+    def build():
+        return split_model(task.build_model(nnx.Rngs(config.seed, dropout=config.seed + 1)))
+
+    graphdef, abstract_params, _, _ = split_model(
+        nnx.eval_shape(lambda: task.build_model(nnx.Rngs(config.seed, dropout=config.seed + 1))))
+    tx = make_optimizer(config.optim, abstract_params, total_steps)
+
+    def init():
+        _, params, rngs, other = build()
+        return TrainState(step=jnp.zeros((), jnp.int32), params=params, other=other, opt_state=tx.init(params)), rngs
+
+    abstract_state, abstract_rngs = jax.eval_shape(init)
+    state_shardings = sharding.state_shardings(abstract_state, mesh)
+    rng_shardings = sharding.state_shardings(abstract_rngs, mesh)
+    state, rng_state = jax.jit(init, out_shardings=(state_shardings, rng_shardings))()
+    if config.model.pretrained:
+        host = task.build_model(nnx.Rngs(config.seed, dropout=config.seed + 1))
+        task.load_pretrained(host)
+        _, params, _, other = split_model(host)
+        state = state.replace(params=jax.device_put(params, state_shardings.params),
+                              other=jax.device_put(other, state_shardings.other))
+    return Model(graphdef=graphdef, rng_state=rng_state), state, state_shardings, tx
+
+
+def _model_inputs(batch: dict, task: Task, extra: tuple[str, ...] = ()) -> dict:
+    return {k: batch[k] for k in (*task.model_fields, *extra)}
+
+
+def predict_split(source, *, task: Task, model: Model, params, other, mesh, global_batch_size: int):
+    """(indices [n], probs [n, classes]) for every record of `source`, gathered on every process."""
+    weights_sharding = jax.tree.map(lambda x: x.sharding, (params, other))
+    step = jax.jit(functools.partial(predict_step, task=task),
+                   in_shardings=(*weights_sharding, sharding.batch_sharding(mesh), None))
+    collate = input_pipeline.Collate(task.padded)
+    indices, probs = [], []
+    for batch in input_pipeline.eval_batches(source, global_batch_size=global_batch_size, collate_fn=collate):
+        out = step(params, other, sharding.global_batch(_model_inputs(batch, task), mesh), model)
+        probs.append(multihost_utils.process_allgather(out, tiled=True))
+        indices.append(multihost_utils.process_allgather(batch["index"], tiled=True))
+    indices, probs = np.concatenate(indices), np.concatenate(probs)
+    keep = indices >= 0
+    order = np.argsort(indices[keep])
+    return indices[keep][order], probs[keep][order]
+
+
+def evaluate_source(source, indices: np.ndarray, probs: np.ndarray, clip_rule: str) -> tuple[dict, dict]:
+    """Clip-level metrics (records of one uid are one clip) and the per-clip predictions."""
+    uids, labels = [], []
+    for i in indices:
+        record = source[int(i)]
+        uids.append(record["uid"].decode() if isinstance(record["uid"], bytes) else str(record["uid"]))
+        labels.append(int(record["label"]))
+    clip_uids, clip_labels, decisions, clip_probs = group_by_clip(uids, np.asarray(labels), probs, clip_rule)
+    results = metrics_lib.classification_metrics(clip_labels, decisions)
+    predictions = {"uid": clip_uids, "label": clip_labels.tolist(), "pred": decisions.tolist(),
+                   "probs": np.round(clip_probs, 5).tolist()}
+    return results, predictions
+
+
+def train_and_evaluate(config) -> dict:
+    """Trains `config.task` on the shards in `config.data.shards`, resuming from `config.workdir` if it can."""
+    from tensorboardX import SummaryWriter
+    from tqdm import tqdm
+
+    workdir = pathlib.Path(config.workdir).resolve()  # orbax needs absolute paths
+    task = make_task(config)
+    mesh = sharding.make_mesh(config.mesh.model)
+    train_source = shards.open_split(config.data.shards, config.data.train_split)
+    dev_source = shards.open_split(config.data.shards, config.data.eval_split)
+    manifest = json.loads((pathlib.Path(config.data.shards) / "manifest.json").read_text())
+    global_bs = config.train.batch_size
+    steps_per_epoch = len(train_source) // global_bs
+    total_steps = config.train.num_steps or config.train.num_epochs * steps_per_epoch
+    eval_every = config.train.eval_every or steps_per_epoch
+
+    model, state, state_shardings, tx = create_train_state(task, config, mesh, total_steps)
+    weights = class_weights(manifest["counts"][config.data.train_split]["records_per_class"], config.train.class_weights)
+    data_iter = iter(input_pipeline.train_loader(
+        train_source, global_batch_size=global_bs, seed=config.seed,
+        collate_fn=input_pipeline.Collate(task.padded)))
+    latest = checkpointing.latest_manager(workdir, config.train.checkpoint_every)
+    best = checkpointing.best_manager(workdir)
+    restored, start = checkpointing.restore_latest(latest, state, data_iter)
+    state = restored if restored is not None else state
+
+    replicated = jax.sharding.NamedSharding(mesh, jax.sharding.PartitionSpec())
+    step_fn = jax.jit(
+        functools.partial(train_step, task=task, tx=tx, weights=jnp.asarray(weights),
+                          label_smoothing=config.train.label_smoothing, seed=config.seed),
+        in_shardings=(state_shardings, sharding.batch_sharding(mesh), None),
+        out_shardings=(state_shardings, replicated), donate_argnums=0)
+
+    lead = jax.process_index() == 0
+    writer = SummaryWriter(str(workdir / "tensorboard")) if lead else None
+    progress = tqdm(range(start, total_steps), initial=start, total=total_steps, desc="train", disable=not lead)
+    history = []
+    for step in progress:
+        batch = sharding.global_batch(_model_inputs(next(data_iter), task, ("label",)), mesh)
+        state, step_metrics = step_fn(state, batch, model)
+        done = step + 1
+        if done % config.train.log_every == 0 and lead:
+            scalars = jax.device_get(step_metrics)
+            progress.set_postfix(loss=f"{scalars['loss']:.4f}")
+            for name, value in scalars.items():
+                writer.add_scalar(f"train/{name}", float(value), done)
+        if done % eval_every == 0 or done == total_steps:
+            indices, probs = predict_split(dev_source, task=task, model=model, params=state.params, other=state.other,
+                                           mesh=mesh, global_batch_size=config.eval.batch_size)
+            dev_metrics, _ = evaluate_source(dev_source, indices, probs, config.eval.clip_rule)
+            summary = {k: dev_metrics[k] for k in ("accuracy", "weighted_f1", "macro_f1")}
+            history.append({"step": done, **summary})
+            if lead:
+                for name, value in summary.items():
+                    writer.add_scalar(f"{config.data.eval_split}/{name}", value, done)
+                progress.write(f"step {done}: {config.data.eval_split} " +
+                               " ".join(f"{k}={v:.2f}" for k, v in summary.items()))
+            if summary["weighted_f1"] > checkpointing.best_score(best):
+                checkpointing.save_best(best, done, {"params": state.params, "other": state.other}, summary)
+        checkpointing.save_latest(latest, done, state, data_iter, force=done == total_steps)
+    latest.wait_until_finished()
+    if writer:
+        writer.close()
+    return {"steps": total_steps, "history": history, "final_state": state}
+
+
+def evaluate_checkpoint(config, split: str | None = None) -> tuple[dict, dict]:
+    """Metrics of the checkpoint in `config.checkpoint` (or the run's best) on `split` of the shards."""
+    task = make_task(config)
+    mesh = sharding.make_mesh(config.mesh.model)
+    abstract_module = nnx.eval_shape(lambda: task.build_model(nnx.Rngs(config.seed, dropout=config.seed + 1)))
+    graphdef, abstract_params, _, abstract_other = split_model(abstract_module)
+    target = jax.tree.map(
+        lambda leaf, s: jax.ShapeDtypeStruct(leaf.shape, leaf.dtype, sharding=s),
+        {"params": abstract_params, "other": abstract_other},
+        sharding.state_shardings({"params": abstract_params, "other": abstract_other}, mesh))
+    weights = checkpointing.restore_weights(config.checkpoint or config.workdir, target)
+    _, _, rng_state, _ = split_model(task.build_model(nnx.Rngs(config.seed, dropout=config.seed + 1)))
+    model = Model(graphdef=graphdef, rng_state=rng_state)
+    from data_pipeline.prepare import shards_for_split
+
+    split = split or config.data.split
+    source = shards.open_split(shards_for_split(config, split), split)
+    indices, probs = predict_split(source, task=task, model=model, params=weights["params"], other=weights["other"],
+                                   mesh=mesh, global_batch_size=config.eval.batch_size)
+    return evaluate_source(source, indices, probs, config.eval.clip_rule)

@@ -1,0 +1,65 @@
+"""Video → frames sampled at a fixed rate (SPEC §2: 1 frame per second), with PyAV.
+
+Sampling rule: second k is represented by the decoded frame nearest to its middle,
+t = (k + 0.5) / fps, for every such t inside the video; a clip shorter than half a period
+still gives one frame (its last). A 3.2 s clip gives 3 frames and a 3.7 s clip 4, i.e.
+round(duration · fps); the middle of a second is never a fade-in first frame and stands
+for that second on a per-second timeline. Timestamps count from the first decoded frame.
+"""
+
+from __future__ import annotations
+
+import os
+
+import av
+import numpy as np
+
+from emohd_jax.errors import CorruptMediaError, NoVideoStreamError
+
+
+def _video_stream(container: av.container.InputContainer, path: str | os.PathLike) -> av.video.stream.VideoStream:
+    """The first real video stream; an audio file's embedded cover picture does not count."""
+    for stream in container.streams.video:
+        if not stream.disposition & av.stream.Disposition.attached_pic:
+            return stream
+    raise NoVideoStreamError(path, "no video stream (an audio-only file, or a container left empty)")
+
+
+def sample_frames(path: str | os.PathLike, *, fps: float = 1.0) -> tuple[np.ndarray, np.ndarray]:
+    """(frames: [n, h, w, 3] uint8 RGB, timestamps_s: [n] float64) sampled at `fps` frames per second."""
+    try:
+        container = av.open(str(path))
+    except FileNotFoundError:  # a wrong path is the caller's mistake, not bad media
+        raise
+    except (av.FFmpegError, UnicodeDecodeError) as err:
+        raise CorruptMediaError(path, f"cannot open as media: {err}") from err
+    frames, times = [], []
+    with container:
+        stream = _video_stream(container, path)
+        period = 1.0 / fps
+        frame_step = float(1 / stream.average_rate) if stream.average_rate else 0.0
+        target = 0.5 * period  # the middle of the next second to fill
+        start = previous = previous_t = None
+        try:
+            for frame in container.decode(stream):
+                if frame.time is None:  # no timestamp: count frames at the stream's rate
+                    t = 0.0 if previous is None else previous_t + frame_step
+                else:
+                    start = frame.time if start is None else start
+                    t = frame.time - start
+                while t >= target:  # the target lies between the previous frame and this one
+                    previous_is_nearer = previous is not None and target - previous_t < t - target
+                    nearest, nearest_t = (previous, previous_t) if previous_is_nearer else (frame, t)
+                    frames.append(nearest.to_ndarray(format="rgb24"))
+                    times.append(nearest_t)
+                    target += period
+                previous, previous_t = frame, t
+        except av.FFmpegError as err:
+            raise CorruptMediaError(path, f"video decoding failed after {len(frames)} sampled frames: {err}") from err
+        if previous is None:
+            raise CorruptMediaError(path, "the video stream has no decodable frame")
+        while not frames or target < previous_t + frame_step:  # a target inside the last frame's span
+            frames.append(previous.to_ndarray(format="rgb24"))
+            times.append(previous_t)
+            target += period
+    return np.stack(frames), np.asarray(times, dtype=np.float64)

@@ -1,0 +1,72 @@
+"""Class-folder adapter, and evaluation of a held-out set whose folder names differ (no code change)."""
+
+import json
+import pathlib
+import shutil
+
+import numpy as np
+import pytest
+
+from data_pipeline.sources.image_folders import parse_label_map, read_class_folders
+from emohd_jax.classes import CLASS_INDEX
+from emohd_jax.errors import UnknownLabelError
+
+DATA = pathlib.Path(__file__).resolve().parents[1].parent / "shared" / "data"
+
+
+@pytest.fixture(scope="module")
+def fer_root() -> pathlib.Path:
+    path = DATA / "fer2013"
+    if not path.is_dir():
+        pytest.skip(f"real data not found at {path} (see ../shared/data/README.md)")
+    return path
+
+
+def copy_faces(src: pathlib.Path, dst: pathlib.Path, folders: dict[str, str], per_class: int = 2) -> None:
+    """dst/<new name>/ gets the first `per_class` images of src/<FER2013 name>/."""
+    for fer_name, new_name in folders.items():
+        (dst / new_name).mkdir(parents=True)
+        for image in sorted((src / fer_name).glob("*.jpg"))[:per_class]:
+            shutil.copy(image, dst / new_name / image.name)
+
+
+def test_fer2013_val_counts(fer_root):
+    utterances, skips = read_class_folders(fer_root, "val")
+    assert len(utterances) == 3589 and len(skips) == 0
+    counts = np.bincount([u.label for u in utterances], minlength=7)
+    assert counts[CLASS_INDEX["happiness"]] == 895 and counts[CLASS_INDEX["disgust"]] == 56
+    first = utterances[0]
+    assert first.uid == "fer2013/val/angry/" + pathlib.Path(first.image).stem and first.split == "val"
+
+
+def test_unknown_folder_is_skipped_or_raised(tmp_path, fer_root):
+    copy_faces(fer_root / "val", tmp_path / "test", {"happy": "happy", "sad": "contempt"})
+    utterances, skips = read_class_folders(tmp_path, "test")
+    assert [u.label for u in utterances] == [CLASS_INDEX["happiness"]] * 2
+    assert skips.counts() == {"unknown_label": 1} and "contempt" in skips.skips[0].reason
+    with pytest.raises(UnknownLabelError, match="unknown label 'contempt'"):
+        read_class_folders(tmp_path, "test", strict=True)
+    with pytest.raises(FileNotFoundError, match="no such split folder"):
+        read_class_folders(tmp_path, "train")
+
+
+def test_label_map_from_spec_and_json(tmp_path):
+    assert parse_label_map("Joy=happiness, calm=") == {"joy": "happiness", "calm": None}
+    (tmp_path / "map.json").write_text(json.dumps({"Mad": "anger"}))
+    assert parse_label_map(str(tmp_path / "map.json")) == {"mad": "anger"}
+    with pytest.raises(ValueError, match="not classes"):
+        parse_label_map("joy=glee")
+
+
+def test_held_out_set_with_other_names_evaluates_by_command(tmp_path, fer_root):
+    from emohd_jax import visual_eval
+
+    folders = {"happy": "Joy", "surprise": "Surprised", "angry": "Mad", "neutral": "calm"}
+    copy_faces(fer_root / "val", tmp_path / "other" / "test", folders, per_class=3)
+    visual_eval.main(["--root", str(tmp_path / "other"), "--split", "test", "--dataset", "other",
+                      "--label-map", "joy=happiness,surprised=surprise,mad=anger,calm=",
+                      "--flip", "--batch-size", "8", "--out", str(tmp_path / "report")])
+    report = json.loads((tmp_path / "report" / "metrics.json").read_text())
+    assert report["dataset"] == "other" and report["n_images"] == 9 and report["flip_averaging"]
+    assert report["per_class"]["happiness"]["support"] == 3 and report["per_class"]["neutral"]["support"] == 0
+    assert (tmp_path / "report" / "confusion.png").is_file()

