@@ -38,7 +38,7 @@ def get_config(arg: str = "") -> ml_collections.ConfigDict:
     c.model = ml_collections.ConfigDict()
     c.model.init = "minilm"         # 'minilm' or a HF checkpoint dir (DistilBERT or BERT layout)
     c.model.pretrained = True       # False: same architecture, random weights
-    c.model.pooling = "cls"         # SPEC §4.4: CLS output of the last layer → MLP
+    c.model.pooling = "mean"        # MiniLM was trained with mean pooling; the paper (DistilBERT) used CLS
     c.model.head_hidden = 256
     c.model.head_dropout = 0.1
     c.model.dtype = "float32"       # compute dtype: float32 | bfloat16
@@ -79,6 +79,7 @@ def get_config(arg: str = "") -> ml_collections.ConfigDict:
         c.model.init = ""  # required: --config.model.init=/path/to/distilbert-base-uncased
         c.text.tokenizer = ""
         c.text.context_turns = 0
+        c.model.pooling = "cls"     # SPEC §4.4: CLS output of the last layer → MLP
     elif arg:
         raise ValueError(f"unknown variant {arg!r} (known: sample, distilbert)")
     return c

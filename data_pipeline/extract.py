@@ -89,6 +89,8 @@ class TextExtractor:
         """Token ids for one utterance: the same call at prepare time and at predict time."""
         if speaker:
             text = f"{speaker}: {text}"
+        if context and len(self.tokenizer(text, add_special_tokens=False)["input_ids"]) + 4 > self.max_length:
+            context = ""  # the utterance alone fills the window: it keeps priority over its context
         encoded = self.tokenizer(text, context or None, truncation="only_second" if context else True,
                                  max_length=self.max_length, return_token_type_ids=True)
         return {"input_ids": np.asarray(encoded["input_ids"], np.int32),

@@ -19,9 +19,14 @@ def _load_config(argv: list[str]):
     from ml_collections import config_flags
 
     flag_values = flags.FlagValues()
-    config_flags.DEFINE_config_file("config", None, "ml_collections config file", flag_values=flag_values,
-                                    lock_config=True)
-    flag_values(["emohd", *argv])
+    # config_flags discovers `--config.x=y` overrides from sys.argv when the flag is defined.
+    saved, sys.argv = sys.argv, ["emohd", *argv]
+    try:
+        config_flags.DEFINE_config_file("config", None, "ml_collections config file", flag_values=flag_values,
+                                        lock_config=True)
+        flag_values(sys.argv)
+    finally:
+        sys.argv = saved
     if flag_values.config is None:
         raise SystemExit("--config configs/<name>.py is required")
     return flag_values.config
@@ -90,6 +95,9 @@ def main(argv: list[str] | None = None) -> None:
         return
     command, rest = argv[0], argv[1:]
     if command in CONFIG_COMMANDS:
+        from emohd_jax.distributed import initialize_from_env
+
+        initialize_from_env()
         config = _load_config(rest)
         {"prepare": run_prepare, "train": run_train, "eval": run_eval}[command](config)
     else:

@@ -12,12 +12,10 @@ from emohd_jax.asr import BackendUnavailableError, Transcript, make_transcriber
 from emohd_jax.asr.similarity import summarize, tf_cosine, word_error_rate
 from emohd_jax.text_normalize import normalize_text, word_tokens
 
-DATA = pathlib.Path(__file__).resolve().parents[1].parent / "shared" / "data"
-
 
 @pytest.fixture(scope="module")
-def cremad() -> pathlib.Path:
-    folder = DATA / "cremad"
+def cremad(data_root) -> pathlib.Path:
+    folder = data_root / "cremad"
     if not folder.is_dir():
         pytest.skip(f"real data not found at {folder}")
     return folder
@@ -99,10 +97,10 @@ def test_silent_and_empty_waves_give_empty_transcripts(whisper):
     assert transcripts == [Transcript(words=[], sentence="", seconds=1.0), Transcript([], "", 0.0)]
 
 
-def test_clip_longer_than_whisper_window_is_transcribed_in_pieces(whisper):
+def test_clip_longer_than_whisper_window_is_transcribed_in_pieces(whisper, data_root):
     from emohd_jax.audio_io import load_audio
 
-    folder = DATA / "ravdess" / "Actor_17"
+    folder = data_root / "ravdess" / "Actor_17"
     if not folder.is_dir():
         pytest.skip(f"real data not found at {folder}")
     kids, dogs = (load_audio(folder / f"03-01-01-01-0{s}-01-17.flac") for s in (1, 2))
@@ -157,7 +155,6 @@ def test_parse_actors():
     assert parse_actors("17-20") == [17, 18, 19, 20] and parse_actors("1,21-22") == [1, 21, 22]
 
 
-@pytest.mark.slow
 def test_cremad_clips_transcribed(whisper, cremad):
     """Real .flv and 44.1 kHz .mp3 media through load_audio and Whisper tiny.en.
 

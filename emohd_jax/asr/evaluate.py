@@ -13,13 +13,14 @@ import sys
 import time
 from typing import Sequence
 
+import numpy as np
 from tqdm import tqdm
 
 from data_pipeline.sources.base import Utterance
 from emohd_jax.asr.similarity import summarize, tf_cosine, word_error_rate
-from emohd_jax.asr.transcriber import Transcriber, make_transcriber
+from emohd_jax.asr.transcriber import Transcriber, Transcript, make_transcriber
 from emohd_jax.audio_io import load_audio
-from emohd_jax.errors import BadInputError, EmptyTranscriptError, SkipReport
+from emohd_jax.errors import BadInputError, EmptyTranscriptError, NoAudioTrackError, SkipReport
 from emohd_jax.text_normalize import word_tokens
 
 
@@ -32,11 +33,13 @@ def evaluate_asr(utterances: Sequence[Utterance], transcriber: Transcriber, *,
     with tqdm(total=len(utterances), desc="asr", unit="utt") as progress:
         for start in range(0, len(utterances), batch_size):
             batch = utterances[start:start + batch_size]
-            loaded: list[tuple[Utterance, object]] = []
+            loaded: list[tuple[Utterance, np.ndarray]] = []  # (utterance, wave: [samples])
             t0 = time.perf_counter()
             for utterance in batch:
                 media = utterance.audio or utterance.video
                 try:
+                    if media is None:
+                        raise NoAudioTrackError(utterance.uid, "the utterance has no audio or video file")
                     if not utterance.text:
                         raise EmptyTranscriptError(media or utterance.uid, "no reference transcript to compare with")
                     loaded.append((utterance, load_audio(media)))
@@ -55,7 +58,7 @@ def evaluate_asr(utterances: Sequence[Utterance], transcriber: Transcriber, *,
     return records, summary
 
 
-def _compare(utterance: Utterance, transcript) -> dict:
+def _compare(utterance: Utterance, transcript: Transcript) -> dict:
     reference = word_tokens(utterance.text)
     return {
         "uid": utterance.uid, "media": utterance.audio or utterance.video,

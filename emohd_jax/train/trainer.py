@@ -68,9 +68,9 @@ def cross_entropy(logits: jax.Array, labels: jax.Array, weights: jax.Array, vali
     return per_row.sum() / jnp.maximum((weights[labels] * valid).sum(), 1e-9)
 
 
-def train_step(state: TrainState, batch: dict, model: Model, *, task: Task, tx: optax.GradientTransformation,
-               weights: jax.Array, label_smoothing: float, seed: int) -> tuple[TrainState, dict]:
-    """One optimiser update on a global batch: pure, jitted by the caller with the state donated."""
+def loss_and_grads(state: TrainState, batch: dict, model: Model, *, task: Task, weights: jax.Array,
+                   label_smoothing: float, seed: int):
+    """(loss, logits, grads, updated non-trainable state) for one global batch; dropout keyed by (seed, step)."""
     module = nnx.merge(model.graphdef, state.params, model.rng_state, state.other)
     nnx.reseed(module, dropout=jax.random.fold_in(jax.random.key(seed), state.step))
 
@@ -82,7 +82,14 @@ def train_step(state: TrainState, batch: dict, model: Model, *, task: Task, tx: 
 
     # nnx.value_and_grad differentiates the Params and lets BatchNorm/RNG state update in place.
     (loss, logits), grads = nnx.value_and_grad(loss_fn, has_aux=True)(module)
-    other = split_model(module)[3]
+    return loss, logits, grads, split_model(module)[3]
+
+
+def train_step(state: TrainState, batch: dict, model: Model, *, task: Task, tx: optax.GradientTransformation,
+               weights: jax.Array, label_smoothing: float, seed: int) -> tuple[TrainState, dict]:
+    """One optimiser update on a global batch: pure, jitted by the caller with the state donated."""
+    loss, logits, grads, other = loss_and_grads(state, batch, model, task=task, weights=weights,
+                                                label_smoothing=label_smoothing, seed=seed)
     updates, opt_state = tx.update(grads, state.opt_state, state.params)
     new_state = state.replace(step=state.step + 1, params=optax.apply_updates(state.params, updates),
                               other=other, opt_state=opt_state)
