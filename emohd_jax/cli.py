@@ -1,4 +1,4 @@
-"""`emohd`: prepare · train · eval · convert · bench.
+"""`emohd`: prepare · train · eval · convert · bench · asr.
 
 Config-driven subcommands take `--config configs/<file>.py[:variant]` and any number of
 `--config.key=value` overrides (ml_collections). The others take plain flags.
@@ -6,7 +6,6 @@ Config-driven subcommands take `--config configs/<file>.py[:variant]` and any nu
 
 from __future__ import annotations
 
-import argparse
 import json
 import pathlib
 import sys
@@ -40,11 +39,12 @@ def run_prepare(config) -> None:
 
 
 def run_train(config) -> dict:
+    from emohd_jax.train.tasks import make_task
     from emohd_jax.train.trainer import train_and_evaluate
 
     result = train_and_evaluate(config)
     print(json.dumps(result["history"], indent=1))
-    return run_eval(config, config.data.eval_split)
+    return run_eval(config, config.data.eval_split) if make_task(config).evaluates else {}
 
 
 def run_eval(config, split: str | None = None) -> dict:
@@ -64,28 +64,23 @@ def run_eval(config, split: str | None = None) -> dict:
     return metrics
 
 
-def _other_commands(command: str, argv: list[str]) -> None:
-    parser = argparse.ArgumentParser(prog=f"emohd {command}")
-    if command == "convert":
-        parser.add_argument("kind", choices=["text"])
-        parser.add_argument("src", help="checkpoint directory or file as published")
-        parser.add_argument("out", help="output directory (safetensors + config.json)")
-        args = parser.parse_args(argv)
-        from emohd_jax.convert.hf_text import convert_text_checkpoint
+# `emohd <command> <kind> ...` → `<module>.main(argv)`; each module parses its own flags.
+MODULE_COMMANDS = {
+    "convert": {"text": "emohd_jax.convert.hf_text", "vggish": "emohd_jax.convert.vggish",
+                "mini-xception": "emohd_jax.convert.mini_xception", "mtcnn": "emohd_jax.convert.mtcnn"},
+    "bench": {"text": "emohd_jax.bench.text", "audio": "emohd_jax.bench.audio_prepare",
+              "faces": "emohd_jax.bench.faces"},
+    "asr": {"eval": "emohd_jax.asr.evaluate"},
+}
 
-        print(convert_text_checkpoint(args.src, args.out))
-    elif command == "bench":
-        parser.add_argument("kind", choices=["text"])
-        parser.add_argument("--batch-size", type=int, default=32)
-        parser.add_argument("--seq-len", type=int, default=64)
-        parser.add_argument("--repeats", type=int, default=5)
-        parser.add_argument("--out-dir", default="reports/bench")
-        args = parser.parse_args(argv)
-        from emohd_jax.bench import text
 
-        text.run(batch_size=args.batch_size, seq_len=args.seq_len, repeats=args.repeats, out_dir=args.out_dir)
-    else:
-        raise SystemExit(f"unknown command {command!r}; commands: {', '.join((*CONFIG_COMMANDS, 'convert', 'bench'))}")
+def _module_command(command: str, argv: list[str]) -> None:
+    import importlib
+
+    kinds = MODULE_COMMANDS[command]
+    if not argv or argv[0] not in kinds:
+        raise SystemExit(f"usage: emohd {command} {{{','.join(kinds)}}} [flags]  (--help after the kind for its flags)")
+    importlib.import_module(kinds[argv[0]]).main(argv[1:])
 
 
 def main(argv: list[str] | None = None) -> None:
@@ -100,8 +95,10 @@ def main(argv: list[str] | None = None) -> None:
         initialize_from_env()
         config = _load_config(rest)
         {"prepare": run_prepare, "train": run_train, "eval": run_eval}[command](config)
+    elif command in MODULE_COMMANDS:
+        _module_command(command, rest)
     else:
-        _other_commands(command, rest)
+        raise SystemExit(f"unknown command {command!r}; commands: {', '.join((*CONFIG_COMMANDS, *MODULE_COMMANDS))}")
 
 
 if __name__ == "__main__":

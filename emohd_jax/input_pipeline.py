@@ -8,7 +8,7 @@ per bucket, not once per batch.
 from __future__ import annotations
 
 import math
-from typing import Callable, Iterator, Mapping, Sequence
+from typing import Iterator, Mapping, Sequence
 
 import grain
 import jax
@@ -48,14 +48,11 @@ def collate(records: Sequence[Mapping[str, np.ndarray]], *, padded: Mapping[str,
 class Collate:
     """Picklable batch function for grain (worker processes need to pickle it)."""
 
-    def __init__(self, padded: Mapping[str, int] = (), buckets: Sequence[int] = BUCKETS,
-                 augment: Callable[[Batch, np.random.Generator], Batch] | None = None, seed: int = 0):
-        self.padded, self.buckets, self.augment = dict(padded), tuple(buckets), augment
-        self._rng = np.random.default_rng(seed + 7919 * jax.process_index())
+    def __init__(self, padded: Mapping[str, int] = (), buckets: Sequence[int] = BUCKETS):
+        self.padded, self.buckets = dict(padded), tuple(buckets)
 
     def __call__(self, records: Sequence[Mapping[str, np.ndarray]]) -> Batch:
-        batch = collate(records, padded=self.padded, buckets=self.buckets)
-        return self.augment(batch, self._rng) if self.augment else batch
+        return collate(records, padded=self.padded, buckets=self.buckets)
 
 
 def local_batch_size(global_batch_size: int) -> int:
@@ -65,14 +62,19 @@ def local_batch_size(global_batch_size: int) -> int:
 
 
 def train_loader(source, *, global_batch_size: int, seed: int, collate_fn: Collate,
-                 worker_count: int = 0) -> grain.DataLoader:
-    """Endless shuffled batches for this process; `iter(loader)` has get_state/set_state for checkpoints."""
+                 augment: grain.transforms.RandomMap | None = None, worker_count: int = 0) -> grain.DataLoader:
+    """Endless shuffled batches for this process; `iter(loader)` has get_state/set_state for checkpoints.
+
+    `augment` runs per record with grain's per-record seeded RNG, so a resumed run sees the same
+    augmented examples as an uninterrupted one.
+    """
     sampler = grain.samplers.IndexSampler(
         num_records=len(source), shard_options=grain.sharding.ShardByJaxProcess(drop_remainder=True),
         shuffle=True, num_epochs=None, seed=seed)
     return grain.DataLoader(
         data_source=source, sampler=sampler, worker_count=worker_count,
-        operations=[grain.transforms.Batch(local_batch_size(global_batch_size), drop_remainder=True,
+        operations=[*([augment] if augment else []),
+                    grain.transforms.Batch(local_batch_size(global_batch_size), drop_remainder=True,
                                            batch_fn=collate_fn)])
 
 

@@ -5,12 +5,11 @@ import pathlib
 
 import pytest
 
+from tests.data_paths import DATA, REPO
+
 os.environ.setdefault("JAX_PLATFORMS", "cpu")
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
-
-REPO = pathlib.Path(__file__).resolve().parents[1]
-DATA = REPO.parent / "shared" / "data"
 
 
 @pytest.fixture(scope="session")

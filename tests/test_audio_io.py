@@ -1,6 +1,5 @@
 """load_audio on real media (RAVDESS flac, CREMA-D mp3/flv) and on each kind of bad input."""
 
-import pathlib
 
 import numpy as np
 import pytest
@@ -8,14 +7,6 @@ import pytest
 from emohd_jax.audio_io import SAMPLE_RATE, check_not_silent, load_audio
 from emohd_jax.errors import CorruptMediaError, NoAudioTrackError, SilenceError
 
-DATA = pathlib.Path(__file__).resolve().parents[1].parent / "shared" / "data"
-
-
-@pytest.fixture(scope="module")
-def data_root() -> pathlib.Path:
-    if not DATA.is_dir():
-        pytest.skip(f"shared data folder not found at {DATA}")
-    return DATA
 
 
 def test_ravdess_flac_is_16k_mono(data_root):

@@ -27,7 +27,7 @@ os.environ.setdefault("HF_HUB_OFFLINE", "1")  # everything below reads local fol
 torch = pytest.importorskip("torch")
 transformers = pytest.importorskip("transformers")
 
-DATA = pathlib.Path(__file__).resolve().parents[1].parent / "shared" / "data"
+from tests.data_paths import DATA
 
 
 def _small_bert_config():

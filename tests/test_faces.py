@@ -12,7 +12,7 @@ from emohd_jax.faces import Detections, MTCNNDetector, crop_faces, extract_clip_
 from emohd_jax.models import mtcnn
 from emohd_jax.video_io import sample_frames
 
-DATA = pathlib.Path(__file__).resolve().parents[1].parent / "shared" / "data"
+from tests.data_paths import DATA
 CLIPS = ("1001_DFA_ANG_XX.flv", "1001_DFA_HAP_XX.flv", "1001_DFA_NEU_XX.flv")
 
 

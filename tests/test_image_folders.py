@@ -11,7 +11,7 @@ from data_pipeline.sources.image_folders import parse_label_map, read_class_fold
 from emohd_jax.classes import CLASS_INDEX
 from emohd_jax.errors import UnknownLabelError
 
-DATA = pathlib.Path(__file__).resolve().parents[1].parent / "shared" / "data"
+from tests.data_paths import DATA
 
 
 @pytest.fixture(scope="module")

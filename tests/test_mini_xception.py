@@ -12,7 +12,7 @@ from emohd_jax.models import mini_xception
 from emohd_jax.models.flat_state import state_dict
 from emohd_jax.visual_eval import preprocess_paths
 
-DATA = pathlib.Path(__file__).resolve().parents[1].parent / "shared" / "data"
+from tests.data_paths import DATA
 
 # Clear cases the original model gets right with high confidence.
 KNOWN = [("happy/PublicTest_10130075.jpg", "happiness"), ("happy/PublicTest_10181609.jpg", "happiness"),

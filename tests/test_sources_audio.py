@@ -1,7 +1,6 @@
 """RAVDESS and CREMA-D adapters: labels and texts from file names, actor splits, skip reports."""
 
 import collections
-import pathlib
 
 import pytest
 
@@ -9,14 +8,6 @@ from data_pipeline.sources.cremad import read_cremad
 from data_pipeline.sources.ravdess import read_ravdess
 from emohd_jax.classes import CLASS_INDEX, EMOTIONS
 
-DATA = pathlib.Path(__file__).resolve().parents[1].parent / "shared" / "data"
-
-
-@pytest.fixture(scope="module")
-def data_root() -> pathlib.Path:
-    if not DATA.is_dir():
-        pytest.skip(f"shared data folder not found at {DATA}")
-    return DATA
 
 
 def test_ravdess_dev_actors_drop_calm(data_root):

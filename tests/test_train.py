@@ -13,7 +13,8 @@ import orbax.checkpoint as ocp
 import pytest
 
 from emohd_jax.cli import _load_config, run_prepare
-from emohd_jax.train.trainer import class_weights, cross_entropy
+from emohd_jax.train.losses import cross_entropy, masked_lm_loss
+from emohd_jax.train.trainer import class_weights, train_and_evaluate
 from tests.train_harness import REPO, config_args, emohd, make_tiny_setup
 
 
@@ -44,6 +45,48 @@ def test_cross_entropy_ignores_invalid_rows():
     masked = cross_entropy(logits, labels, ones, jax.numpy.asarray([1.0, 1.0, 0.0]))
     assert float(masked) == pytest.approx(float(cross_entropy(logits[:2], labels[:2], ones, ones[:2])))
     assert float(masked) == pytest.approx(np.log1p(np.exp(-2.0)), rel=1e-5)
+
+
+def test_masked_lm_loss_counts_masked_positions_only():
+    logits = jax.numpy.log(jax.numpy.asarray([[[0.5, 0.5, 1e-9], [1e-9, 1e-9, 1.0]]]))
+    loss, accuracy = masked_lm_loss(logits, jax.numpy.asarray([[0, -1]]))
+    assert float(loss) == pytest.approx(np.log(2.0), rel=1e-4) and float(accuracy) == 1.0
+
+
+def test_mask_tokens_is_seeded_and_spares_special_tokens():
+    from emohd_jax.train.mlm import IGNORE, MaskTokens
+
+    mask = MaskTokens(mask_id=103, vocab_size=1000, special_ids=(0, 101, 102), rate=0.3)
+    record = {"input_ids": np.asarray([101, *range(200, 260), 102], np.int32), "label": 3}
+    a = mask.random_map(record, np.random.default_rng(5))
+    b = mask.random_map(record, np.random.default_rng(5))
+    np.testing.assert_array_equal(a["input_ids"], b["input_ids"])
+    chosen = a["mlm_labels"] != IGNORE
+    assert 5 <= chosen.sum() <= 35 and not chosen[[0, -1]].any()
+    np.testing.assert_array_equal(a["mlm_labels"][chosen], record["input_ids"][chosen])
+    assert (a["input_ids"][chosen] == 103).mean() > 0.5 and (a["input_ids"][~chosen] == record["input_ids"][~chosen]).all()
+
+
+def test_mlm_stage_exports_the_encoder_the_classifier_starts_from(tiny):
+    from flax import nnx
+
+    from emohd_jax.convert.hf_text import load_text_encoder
+    from emohd_jax.train.tasks import make_task
+
+    mlm = _load_config(config_args(tiny, "mlm", **{"task": "mlm", "train.num_steps": 3}))
+    result = train_and_evaluate(mlm)
+    assert result["history"] == []  # no seven-class evaluation in the language-model stage
+    exported = tiny / "mlm" / "encoder"
+    trained = nnx.state(load_text_encoder(exported), nnx.Param)
+    final = result["final_state"].params["encoder"]
+    for a, b in zip(jax.tree.leaves(nnx.to_pure_dict(trained)), jax.tree.leaves(nnx.to_pure_dict(final))):
+        np.testing.assert_allclose(a, b, atol=1e-6)
+    classify = _load_config(config_args(tiny, "from_mlm", **{"model.init": exported, "model.pretrained": True}))
+    task = make_task(classify)
+    model = task.build_model(nnx.Rngs(0))
+    task.load_pretrained(model)
+    np.testing.assert_allclose(model.encoder.embeddings.word.embedding[...],
+                               final["embeddings"]["word"]["embedding"][...], atol=1e-6)
 
 
 SHARDING_CHECK = r"""

@@ -7,7 +7,7 @@ import pathlib
 import subprocess
 import sys
 
-REPO = pathlib.Path(__file__).resolve().parents[1]
+from tests.data_paths import REPO
 
 TINY_BERT = {
     "model_type": "bert", "vocab_size": 30522, "hidden_size": 32, "num_hidden_layers": 2,
@@ -37,7 +37,12 @@ def config_args(root: pathlib.Path, run: str = "run", **overrides) -> list[str]:
         "train.eval_every": 6, "train.log_every": 2, "eval.batch_size": 8, "optim.warmup_steps": 2,
         **overrides,
     }
-    return [f"--config={REPO / 'configs' / 'meld_text.py'}", *(f"--config.{k}={v}" for k, v in settings.items())]
+    return config_flags("meld_text.py", settings)
+
+
+def config_flags(config_file: str, settings: dict) -> list[str]:
+    """`--config=configs/<config_file> --config.key=value …`, for `_load_config` or the CLI."""
+    return [f"--config={REPO / 'configs' / config_file}", *(f"--config.{k}={v}" for k, v in settings.items())]
 
 
 def emohd(args: list[str], env: dict | None = None, **popen) -> subprocess.Popen:

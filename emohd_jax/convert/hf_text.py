@@ -311,3 +311,29 @@ def convert_text_checkpoint(src: str | os.PathLike, out: str | os.PathLike) -> p
         if (src_dir / name).is_file():
             shutil.copy2(src_dir / name, out_dir / name)
     return out_dir
+
+
+def text_encoder_config(path: str | os.PathLike) -> TextEncoderConfig:
+    """The encoder config of a Hugging Face checkpoint folder or of one we converted or trained."""
+    meta = _read_hf_config(pathlib.Path(path))
+    if meta.get("format") == _CONVERTED_FORMAT:
+        return TextEncoderConfig(**meta["encoder"])
+    return TextEncoderConfig.from_hf_config(meta)
+
+
+def load_text_encoder(path: str | os.PathLike, *, dtype=jnp.float32, rngs: nnx.Rngs | None = None) -> TextEncoder:
+    """Either layout on disk: Hugging Face (converted on the fly) or ours (`save_converted`)."""
+    if _read_hf_config(pathlib.Path(path)).get("format") == _CONVERTED_FORMAT:
+        return load_converted(path, dtype=dtype, rngs=rngs)
+    return load_hf_text_encoder(path, dtype=dtype, rngs=rngs)
+
+
+def main(argv: list[str] | None = None) -> None:
+    """`emohd convert text SRC OUT`."""
+    import argparse
+
+    parser = argparse.ArgumentParser(prog="emohd convert text", description="HF DistilBERT/BERT checkpoint → Flax")
+    parser.add_argument("src", help="checkpoint folder or weights file as published (safetensors or .bin)")
+    parser.add_argument("out", help="output folder: params.safetensors + config.json + tokenizer files")
+    args = parser.parse_args(argv)
+    print(convert_text_checkpoint(args.src, args.out))

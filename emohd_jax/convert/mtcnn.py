@@ -160,11 +160,11 @@ def import_facenet_reference() -> tuple[types.ModuleType, types.ModuleType, str]
     return facenet_mtcnn, facenet_detect_face, nms
 
 
-def main() -> None:
+def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--src", default=None, help="folder with pnet.pt, rnet.pt, onet.pt (default: facenet-pytorch's data/)")
     parser.add_argument("--out", default=str(mtcnn.DEFAULT_WEIGHTS))
-    args = parser.parse_args()
+    args = parser.parse_args(argv)
     print(convert_facenet_mtcnn(args.src or facenet_weights_dir(), args.out))
 
 

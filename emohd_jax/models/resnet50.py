@@ -128,13 +128,28 @@ class ResNet50(nnx.Module):
         return self.fc(self.features(x, train=train))
 
 
-def preprocess_faces(images: np.ndarray, variant: str = "vggface2") -> jax.Array:
-    """uint8 RGB faces [b, h, w, 3] → float32 [b, 224, 224, 3] in the variant's input convention."""
+def resize_faces(images: np.ndarray) -> np.ndarray:
+    """uint8 faces [b, h, w] (gray) or [b, h, w, 3] (RGB) → uint8 RGB [b, 224, 224, 3]: what feature shards store."""
+    images = np.asarray(images)
+    if images.ndim == 3:
+        images = np.repeat(images[..., None], 3, axis=-1)
+    if images.ndim != 4 or images.shape[-1] != 3:
+        raise ValueError(f"expected faces [b, h, w] or [b, h, w, 3], got shape {images.shape}")
+    if images.shape[1:3] == (INPUT_SIZE, INPUT_SIZE):
+        return images.astype(np.uint8)
+    x = jax.image.resize(jnp.asarray(images, jnp.float32), (images.shape[0], INPUT_SIZE, INPUT_SIZE, 3),
+                         method="linear", antialias=True)
+    return np.asarray(jnp.clip(jnp.round(x), 0, 255)).astype(np.uint8)
+
+
+def preprocess_faces(images, variant: str = "vggface2") -> jax.Array:
+    """uint8 faces of any size (see `resize_faces`) → float32 [b, 224, 224, 3] in the variant's input convention.
+
+    Faces already at 224×224 (what shards store) are only normalised, so this also runs on device inside jit.
+    """
+    if images.ndim != 4 or images.shape[1:] != (INPUT_SIZE, INPUT_SIZE, 3):
+        images = resize_faces(images)
     x = jnp.asarray(images, jnp.float32)
-    if x.ndim != 4 or x.shape[-1] != 3:
-        raise ValueError(f"expected RGB faces [b, h, w, 3], got shape {x.shape}")
-    if x.shape[1:3] != (INPUT_SIZE, INPUT_SIZE):
-        x = jax.image.resize(x, (x.shape[0], INPUT_SIZE, INPUT_SIZE, 3), method="linear", antialias=True)
     if variant == "vggface2":
         return x[..., ::-1] - jnp.asarray(VGGFACE2_MEAN_BGR, jnp.float32)
     if variant == "torchvision":

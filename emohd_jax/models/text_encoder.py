@@ -272,3 +272,17 @@ class MaskedLMHead(nnx.Module):
             "bth,vh->btv", x, word_embeddings.astype(self.dtype), preferred_element_type=jnp.float32
         )
         return logits + self.bias[...].astype(jnp.float32)
+
+
+class TextMaskedLM(nnx.Module):
+    """Encoder + masked-LM head: the paper's language-model stage on the training transcripts (SPEC §4.4)."""
+
+    def __init__(self, config: TextEncoderConfig, *, dtype=jnp.float32, param_dtype=jnp.float32, rngs: nnx.Rngs):
+        self.encoder = TextEncoder(config, dtype=dtype, param_dtype=param_dtype, rngs=rngs)
+        self.head = MaskedLMHead(config, dtype=dtype, param_dtype=param_dtype, rngs=rngs)
+
+    def __call__(self, input_ids: jax.Array, attention_mask: jax.Array, token_type_ids: jax.Array | None = None,
+                 *, deterministic: bool = True) -> jax.Array:
+        # -> logits [batch, time, vocab] fp32
+        hidden = self.encoder(input_ids, attention_mask, token_type_ids, deterministic=deterministic)
+        return self.head(hidden, self.encoder.embeddings.word.embedding[...])

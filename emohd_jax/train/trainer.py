@@ -60,40 +60,28 @@ def class_weights(counts: dict[str, int], mode: str) -> np.ndarray:
     return (w * n.sum() / (w * n).sum()).astype(np.float32)  # mean weight over samples = 1
 
 
-def cross_entropy(logits: jax.Array, labels: jax.Array, weights: jax.Array, valid: jax.Array,
-                  label_smoothing: float = 0.0) -> jax.Array:
-    """Class-weighted, label-smoothed cross-entropy averaged over the valid rows of the global batch."""
-    targets = optax.smooth_labels(jax.nn.one_hot(labels, logits.shape[-1]), label_smoothing)
-    per_row = optax.softmax_cross_entropy(logits, targets) * weights[labels] * valid
-    return per_row.sum() / jnp.maximum((weights[labels] * valid).sum(), 1e-9)
-
-
 def loss_and_grads(state: TrainState, batch: dict, model: Model, *, task: Task, weights: jax.Array,
                    label_smoothing: float, seed: int):
-    """(loss, logits, grads, updated non-trainable state) for one global batch; dropout keyed by (seed, step)."""
+    """(loss, accuracy, grads, updated non-trainable state) for one global batch; dropout keyed by (seed, step)."""
     module = nnx.merge(model.graphdef, state.params, model.rng_state, state.other)
     nnx.reseed(module, dropout=jax.random.fold_in(jax.random.key(seed), state.step))
 
     def loss_fn(module):
-        logits = task.logits(module, batch, train=True)
-        loss = cross_entropy(logits, batch["label"], weights, jnp.ones_like(batch["label"], jnp.float32),
-                             label_smoothing)
-        return loss, logits
+        return task.loss(module, batch, weights=weights, label_smoothing=label_smoothing)
 
     # nnx.value_and_grad differentiates the Params and lets BatchNorm/RNG state update in place.
-    (loss, logits), grads = nnx.value_and_grad(loss_fn, has_aux=True)(module)
-    return loss, logits, grads, split_model(module)[3]
+    (loss, accuracy), grads = nnx.value_and_grad(loss_fn, has_aux=True)(module)
+    return loss, accuracy, grads, split_model(module)[3]
 
 
 def train_step(state: TrainState, batch: dict, model: Model, *, task: Task, tx: optax.GradientTransformation,
                weights: jax.Array, label_smoothing: float, seed: int) -> tuple[TrainState, dict]:
     """One optimiser update on a global batch: pure, jitted by the caller with the state donated."""
-    loss, logits, grads, other = loss_and_grads(state, batch, model, task=task, weights=weights,
-                                                label_smoothing=label_smoothing, seed=seed)
+    loss, accuracy, grads, other = loss_and_grads(state, batch, model, task=task, weights=weights,
+                                                  label_smoothing=label_smoothing, seed=seed)
     updates, opt_state = tx.update(grads, state.opt_state, state.params)
     new_state = state.replace(step=state.step + 1, params=optax.apply_updates(state.params, updates),
                               other=other, opt_state=opt_state)
-    accuracy = (logits.argmax(-1) == batch["label"]).mean()
     return new_state, {"loss": loss, "accuracy": accuracy, "grad_norm": optax.global_norm(grads)}
 
 
@@ -185,7 +173,7 @@ def train_and_evaluate(config) -> dict:
     weights = class_weights(manifest["counts"][config.data.train_split]["records_per_class"], config.train.class_weights)
     data_iter = iter(input_pipeline.train_loader(
         train_source, global_batch_size=global_bs, seed=config.seed,
-        collate_fn=input_pipeline.Collate(task.padded)))
+        collate_fn=input_pipeline.Collate(task.padded), augment=task.augment))
     latest = checkpointing.latest_manager(workdir, config.train.checkpoint_every)
     best = checkpointing.best_manager(workdir)
     restored, start = checkpointing.restore_latest(latest, state, data_iter)
@@ -203,7 +191,7 @@ def train_and_evaluate(config) -> dict:
     progress = tqdm(range(start, total_steps), initial=start, total=total_steps, desc="train", disable=not lead)
     history = []
     for step in progress:
-        batch = sharding.global_batch(_model_inputs(next(data_iter), task, ("label",)), mesh)
+        batch = sharding.global_batch(_model_inputs(next(data_iter), task, task.target_fields), mesh)
         state, step_metrics = step_fn(state, batch, model)
         done = step + 1
         if done % config.train.log_every == 0 and lead:
@@ -211,7 +199,7 @@ def train_and_evaluate(config) -> dict:
             progress.set_postfix(loss=f"{scalars['loss']:.4f}")
             for name, value in scalars.items():
                 writer.add_scalar(f"train/{name}", float(value), done)
-        if done % eval_every == 0 or done == total_steps:
+        if task.evaluates and (done % eval_every == 0 or done == total_steps):
             indices, probs = predict_split(dev_source, task=task, model=model, params=state.params, other=state.other,
                                            mesh=mesh, global_batch_size=config.eval.batch_size)
             dev_metrics, _ = evaluate_source(dev_source, indices, probs, config.eval.clip_rule)
@@ -226,6 +214,8 @@ def train_and_evaluate(config) -> dict:
                 checkpointing.save_best(best, done, {"params": state.params, "other": state.other}, summary)
         checkpointing.save_latest(latest, done, state, data_iter, force=done == total_steps)
     latest.wait_until_finished()
+    if lead:
+        task.finish(nnx.merge(model.graphdef, state.params, model.rng_state, state.other), workdir)
     if writer:
         writer.close()
     return {"steps": total_steps, "history": history, "final_state": state}

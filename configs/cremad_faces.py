@@ -1,0 +1,55 @@
+"""Visual tower, stage 2 (SPEC §2.4–2.5): frozen stage-1 backbone → pooled features → MLP, on CREMA-D video faces.
+
+Faces are sampled at 1 fps (MTCNN, largest face), the backbone is frozen (only `head/` trains) and
+a clip's decision is the majority vote of its frames (ties by mean probability).
+
+    emohd prepare --config configs/cremad_faces.py --config.data.root=../shared/data
+    emohd train   --config configs/cremad_faces.py --config.model.init=work/runs/fer_visual
+    emohd eval    --config configs/cremad_faces.py --config.data.split=test
+
+Splits are by actor (`data.actors`, CREMA-D actors 1001–1091); `model.init` is the stage-1 run
+(empty: the committed FER2013 mini-Xception as the frozen backbone).
+"""
+
+import importlib.util
+import pathlib
+
+import ml_collections
+
+
+def _stage1_config(arg: str) -> ml_collections.ConfigDict:
+    """configs/fer_visual.py's config: stage 2 shares its backbone, input and visual settings."""
+    spec = importlib.util.spec_from_file_location("fer_visual", pathlib.Path(__file__).with_name("fer_visual.py"))
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module.get_config(arg)
+
+
+def get_config(arg: str = "") -> ml_collections.ConfigDict:
+    c = _stage1_config(arg)
+    c.task = "feature_mlp"
+    c.workdir = "work/runs/cremad_faces" + (f"_{arg}" if arg else "")
+    c.report_dir = "reports/cremad_faces" + (f"_{arg}" if arg else "")
+
+    c.data.dataset = "cremad"       # ROOT/cremad/**/<Actor_Sentence_Emotion_Level>.flv
+    c.data.actors = ml_collections.ConfigDict({"train": "1001-1073", "dev": "1074-1082", "test": "1083-1091"})
+    c.data.prepare_splits = ("train", "dev")
+    c.data.train_split = "train"
+    c.data.eval_split = "dev"
+    c.data.split = "dev"
+    c.data.shards = "work/shards/cremad_faces" + (f"_{arg}" if arg else "")
+
+    c.model.init = ""               # the stage-1 run (workdir); "" = the backbone's pretrained weights
+    c.model.head_hidden = 256
+    c.model.head_dropout = 0.3
+
+    c.augment.enabled = False       # features come from a frozen backbone in inference mode
+    c.optim.lr = 1e-3
+    c.optim.trainable = ("^head/",)  # SPEC §2.4: everything but the MLP is frozen
+    c.train.num_epochs = 20
+    c.train.class_weights = "sqrt"
+    c.train.label_smoothing = 0.0
+    c.eval.batch_size = 64
+    c.eval.clip_rule = "vote"       # SPEC §2.5: majority vote over a clip's frames
+    c.eval.flip = False
+    return c

@@ -1,0 +1,94 @@
+"""Visual tower, stage 1 (SPEC §2.3): face expressions on FER2013 class folders, selected on val.
+
+    emohd prepare --config configs/fer_visual.py --config.data.root=../shared/data
+    emohd train   --config configs/fer_visual.py
+    emohd eval    --config configs/fer_visual.py --config.data.root=ROOT --config.data.split=test \\
+                  --config.checkpoint=work/runs/fer_visual [--config.data.label_map="joy=happiness,calm="]
+
+Offline default: the FER2013 mini-Xception (committed asset, 64×64 gray) fine-tuned with augmentation,
+evaluated with flip averaging. `configs/fer_visual.py:resnet50` is the paper's recipe (VGGFace2 ResNet50,
+top 10 layers unfrozen) and needs `--config.model.init=/path/to/resnet50_ft_weight.pkl` and a GPU.
+"""
+
+import ml_collections
+
+
+def get_config(arg: str = "") -> ml_collections.ConfigDict:
+    c = ml_collections.ConfigDict()
+    c.task = "image"
+    c.seed = 0
+    c.workdir = "work/runs/fer_visual"
+    c.checkpoint = ""               # eval: a run's workdir (its best checkpoint) or a checkpoint dir
+    c.report_dir = "reports/fer_visual"
+
+    c.data = ml_collections.ConfigDict()
+    c.data.dataset = "fer2013"      # class folders ROOT/<dataset>/<split>/<class>/*.jpg ('fer2013' or 'cife')
+    c.data.root = "../shared/data"
+    c.data.label_map = ""           # folder→class for other names: "joy=happiness,calm=" or a .json; "" = FER2013's
+    c.data.prepare_splits = ("train", "val")
+    c.data.train_split = "train"
+    c.data.eval_split = "val"       # model selection
+    c.data.split = "val"            # what `emohd eval` reports on
+    c.data.shards = "work/shards/fer_visual"
+    c.data.file_format = "array_record"
+
+    c.model = ml_collections.ConfigDict()
+    c.model.backbone = ml_collections.FieldReference("mini_xception")  # mini_xception | resnet50
+    c.model.variant = "vggface2"    # ResNet50 layout: vggface2 | torchvision
+    c.model.init = ""               # "" = committed FER2013 mini-Xception; ResNet50: .pkl / .pth path
+    c.model.pretrained = True
+
+    c.visual = ml_collections.ConfigDict()
+    c.visual.input = c.model.get_ref("backbone")  # faces are stored at this backbone's input size
+    c.visual.fps = 1.0
+    c.visual.margin = 0.2
+    c.visual.select = "largest"
+
+    c.augment = ml_collections.ConfigDict()
+    c.augment.enabled = True
+    c.augment.flip = True
+    c.augment.rotate_deg = 10.0
+    c.augment.shift = 0.1           # fraction of the side
+    c.augment.zoom = 0.1
+    c.augment.brightness = 0.1      # fraction of 255
+    c.augment.contrast = 0.1
+
+    c.optim = ml_collections.ConfigDict()
+    c.optim.lr = 5e-4
+    c.optim.warmup_steps = 100
+    c.optim.weight_decay = 1e-4
+    c.optim.clip_norm = 5.0
+    c.optim.trainable = ()          # regexes over parameter paths; empty = everything trains
+
+    c.train = ml_collections.ConfigDict()
+    c.train.batch_size = 64
+    c.train.num_epochs = 8
+    c.train.num_steps = 0           # > 0 overrides num_epochs
+    c.train.eval_every = 0          # 0 = once per epoch
+    c.train.checkpoint_every = 200
+    c.train.log_every = 50
+    c.train.class_weights = "none"  # the target is accuracy
+    c.train.label_smoothing = 0.1
+
+    c.eval = ml_collections.ConfigDict()
+    c.eval.batch_size = 256
+    c.eval.clip_rule = "mean"       # one record per image: the rule does not matter here
+    c.eval.flip = True              # average probabilities with the mirrored face
+
+    c.mesh = ml_collections.ConfigDict()
+    c.mesh.model = 1
+
+    if arg == "resnet50":
+        from emohd_jax.train.tasks import resnet50_trainable_patterns
+
+        c.model.backbone = "resnet50"
+        c.workdir = "work/runs/fer_visual_resnet50"
+        c.report_dir = "reports/fer_visual_resnet50"
+        c.data.shards = "work/shards/fer_visual_resnet50"
+        c.optim.lr = 1e-4
+        c.optim.trainable = resnet50_trainable_patterns(9)  # SPEC §2.3: last 9 convs (+ avg pool) and the head
+        c.train.batch_size = 128
+        c.train.num_epochs = 10
+    elif arg:
+        raise ValueError(f"unknown variant {arg!r} (known: resnet50)")
+    return c

@@ -1,0 +1,104 @@
+"""Audio tower on RAVDESS: VGGish log-mel patches → VGGish-shaped CNN → 7-way softmax, clip = mean of patches.
+
+    emohd prepare --config configs/ravdess_audio.py
+    emohd train   --config configs/ravdess_audio.py
+    emohd eval    --config configs/ravdess_audio.py --config.data.split=dev
+
+Offline default: no VGGish weights can be downloaded here, so the 'small' VGGish (same layout,
+1/4 conv and 1/8 FC widths) trains from scratch on actors 1–16 with SpecAugment-style masks,
+time shift, gain and noise, and is selected on actors 17–20. 7 classes: calm is dropped
+(`--config.data.calm=neutral` merges it into neutral instead).
+
+`configs/ravdess_audio.py:pretrained` is the paper's recipe: the published VGGish (full size)
+with convolutions frozen and the fully connected layers trained; it needs the converted weights
+(`python -m emohd_jax.convert.vggish --torch vggish-10086976.pth --out vggish.safetensors`):
+
+    emohd train --config configs/ravdess_audio.py:pretrained --config.model.init=/path/vggish.safetensors
+
+Held-out actors laid out like the data folder (`ROOT/ravdess/Actor_21 … Actor_24`) are read,
+prepared into `<shards>-heldout` on first use and evaluated with the trained run:
+
+    emohd eval --config configs/ravdess_audio.py --config.data.root=ROOT --config.data.split=heldout \\
+        --config.checkpoint=work/runs/ravdess_audio   # actors: --config.data.actors.heldout=21-24
+"""
+
+import ml_collections
+
+from emohd_jax.models.vggish import trainable_patterns
+
+
+def get_config(arg: str = "") -> ml_collections.ConfigDict:
+    c = ml_collections.ConfigDict()
+    c.task = "audio"
+    c.seed = 0
+    c.workdir = "work/runs/ravdess_audio"
+    c.checkpoint = ""               # eval: a run's workdir (its best checkpoint) or a checkpoint dir
+    c.report_dir = "reports/ravdess_audio"
+
+    c.data = ml_collections.ConfigDict()
+    c.data.dataset = "ravdess"
+    c.data.root = "../shared/data"  # holds ravdess/Actor_XX/*.flac
+    c.data.actors = ml_collections.ConfigDict({"train": "1-16", "dev": "17-20", "heldout": "21-24"})
+    c.data.calm = "drop"            # drop | neutral (merge calm into neutral)
+    c.data.prepare_splits = ("train", "dev")
+    c.data.train_split = "train"
+    c.data.eval_split = "dev"       # model selection
+    c.data.split = "dev"            # what `emohd eval` reports on
+    c.data.shards = "work/shards/ravdess_audio"
+    c.data.file_format = "array_record"
+
+    c.model = ml_collections.ConfigDict()
+    c.model.size = "small"          # small (from scratch on CPU) | full (published VGGish)
+    c.model.width = 1.0             # multiplies every conv and FC width of the size preset
+    c.model.dropout = 0.3           # after each FC layer
+    c.model.init = ""               # converted VGGish weights (.safetensors, .pth or TF .npz); '' = from scratch
+    c.model.pretrained = False      # load `init` into the VGGish trunk (the 7-way head stays random)
+
+    # Per-patch training augmentation of the stored log-mel (emohd_jax/train/audio_augment.py).
+    c.augment = ml_collections.ConfigDict()
+    c.augment.enabled = True
+    c.augment.max_shift = 16       # frames of circular time shift (of 96)
+    c.augment.gain_db = 6.0        # uniform gain in ±gain_db
+    c.augment.noise_db = (-90.0, -60.0)  # noise floor level range (dB re a full-scale tone)
+    c.augment.time_masks = 2
+    c.augment.time_mask_max = 12   # frames
+    c.augment.freq_masks = 2
+    c.augment.freq_mask_max = 8    # mel bands
+
+    c.optim = ml_collections.ConfigDict()
+    c.optim.lr = 1e-3
+    c.optim.warmup_steps = 100
+    c.optim.weight_decay = 1e-4
+    c.optim.clip_norm = 1.0
+    c.optim.trainable = ()          # regexes over parameter paths; empty = everything trains
+
+    c.train = ml_collections.ConfigDict()
+    c.train.batch_size = 32
+    c.train.num_epochs = 20
+    c.train.num_steps = 0           # > 0 overrides num_epochs
+    c.train.eval_every = 0          # 0 = once per epoch
+    c.train.checkpoint_every = 100
+    c.train.log_every = 20
+    c.train.class_weights = "sqrt"  # RAVDESS has half as many neutral clips as the other classes
+    c.train.label_smoothing = 0.1
+
+    c.eval = ml_collections.ConfigDict()
+    c.eval.batch_size = 64
+    c.eval.clip_rule = "mean"       # mean of patch probabilities | vote
+
+    c.mesh = ml_collections.ConfigDict()
+    c.mesh.model = 1
+
+    if arg == "pretrained":
+        c.model.size = "full"
+        c.model.init = ""           # required: --config.model.init=/path/vggish.safetensors
+        c.model.pretrained = True
+        c.model.dropout = 0.5
+        c.optim.trainable = trainable_patterns(freeze_conv=True)  # SPEC §3.3: convs frozen, FC trained
+        c.optim.lr = 1e-4
+        c.train.num_epochs = 10
+        c.workdir = "work/runs/ravdess_audio_pretrained"
+        c.report_dir = "reports/ravdess_audio_pretrained"
+    elif arg:
+        raise ValueError(f"unknown variant {arg!r} (known: pretrained)")
+    return c
