@@ -47,10 +47,17 @@ def get_config(arg: str = "") -> ml_collections.ConfigDict:
     c.data.shards = "work/shards/ravdess_audio"
     c.data.file_format = "array_record"
 
+    c.audio = ml_collections.ConfigDict()
+    c.audio.trim_db = 40.0          # keep the whole patches around the speech (0 = every patch of the clip)
+
     c.model = ml_collections.ConfigDict()
     c.model.size = "small"          # small (from scratch on CPU) | full (published VGGish)
     c.model.width = 1.0             # multiplies every conv and FC width of the size preset
     c.model.dropout = 0.3           # after each FC layer
+    # Log-mel standardisation in front of the network (mean and std of RAVDESS actors 1–16): a VGG
+    # without batch norm trains from scratch only on centred inputs. The published VGGish takes raw log-mel.
+    c.model.input_mean = -3.3
+    c.model.input_std = 1.6
     c.model.init = ""               # converted VGGish weights (.safetensors, .pth or TF .npz); '' = from scratch
     c.model.pretrained = False      # load `init` into the VGGish trunk (the 7-way head stays random)
 
@@ -93,6 +100,7 @@ def get_config(arg: str = "") -> ml_collections.ConfigDict:
         c.model.size = "full"
         c.model.init = ""           # required: --config.model.init=/path/vggish.safetensors
         c.model.pretrained = True
+        c.model.input_mean, c.model.input_std = 0.0, 1.0
         c.model.dropout = 0.5
         c.optim.trainable = trainable_patterns(freeze_conv=True)  # SPEC §3.3: convs frozen, FC trained
         c.optim.lr = 1e-4

@@ -108,16 +108,19 @@ class TextExtractor:
 class AudioExtractor:
     """VGGish log-mel patches of the utterance's audio (or its video's audio track), one record per 0.96 s.
 
-    Decode → mono 16 kHz → silence check → log-mel patches: the same call at prepare and predict
-    time. A span (`start_s`/`end_s`, IEMOCAP) is cut from the decoded recording first.
+    Decode → mono 16 kHz → silence check → speech window → log-mel patches: the same call at prepare
+    and predict time. A span (`start_s`/`end_s`, IEMOCAP) is cut from the decoded recording first.
+    `trim_db` > 0 keeps only the whole patches around the speech (frames within `trim_db` of the
+    loudest), so acted clips with a second of silence at each end (RAVDESS) do not give patches of
+    silence that carry an emotion label; 0 keeps the whole clip, as VGGish does.
     """
 
     name = "audio"
 
-    def __init__(self):
+    def __init__(self, *, trim_db: float = 0.0):
         from emohd_jax.audio_frontend import VGGISH_LOG_MEL
 
-        self.spec = VGGISH_LOG_MEL
+        self.spec, self.trim_db = VGGISH_LOG_MEL, float(trim_db)
         self.features = _base_features(
             patches=tfds.features.Tensor(shape=(self.spec.patch_frames, self.spec.num_mel_bins), dtype=np.float32),
             patch_index=tfds.features.Scalar(dtype=np.int32),
@@ -125,7 +128,29 @@ class AudioExtractor:
         )
 
     def options(self) -> dict:
-        return {"log_mel": dataclasses.asdict(self.spec)}
+        return {"log_mel": dataclasses.asdict(self.spec), "trim_db": self.trim_db}
+
+    def speech_window(self, wave: np.ndarray) -> np.ndarray:
+        """The shortest run of whole patches around the frames within `trim_db` of the loudest, inside wave: [samples].
+
+        The window is centred on the speech and filled with the clip's own surroundings, not with zeros.
+        """
+        from emohd_jax.audio_frontend import num_frames
+
+        spec = self.spec
+        frames = num_frames(wave.size, spec)
+        if frames == 0:
+            return wave
+        starts = np.arange(frames) * spec.hop_length
+        energy = np.add.reduceat(np.square(wave, dtype=np.float64), starts)[:frames]  # ≈ hop energy per frame
+        level_db = 10.0 * np.log10(energy + 1e-20)
+        active = np.flatnonzero(level_db > level_db.max() - self.trim_db)
+        first, last = starts[active[0]], starts[active[-1]] + spec.window_length
+        patch_stride = spec.patch_hop_frames * spec.hop_length
+        n = max(1, -(-(last - first - spec.patch_samples) // patch_stride) + 1)  # patches covering the speech
+        length = spec.patch_samples + (n - 1) * patch_stride
+        start = int(np.clip((first + last - length) // 2, 0, max(0, wave.size - length)))
+        return wave[start:start + length]
 
     def patches(self, utterance: Utterance) -> tuple[np.ndarray, float]:
         """(patches: [n, 96, 64] float32, seconds of audio) of one utterance; raises BadInputError naming the file."""
@@ -144,7 +169,10 @@ class AudioExtractor:
             if wave.size == 0:
                 raise CorruptMediaError(media, f"span {utterance.start_s}-{utterance.end_s} s is empty")
         check_not_silent(wave, media)
-        return waveform_to_patches(wave, rate, spec=self.spec, source=str(media)), wave.size / rate
+        seconds = wave.size / rate
+        if self.trim_db > 0:
+            wave = self.speech_window(wave)
+        return waveform_to_patches(wave, rate, spec=self.spec, source=str(media)), seconds
 
     def records(self, utterance: Utterance) -> list[Record]:
         patches, seconds = self.patches(utterance)

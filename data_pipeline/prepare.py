@@ -132,7 +132,7 @@ def make_extractor(config) -> Extractor:
     if config.task == "audio":
         from data_pipeline.extract import AudioExtractor
 
-        return AudioExtractor()
+        return AudioExtractor(trim_db=config.audio.trim_db)
     if config.task in ("image", "feature_mlp"):
         from data_pipeline.extract import ImageExtractor, VideoFaceExtractor
 
@@ -186,8 +186,8 @@ def _split_actors(data, split: str) -> str:
     """`data.actors[split]`; datasets split by actor need one entry per split they read."""
     actors = data.get("actors", {})
     if split not in actors:
-        raise ValueError(f"no actors for split {split!r}: set --config.data.actors.{split}=FIRST-LAST "
-                         f"(configured: {dict(actors)})")
+        raise ValueError(f"no actors for split {split!r} in config.data.actors {dict(actors)}: use a split named "
+                         "there, e.g. --config.data.split=heldout --config.data.actors.heldout=21-24")
     return actors[split]
 
 

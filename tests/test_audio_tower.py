@@ -51,6 +51,16 @@ def test_extractor_gives_one_record_per_patch(data_root):
     assert [u.label for u in chosen] == [CLASS_INDEX[c] for c in ("neutral", "anger", "surprise")]  # sorted by name
 
 
+def test_speech_window_keeps_whole_patches_around_the_speech():
+    rate = 16000
+    t = np.arange(int(1.5 * rate)) / rate
+    tone = 0.3 * np.sin(2 * np.pi * 440 * t)
+    wave = np.concatenate([np.full(rate, 1e-5), tone, np.full(int(1.5 * rate), 1e-5)]).astype(np.float32)
+    window = AudioExtractor(trim_db=40).speech_window(wave)
+    assert num_patches(window.size) == 2 and num_patches(wave.size) == 4
+    assert np.square(window, dtype=np.float64).sum() >= 0.99 * np.square(tone).sum()  # the whole tone is inside
+
+
 def test_prepare_skips_silence_and_video_without_audio(tmp_path, data_root):
     sf = pytest.importorskip("soundfile")
     silence, film = tmp_path / "silence.wav", tmp_path / "film.mp4"
@@ -97,8 +107,10 @@ def _tiny_ravdess(root, data_root, files_per_actor: dict[int, int]):
             (folder / path.name).symlink_to(path)
 
 
+@pytest.mark.slow  # ≈ 50 s of CPU (three jit compiles, two prepares); minutes when the cores are shared
 def test_two_step_training_and_held_out_eval(tmp_path, data_root):
-    from emohd_jax.cli import _load_config, run_eval, run_prepare, run_train
+    from emohd_jax.cli import _load_config, run_eval, run_prepare
+    from emohd_jax.train.trainer import train_and_evaluate
 
     _tiny_ravdess(tmp_path, data_root, {1: 8, 2: 4, 3: 3})
     settings = {"data.root": tmp_path, "data.actors.train": "1", "data.actors.dev": "2",
@@ -107,10 +119,9 @@ def test_two_step_training_and_held_out_eval(tmp_path, data_root):
                 "train.checkpoint_every": 2, "train.log_every": 1, "eval.batch_size": 8, "optim.warmup_steps": 1}
     config = _load_config(config_flags("ravdess_audio.py", settings))
     run_prepare(config)
-    run_train(config)
+    result = train_and_evaluate(config)
     assert (tmp_path / "run" / "checkpoints" / "latest" / "2").is_dir()
-    metrics = json.loads((tmp_path / "report" / "metrics.json").read_text())
-    assert metrics["split"] == "dev"
+    assert [h["step"] for h in result["history"]] == [2]  # dev clips evaluated at the end
     # Held-out actors, not in the training shards: prepared into `<shards>-heldout` on demand and evaluated.
     held_out = _load_config(config_flags("ravdess_audio.py", {
         **settings, "data.split": "heldout", "data.actors.heldout": "3", "checkpoint": tmp_path / "run",
@@ -120,3 +131,4 @@ def test_two_step_training_and_held_out_eval(tmp_path, data_root):
     assert manifest["counts"]["heldout"]["utterances"] == 3
     predictions = json.loads((tmp_path / "heldout_report" / "predictions.json").read_text())
     assert len(predictions["uid"]) == 3 and all(u.endswith("-03") for u in predictions["uid"])
+    assert json.loads((tmp_path / "heldout_report" / "metrics.json").read_text())["split"] == "heldout"

@@ -254,7 +254,8 @@ class AudioTask(ClassifierTask):
         load_vggish_weights(model, tensors)
 
     def logits(self, model: nnx.Module, batch: dict, *, train: bool) -> jax.Array:
-        return model(batch["patches"], train=train)  # patches: [batch, 96, 64] → logits: [batch, classes]
+        patches = (batch["patches"] - self.config.input_mean) / self.config.input_std  # [batch, 96, 64]
+        return model(patches, train=train)  # → logits: [batch, classes]
 
 
 def make_task(config) -> Task:
