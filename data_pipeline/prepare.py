@@ -208,7 +208,12 @@ def shards_for_split(config, split: str) -> str:
     manifest = pathlib.Path(config.data.shards) / MANIFEST
     if manifest.exists() and split in json.loads(manifest.read_text())["counts"]:
         return config.data.shards
-    out = f"{config.data.shards.rstrip('/')}-{split}"
+    # Keyed by everything that decides the held-out set's contents (root, actors, label map, ...), so a
+    # second held-out set never reuses the first one's shards.
+    data = {k: v for k, v in config.data.to_dict().items() if k not in ("shards", "split")}
+    data["root"] = str(pathlib.Path(config.data.root).resolve())
+    key = hashlib.sha1(json.dumps(data, sort_keys=True, default=str).encode()).hexdigest()[:10]
+    out = f"{config.data.shards.rstrip('/')}-{split}-{key}"
     if not (pathlib.Path(out) / MANIFEST).exists():
         prepare_from_config(config, [split], out)
     return out

@@ -122,12 +122,13 @@ def test_two_step_training_and_held_out_eval(tmp_path, data_root):
     result = train_and_evaluate(config)
     assert (tmp_path / "run" / "checkpoints" / "latest" / "2").is_dir()
     assert [h["step"] for h in result["history"]] == [2]  # dev clips evaluated at the end
-    # Held-out actors, not in the training shards: prepared into `<shards>-heldout` on demand and evaluated.
+    # Held-out actors, not in the training shards: prepared into `<shards>-heldout-<key>` on demand and evaluated.
     held_out = _load_config(config_flags("ravdess_audio.py", {
         **settings, "data.split": "heldout", "data.actors.heldout": "3", "checkpoint": tmp_path / "run",
         "report_dir": tmp_path / "heldout_report"}))
     run_eval(held_out)
-    manifest = json.loads((tmp_path / "shards-heldout" / "manifest.json").read_text())
+    (heldout_shards,) = tmp_path.glob("shards-heldout-*")
+    manifest = json.loads((heldout_shards / "manifest.json").read_text())
     assert manifest["counts"]["heldout"]["utterances"] == 3
     predictions = json.loads((tmp_path / "heldout_report" / "predictions.json").read_text())
     assert len(predictions["uid"]) == 3 and all(u.endswith("-03") for u in predictions["uid"])

@@ -25,6 +25,9 @@ from emohd_jax.classes import NUM_CLASSES
 
 INPUT_FRAMES = VGGISH_LOG_MEL.patch_frames   # 96
 INPUT_BANDS = VGGISH_LOG_MEL.num_mel_bins    # 64
+# He initialisation: VGGish has no normalisation layers, and from scratch the default LeCun init
+# left the ReLU stack at chance loss for hundreds of steps. Published weights overwrite it anyway.
+_HE = nnx.initializers.he_normal()
 
 
 @dataclasses.dataclass(frozen=True)
@@ -64,14 +67,14 @@ class VGGish(nnx.Module):
         convs, in_features = [], 1
         for block in config.conv_blocks:
             for width in block:
-                convs.append(nnx.Conv(in_features, width, (3, 3), padding="SAME", rngs=rngs))
+                convs.append(nnx.Conv(in_features, width, (3, 3), padding="SAME", kernel_init=_HE, rngs=rngs))
                 in_features = width
         self.conv = nnx.List(convs)
         # index of the last conv of each block, after which a 2×2 max pool halves the grid
         self.pool_after = tuple(int(i) for i in np.cumsum([len(block) for block in config.conv_blocks]) - 1)
         pooled = 2 ** len(config.conv_blocks)
         widths = ((INPUT_FRAMES // pooled) * (INPUT_BANDS // pooled) * in_features,) + tuple(config.fc_widths)
-        self.fc = nnx.List([nnx.Linear(a, b, rngs=rngs) for a, b in zip(widths[:-1], widths[1:])])
+        self.fc = nnx.List([nnx.Linear(a, b, kernel_init=_HE, rngs=rngs) for a, b in zip(widths[:-1], widths[1:])])
         self.dropout = nnx.Dropout(config.dropout, rngs=rngs)
         self.embedding = nnx.Linear(widths[-1], config.embedding_size, rngs=rngs) if with_embedding else None
 
