@@ -149,12 +149,6 @@ def test_evaluate_asr_skips_bad_media_and_goes_on(tmp_path, monkeypatch):
                                                               "tf_cosine_hist.png"}
 
 
-def test_parse_actors():
-    from emohd_jax.asr.evaluate import parse_actors
-
-    assert parse_actors("17-20") == [17, 18, 19, 20] and parse_actors("1,21-22") == [1, 21, 22]
-
-
 def test_cremad_clips_transcribed(whisper, cremad):
     """Real .flv and 44.1 kHz .mp3 media through load_audio and Whisper tiny.en.
 

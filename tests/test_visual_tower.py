@@ -20,7 +20,7 @@ from emohd_jax.models import mini_xception
 from emohd_jax.train import sharding
 from emohd_jax.train.face_augment import FaceAugment
 from emohd_jax.train.tasks import make_task
-from emohd_jax.train.trainer import Model, create_train_state, predict_step, train_step
+from emohd_jax.train.trainer import create_train_state, predict_step, train_step
 from emohd_jax.video_io import sample_frames
 from emohd_jax.visual_eval import load_image
 from tests.train_harness import REPO

@@ -100,15 +100,6 @@ def _plot_histogram(path: pathlib.Path, summary: dict) -> None:
     plt.close(fig)
 
 
-def parse_actors(spec: str) -> list[int]:
-    """'17-20' or '17,18,21-24' → actor numbers."""
-    actors: list[int] = []
-    for part in spec.split(","):
-        low, _, high = part.partition("-")
-        actors.extend(range(int(low), int(high or low) + 1))
-    return actors
-
-
 def _ravdess_utterances(root: str, actors: list[int]) -> tuple[list[Utterance], SkipReport]:
     """Every clip of the actors, calm included (merged, not dropped): ASR does not care about the emotion."""
     from data_pipeline.sources.ravdess import read_ravdess
@@ -132,6 +123,8 @@ def main(argv: Sequence[str] | None = None) -> dict:
     args = parser.parse_args(argv)
 
     if args.dataset == "ravdess":
+        from data_pipeline.prepare import parse_actors
+
         utterances, read_skips = _ravdess_utterances(args.root, parse_actors(args.actors))
         where = f"actors {args.actors}"
     else:

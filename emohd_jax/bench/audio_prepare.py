@@ -16,6 +16,7 @@ from typing import Callable, Iterable, Sequence
 import numpy as np
 from tqdm import tqdm
 
+from data_pipeline.prepare import parse_actors
 from data_pipeline.sources.ravdess import read_ravdess
 from emohd_jax.audio_frontend import VGGISH_LOG_MEL, batch_waveforms_to_patches, waveform_to_patches
 from emohd_jax.audio_io import load_audio
@@ -76,19 +77,10 @@ def run(root: str | os.PathLike = "../shared/data/ravdess", actors: Iterable[int
     return results
 
 
-def _actor_range(text: str) -> list[int]:
-    """"1-20" or "17,18,19" → actor numbers."""
-    actors = []
-    for part in text.split(","):
-        first, _, last = part.partition("-")
-        actors.extend(range(int(first), int(last or first) + 1))
-    return actors
-
-
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--root", default="../shared/data/ravdess")
-    parser.add_argument("--actors", default="1-20", type=_actor_range)
+    parser.add_argument("--actors", default="1-20", type=parse_actors)
     parser.add_argument("--limit", type=int, default=None, help="only the first N clips")
     parser.add_argument("--out-dir", default="reports/bench")
     args = parser.parse_args(argv)
