@@ -55,6 +55,26 @@ class Collate:
         return collate(records, padded=self.padded, buckets=self.buckets)
 
 
+def agree_on_lengths(batch: Batch, padded: Mapping[str, int]) -> Batch:
+    """Pads this process's variable-length fields to the longest bucket any process chose.
+
+    Each process buckets its own rows; with several processes the global array (and so the
+    compiled step) must have one shape, so the bucket is agreed on with one tiny all-gather.
+    """
+    fields = [k for k in padded if k in batch]
+    if jax.process_count() == 1 or not fields:
+        return batch
+    from jax.experimental import multihost_utils
+
+    longest = multihost_utils.process_allgather(np.asarray([batch[k].shape[1] for k in fields])).max(axis=0)
+    out = dict(batch)
+    for key, length in zip(fields, longest):
+        extra = int(length) - out[key].shape[1]
+        if extra > 0:
+            out[key] = np.pad(out[key], ((0, 0), (0, extra)), constant_values=padded[key])
+    return out
+
+
 def local_batch_size(global_batch_size: int) -> int:
     if global_batch_size % jax.process_count():
         raise ValueError(f"global batch {global_batch_size} does not split over {jax.process_count()} processes")

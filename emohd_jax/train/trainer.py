@@ -130,6 +130,7 @@ def predict_split(source, *, task: Task, model: Model, params, other, mesh, glob
     collate = input_pipeline.Collate(task.padded)
     indices, probs = [], []
     for batch in input_pipeline.eval_batches(source, global_batch_size=global_batch_size, collate_fn=collate):
+        batch = input_pipeline.agree_on_lengths(batch, task.padded)
         out = step(params, other, sharding.global_batch(_model_inputs(batch, task), mesh), model)
         probs.append(multihost_utils.process_allgather(out, tiled=True))
         indices.append(multihost_utils.process_allgather(batch["index"], tiled=True))
@@ -186,12 +187,16 @@ def train_and_evaluate(config) -> dict:
         in_shardings=(state_shardings, sharding.batch_sharding(mesh), None),
         out_shardings=(state_shardings, replicated), donate_argnums=0)
 
+    # Read once: every process must take the same save decisions (orbax saves are collective), and
+    # only process 0 writes the file, so reading it again mid-run could diverge between processes.
+    best_so_far = checkpointing.best_score(best)
     lead = jax.process_index() == 0
     writer = SummaryWriter(str(workdir / "tensorboard")) if lead else None
     progress = tqdm(range(start, total_steps), initial=start, total=total_steps, desc="train", disable=not lead)
     history = []
     for step in progress:
-        batch = sharding.global_batch(_model_inputs(next(data_iter), task, task.target_fields), mesh)
+        local = input_pipeline.agree_on_lengths(next(data_iter), task.padded)
+        batch = sharding.global_batch(_model_inputs(local, task, task.target_fields), mesh)
         state, step_metrics = step_fn(state, batch, model)
         done = step + 1
         if done % config.train.log_every == 0 and lead:
@@ -210,7 +215,8 @@ def train_and_evaluate(config) -> dict:
                     writer.add_scalar(f"{config.data.eval_split}/{name}", value, done)
                 progress.write(f"step {done}: {config.data.eval_split} " +
                                " ".join(f"{k}={v:.2f}" for k, v in summary.items()))
-            if summary["weighted_f1"] > checkpointing.best_score(best):
+            if summary["weighted_f1"] > best_so_far:
+                best_so_far = summary["weighted_f1"]
                 checkpointing.save_best(best, done, {"params": state.params, "other": state.other}, summary)
         checkpointing.save_latest(latest, done, state, data_iter, force=done == total_steps)
     latest.wait_until_finished()
