@@ -77,7 +77,9 @@ def get_config(arg: str = "") -> ml_collections.ConfigDict:
         c.workdir = "work/runs/meld_text_sample"
         c.report_dir = "reports/meld_text_sample"
         c.text.max_length = 96
-        c.train.num_epochs = 1
+        c.train.num_epochs = 2
+        c.optim.lr = 1e-4
+        c.optim.warmup_steps = 10       # 68 steps in all: the default warm-up would take most of them
         c.train.checkpoint_every = 50
     elif arg == "distilbert":
         c.model.init = ""  # required: --config.model.init=/path/to/distilbert-base-uncased
