@@ -81,7 +81,7 @@ def get_config(arg: str = "") -> ml_collections.ConfigDict:
 
     c.train = ml_collections.ConfigDict()
     c.train.batch_size = 32
-    c.train.num_epochs = 30
+    c.train.num_epochs = 45
     c.train.num_steps = 0           # > 0 overrides num_epochs
     c.train.eval_every = 0          # 0 = once per epoch
     c.train.checkpoint_every = 100
