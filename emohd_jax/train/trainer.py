@@ -91,18 +91,18 @@ def predict_step(params: nnx.State, other: nnx.State, batch: dict, model: Model,
     return jax.nn.softmax(task.logits(module, batch, train=False).astype(jnp.float32), axis=-1)
 
 
+def build_module(task: Task, seed: int) -> nnx.Module:
+    """The task's model with parameter and dropout streams derived from the run's seed."""
+    return task.build_model(nnx.Rngs(seed, dropout=seed + 1))
+
+
 def create_train_state(task: Task, config, mesh, total_steps: int):
     """(Model, TrainState sharded over `mesh`, its shardings, optimiser); pretrained weights loaded if asked."""
-
-    def build():
-        return split_model(task.build_model(nnx.Rngs(config.seed, dropout=config.seed + 1)))
-
-    graphdef, abstract_params, _, _ = split_model(
-        nnx.eval_shape(lambda: task.build_model(nnx.Rngs(config.seed, dropout=config.seed + 1))))
+    graphdef, abstract_params, _, _ = split_model(nnx.eval_shape(lambda: build_module(task, config.seed)))
     tx = make_optimizer(config.optim, abstract_params, total_steps)
 
     def init():
-        _, params, rngs, other = build()
+        _, params, rngs, other = split_model(build_module(task, config.seed))
         return TrainState(step=jnp.zeros((), jnp.int32), params=params, other=other, opt_state=tx.init(params)), rngs
 
     abstract_state, abstract_rngs = jax.eval_shape(init)
@@ -110,7 +110,7 @@ def create_train_state(task: Task, config, mesh, total_steps: int):
     rng_shardings = sharding.state_shardings(abstract_rngs, mesh)
     state, rng_state = jax.jit(init, out_shardings=(state_shardings, rng_shardings))()
     if config.model.pretrained:
-        host = task.build_model(nnx.Rngs(config.seed, dropout=config.seed + 1))
+        host = build_module(task, config.seed)
         task.load_pretrained(host)
         _, params, _, other = split_model(host)
         state = state.replace(params=jax.device_put(params, state_shardings.params),
@@ -231,14 +231,15 @@ def evaluate_checkpoint(config, split: str | None = None) -> tuple[dict, dict]:
     """Metrics of the checkpoint in `config.checkpoint` (or the run's best) on `split` of the shards."""
     task = make_task(config)
     mesh = sharding.make_mesh(config.mesh.model)
-    abstract_module = nnx.eval_shape(lambda: task.build_model(nnx.Rngs(config.seed, dropout=config.seed + 1)))
+    abstract_module = nnx.eval_shape(lambda: build_module(task, config.seed))
     graphdef, abstract_params, _, abstract_other = split_model(abstract_module)
     target = jax.tree.map(
         lambda leaf, s: jax.ShapeDtypeStruct(leaf.shape, leaf.dtype, sharding=s),
         {"params": abstract_params, "other": abstract_other},
         sharding.state_shardings({"params": abstract_params, "other": abstract_other}, mesh))
     weights = checkpointing.restore_weights(config.checkpoint or config.workdir, target)
-    _, _, rng_state, _ = split_model(task.build_model(nnx.Rngs(config.seed, dropout=config.seed + 1)))
+    # Only the RNG-stream template is needed: jit lets XLA drop the parameter initialisation.
+    rng_state = jax.jit(lambda: split_model(build_module(task, config.seed))[2])()
     model = Model(graphdef=graphdef, rng_state=rng_state)
     from data_pipeline.prepare import shards_for_split
 
