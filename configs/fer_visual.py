@@ -6,7 +6,7 @@
                   --config.checkpoint=work/runs/fer_visual [--config.data.label_map="joy=happiness,calm="]
 
 Offline default: the FER2013 mini-Xception (committed asset, 64×64 gray) fine-tuned with augmentation,
-evaluated with flip averaging. `configs/fer_visual.py:resnet50` is the paper's recipe (VGGFace2 ResNet50,
+evaluated averaging over mirrored and ±2 px shifted faces. `configs/fer_visual.py:resnet50` is the paper's recipe (VGGFace2 ResNet50,
 top 10 layers unfrozen) and needs `--config.model.init=/path/to/resnet50_ft_weight.pkl` and a GPU.
 """
 
@@ -74,6 +74,7 @@ def get_config(arg: str = "") -> ml_collections.ConfigDict:
     c.eval.batch_size = 256
     c.eval.clip_rule = "mean"       # one record per image: the rule does not matter here
     c.eval.flip = True              # average probabilities with the mirrored face
+    c.eval.shift = 2                # ... and with the face shifted ±2 px along each axis (0 = off)
 
     c.mesh = ml_collections.ConfigDict()
     c.mesh.model = 1
@@ -89,6 +90,7 @@ def get_config(arg: str = "") -> ml_collections.ConfigDict:
         c.optim.trainable = resnet50_trainable_patterns(9)  # SPEC §2.3: last 9 convs (+ avg pool) and the head
         c.train.batch_size = 128
         c.train.num_epochs = 10
+        c.eval.shift = 7            # the same ~3% of the side at 224 px
     elif arg:
         raise ValueError(f"unknown variant {arg!r} (known: resnet50)")
     return c

@@ -65,8 +65,9 @@ def test_held_out_set_with_other_names_evaluates_by_command(tmp_path, fer_root):
     copy_faces(fer_root / "val", tmp_path / "other" / "test", folders, per_class=3)
     visual_eval.main(["--root", str(tmp_path / "other"), "--split", "test", "--dataset", "other",
                       "--label-map", "joy=happiness,surprised=surprise,mad=anger,calm=",
-                      "--flip", "--batch-size", "8", "--out", str(tmp_path / "report")])
+                      "--flip", "--shift", "2", "--batch-size", "8", "--out", str(tmp_path / "report")])
     report = json.loads((tmp_path / "report" / "metrics.json").read_text())
     assert report["dataset"] == "other" and report["n_images"] == 9 and report["flip_averaging"]
+    assert report["shift_px"] == 2
     assert report["per_class"]["happiness"]["support"] == 3 and report["per_class"]["neutral"]["support"] == 0
     assert (tmp_path / "report" / "confusion.png").is_file()

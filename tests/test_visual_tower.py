@@ -14,7 +14,7 @@ from flax import nnx
 from data_pipeline import shards
 from data_pipeline.extract import FACE_SHAPES, ImageExtractor
 from data_pipeline.sources.base import Utterance
-from emohd_jax import input_pipeline
+from emohd_jax import face_tta, input_pipeline
 from emohd_jax.cli import _load_config, run_eval, run_prepare, run_train
 from emohd_jax.models import mini_xception
 from emohd_jax.train import sharding
@@ -36,7 +36,7 @@ def _fer_args(root: pathlib.Path, **overrides) -> list[str]:
     settings = {"data.root": root, "data.shards": root / "shards", "workdir": root / "run",
                 "report_dir": root / "report", "train.batch_size": 8, "train.num_steps": 2,
                 "train.checkpoint_every": 1, "train.log_every": 1, "eval.batch_size": 16, "optim.warmup_steps": 1,
-                "eval.flip": False,
+                "eval.flip": False, "eval.shift": 0,
                 **overrides}
     return [f"--config={REPO / 'configs' / 'fer_visual.py'}", *(f"--config.{k}={v}" for k, v in settings.items())]
 
@@ -126,16 +126,23 @@ def test_batchnorm_uses_batch_stats_in_training_and_running_stats_in_eval(fer_st
     assert not np.allclose(module(x, train=True)[:1], module(x[:1], train=True), atol=1e-4)
 
 
-def test_flip_averaging_is_the_mean_of_both_passes(fer_state):
+def test_flip_and_shift_averaging_is_the_mean_over_views(fer_state):
     task, model, state, _, batch = fer_state
     module = nnx.merge(model.graphdef, state.params, model.rng_state, state.other)
-    x = task.inputs(jnp.asarray(batch["face"]))
+    faces = jnp.asarray(batch["face"])
+    x = task.inputs(faces)
     expected = (jax.nn.softmax(module(x)) + jax.nn.softmax(module(x[:, :, ::-1]))) / 2
     task.flip = True
     try:
         averaged = jax.nn.softmax(task.logits(module, batch, train=False))
+        task.shift = 2
+        shifted = jax.nn.softmax(task.logits(module, batch, train=False))
     finally:
-        task.flip = False
+        task.flip, task.shift = False, 0
+    views = face_tta.views(faces, flip=True, shift=2)  # pixel moves are checked in test_face_tta
+    np.testing.assert_allclose(shifted, np.mean([jax.nn.softmax(module(task.inputs(v))) for v in views], 0),
+                               atol=1e-6)
+    assert not np.allclose(shifted, averaged, atol=1e-4)
     np.testing.assert_allclose(averaged, expected, atol=1e-6)
     assert not np.allclose(averaged, jax.nn.softmax(task.logits(module, batch, train=False)), atol=1e-4)
 

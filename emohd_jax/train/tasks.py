@@ -13,6 +13,7 @@ import jax
 import jax.numpy as jnp
 from flax import nnx
 
+from emohd_jax import face_tta
 from emohd_jax.classes import NUM_CLASSES
 from emohd_jax.train.losses import cross_entropy
 
@@ -96,7 +97,8 @@ class ImageTask(ClassifierTask):
 
     mini-Xception starts from the committed FER2013 weights (or `model.init`, a safetensors file);
     ResNet50 from `model.init`, a VGGFace2 .pkl or torchvision .pth, with a fresh 7-way head.
-    `eval.flip`: at evaluation, probabilities are averaged with those of the mirrored faces.
+    `eval.flip` / `eval.shift`: at evaluation, probabilities are averaged over the mirrored and ±shift px
+    shifted faces (emohd_jax.face_tta).
     """
 
     padded: dict[str, int] = {}
@@ -107,6 +109,7 @@ class ImageTask(ClassifierTask):
 
         self.config = config.model
         self.flip = bool(config.eval.get("flip", False))
+        self.shift = int(config.eval.get("shift", 0))
         augment = config.get("augment")
         self.augment = FaceAugment(**{k: v for k, v in augment.items() if k != "enabled"}) \
             if augment is not None and augment.enabled else None
@@ -147,10 +150,10 @@ class ImageTask(ClassifierTask):
         return preprocess_faces(faces, self.config.variant)
 
     def logits(self, model: nnx.Module, batch: dict, *, train: bool) -> jax.Array:
-        x = self.inputs(batch["face"])  # [batch, h, w, c]
-        if train or not self.flip:
-            return model(x, train=train)
-        probs = (jax.nn.softmax(model(x, train=False)) + jax.nn.softmax(model(x[:, :, ::-1], train=False))) / 2
+        if train or not (self.flip or self.shift):
+            return model(self.inputs(batch["face"]), train=train)
+        probs = face_tta.mean_probabilities(lambda faces: model(self.inputs(faces), train=False), batch["face"],
+                                            flip=self.flip, shift=self.shift)
         return jnp.log(probs)  # softmax of these is the averaged probabilities
 
 
