@@ -49,6 +49,7 @@ def get_config(arg: str = "") -> ml_collections.ConfigDict:
     c.train.num_epochs = 20
     c.train.class_weights = "sqrt"
     c.train.label_smoothing = 0.0
+    c.train.select_on = "weighted_f1"  # dev metric that picks the best checkpoint
     c.eval.batch_size = 64
     c.eval.clip_rule = "vote"       # SPEC §2.5: majority vote over a clip's frames
     c.eval.flip = False

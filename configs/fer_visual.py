@@ -69,6 +69,7 @@ def get_config(arg: str = "") -> ml_collections.ConfigDict:
     c.train.log_every = 50
     c.train.class_weights = "none"  # the target is accuracy
     c.train.label_smoothing = 0.1
+    c.train.select_on = "accuracy"  # FER2013 is reported by accuracy
 
     c.eval = ml_collections.ConfigDict()
     c.eval.batch_size = 256

@@ -60,6 +60,7 @@ def get_config(arg: str = "") -> ml_collections.ConfigDict:
     c.train.log_every = 20
     c.train.class_weights = "none"  # none | sqrt | balanced (MELD is 47% neutral)
     c.train.label_smoothing = 0.0
+    c.train.select_on = "weighted_f1"  # dev metric that picks the best checkpoint
 
     c.mlm = ml_collections.ConfigDict()
     c.mlm.rate = 0.15               # `:mlm` stage: share of word pieces masked

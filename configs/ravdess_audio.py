@@ -88,6 +88,7 @@ def get_config(arg: str = "") -> ml_collections.ConfigDict:
     c.train.log_every = 20
     c.train.class_weights = "sqrt"  # RAVDESS has half as many neutral clips as the other classes
     c.train.label_smoothing = 0.1
+    c.train.select_on = "weighted_f1"  # dev metric that picks the best checkpoint
 
     c.eval = ml_collections.ConfigDict()
     c.eval.batch_size = 64

@@ -82,11 +82,18 @@ def test_augment_is_deterministic_and_keeps_shape():
     assert any(np.array_equal(o, face[:, ::-1]) for o in outs) and any(np.array_equal(o, face) for o in outs)
 
 
-def test_two_step_train_writes_checkpoint_and_heldout_eval_maps_labels(tiny_fer, tmp_path):
-    config = _load_config(_fer_args(tiny_fer))
+def test_two_step_train_writes_checkpoint_and_heldout_eval_maps_labels(tiny_fer, tmp_path, capsys):
+    config = _load_config(_fer_args(tiny_fer, **{"train.eval_every": 1}))
     metrics = run_train(config)
     assert (tiny_fer / "run" / "checkpoints" / "latest" / "2").is_dir()
     assert json.loads((tiny_fer / "report" / "metrics.json").read_text())["n"] == 14 == metrics["n"]
+    # The best checkpoint is the first evaluation with the highest `train.select_on` (accuracy for FER2013).
+    out = capsys.readouterr().out
+    history, _ = json.JSONDecoder().raw_decode(out[out.index("[\n"):])
+    assert [h["step"] for h in history] == [1, 2]
+    best = json.loads((tiny_fer / "run" / "checkpoints" / "best" / "best_metrics.json").read_text())
+    assert best["step"] == max(history, key=lambda h: (h["accuracy"], -h["step"]))["step"]
+    assert metrics["accuracy"] == pytest.approx(best["accuracy"])
     # A held-out set whose folder names differ, mapped by config, through the documented eval command.
     heldout = tmp_path / "heldout"
     renamed = {"happy": "joy", "sad": "sorrow", "angry": "rage"}

@@ -44,9 +44,9 @@ def save_best(manager: ocp.CheckpointManager, step: int, weights: dict, metrics:
         (pathlib.Path(manager.directory) / "best_metrics.json").write_text(json.dumps({"step": step, **metrics}))
 
 
-def best_score(manager: ocp.CheckpointManager) -> float:
+def best_score(manager: ocp.CheckpointManager, metric: str = "weighted_f1") -> float:
     path = pathlib.Path(manager.directory) / "best_metrics.json"
-    return json.loads(path.read_text())["weighted_f1"] if path.exists() else -1.0
+    return json.loads(path.read_text())[metric] if path.exists() else -1.0
 
 
 def restore_weights(checkpoint_dir: str | pathlib.Path, abstract_weights: dict) -> dict:

@@ -189,7 +189,8 @@ def train_and_evaluate(config) -> dict:
 
     # Read once: every process must take the same save decisions (orbax saves are collective), and
     # only process 0 writes the file, so reading it again mid-run could diverge between processes.
-    best_so_far = checkpointing.best_score(best)
+    select_on = config.train.select_on  # the dev metric that picks the best checkpoint
+    best_so_far = checkpointing.best_score(best, select_on)
     lead = jax.process_index() == 0
     writer = SummaryWriter(str(workdir / "tensorboard")) if lead else None
     progress = tqdm(range(start, total_steps), initial=start, total=total_steps, desc="train", disable=not lead)
@@ -215,8 +216,8 @@ def train_and_evaluate(config) -> dict:
                     writer.add_scalar(f"{config.data.eval_split}/{name}", value, done)
                 progress.write(f"step {done}: {config.data.eval_split} " +
                                " ".join(f"{k}={v:.2f}" for k, v in summary.items()))
-            if summary["weighted_f1"] > best_so_far:
-                best_so_far = summary["weighted_f1"]
+            if summary[select_on] > best_so_far:
+                best_so_far = summary[select_on]
                 checkpointing.save_best(best, done, {"params": state.params, "other": state.other}, summary)
         checkpointing.save_latest(latest, done, state, data_iter, force=done == total_steps)
     latest.wait_until_finished()
