@@ -18,7 +18,7 @@ def get_config(arg: str = "") -> ml_collections.ConfigDict:
     c.task = "image"
     c.seed = 0
     c.workdir = "work/runs/fer_visual"
-    c.checkpoint = ""               # eval: a run's workdir (its best checkpoint) or a checkpoint dir
+    c.checkpoint = ""               # eval: a run's workdir (its best checkpoint) or a checkpoint dir; "a,b" = model soup
     c.report_dir = "reports/fer_visual"
 
     c.data = ml_collections.ConfigDict()

@@ -18,7 +18,7 @@ def get_config(arg: str = "") -> ml_collections.ConfigDict:
     c.task = "text"
     c.seed = 0
     c.workdir = "work/runs/meld_text"
-    c.checkpoint = ""               # eval: a run's workdir (its best checkpoint) or a checkpoint dir
+    c.checkpoint = ""               # eval: a run's workdir (its best checkpoint) or a checkpoint dir; "a,b" = model soup
     c.report_dir = "reports/meld_text"
 
     c.data = ml_collections.ConfigDict()

@@ -32,7 +32,7 @@ def get_config(arg: str = "") -> ml_collections.ConfigDict:
     c.task = "audio"
     c.seed = 0
     c.workdir = "work/runs/ravdess_audio"
-    c.checkpoint = ""               # eval: a run's workdir (its best checkpoint) or a checkpoint dir
+    c.checkpoint = ""               # eval: a run's workdir (its best checkpoint) or a checkpoint dir; "a,b" = model soup
     c.report_dir = "reports/ravdess_audio"
 
     c.data = ml_collections.ConfigDict()

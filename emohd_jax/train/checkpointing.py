@@ -49,6 +49,25 @@ def best_score(manager: ocp.CheckpointManager, metric: str = "weighted_f1") -> f
     return json.loads(path.read_text())[metric] if path.exists() else -1.0
 
 
+def restore_soup(checkpoint_dirs: list[str | pathlib.Path], abstract_weights: dict) -> dict:
+    """The uniform "model soup" (Wortsman et al., 2022) of several runs: their weights averaged leaf by leaf.
+
+    For runs fine-tuned from one pretrained start, which stay in one basin: the average often beats each
+    run, at the cost of a single model. Float leaves (parameters, BatchNorm statistics) are averaged;
+    others (counters) are taken from the first run. One directory is just that run's weights.
+    """
+    runs = [restore_weights(d, abstract_weights) for d in checkpoint_dirs]
+    if not runs:
+        raise ValueError("restore_soup needs at least one checkpoint directory")
+
+    def mean(*leaves):
+        if not jax.numpy.issubdtype(leaves[0].dtype, jax.numpy.floating):
+            return leaves[0]
+        return sum(leaves[1:], leaves[0]) / len(leaves)
+
+    return jax.tree.map(mean, *runs)
+
+
 def restore_weights(checkpoint_dir: str | pathlib.Path, abstract_weights: dict) -> dict:
     """Weights of a finished run: `<workdir>` or `<workdir>/checkpoints/best` or a `best`-layout dir."""
     path = pathlib.Path(checkpoint_dir)

@@ -229,7 +229,7 @@ def train_and_evaluate(config) -> dict:
 
 
 def evaluate_checkpoint(config, split: str | None = None) -> tuple[dict, dict]:
-    """Metrics of the checkpoint in `config.checkpoint` (or the run's best) on `split` of the shards."""
+    """Metrics of `config.checkpoint` (or the run's best; "a,b": their soup) on `split` of the shards."""
     task = make_task(config)
     mesh = sharding.make_mesh(config.mesh.model)
     abstract_module = nnx.eval_shape(lambda: build_module(task, config.seed))
@@ -238,7 +238,8 @@ def evaluate_checkpoint(config, split: str | None = None) -> tuple[dict, dict]:
         lambda leaf, s: jax.ShapeDtypeStruct(leaf.shape, leaf.dtype, sharding=s),
         {"params": abstract_params, "other": abstract_other},
         sharding.state_shardings({"params": abstract_params, "other": abstract_other}, mesh))
-    weights = checkpointing.restore_weights(config.checkpoint or config.workdir, target)
+    # `checkpoint`: one run, or several separated by commas, whose weights are averaged (a model soup).
+    weights = checkpointing.restore_soup((config.checkpoint or config.workdir).split(","), target)
     # Only the RNG-stream template is needed: jit lets XLA drop the parameter initialisation.
     rng_state = jax.jit(lambda: split_model(build_module(task, config.seed))[2])()
     model = Model(graphdef=graphdef, rng_state=rng_state)
