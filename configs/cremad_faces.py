@@ -40,6 +40,7 @@ def get_config(arg: str = "") -> ml_collections.ConfigDict:
     c.data.shards = "work/shards/cremad_faces" + (f"_{arg}" if arg else "")
 
     c.model.init = ""               # the stage-1 run (workdir); "" = the backbone's pretrained weights
+    c.model.features = "pooled"     # pooled | map (mini-Xception's 4×4×128 map, flattened)
     c.model.head_hidden = 256
     c.model.head_dropout = 0.3
 
@@ -53,4 +54,5 @@ def get_config(arg: str = "") -> ml_collections.ConfigDict:
     c.eval.batch_size = 64
     c.eval.clip_rule = "vote"       # SPEC §2.5: majority vote over a clip's frames
     c.eval.flip = False
+    c.eval.shift = 0
     return c

@@ -1,13 +1,15 @@
-"""Visual tower, stage 1 (SPEC §2.3): face expressions on FER2013 class folders, selected on val.
+"""Visual tower on FER2013 class folders (SPEC §2.3–2.4), selected on val.
 
     emohd prepare --config configs/fer_visual.py --config.data.root=../shared/data
-    emohd train   --config configs/fer_visual.py
-    emohd eval    --config configs/fer_visual.py --config.data.root=ROOT --config.data.split=test \\
-                  --config.checkpoint=work/runs/fer_visual [--config.data.label_map="joy=happiness,calm="]
+    emohd train   --config configs/fer_visual.py        # stage 1: fine-tune the backbone
+    emohd train   --config configs/fer_visual.py:mlp    # stage 2: frozen stage-1 backbone → MLP
+    emohd eval    --config configs/fer_visual.py:mlp --config.data.root=ROOT --config.data.split=test \\
+                  [--config.data.label_map="joy=happiness,calm="]
 
 Offline default: the FER2013 mini-Xception (committed asset, 64×64 gray) fine-tuned with augmentation,
-evaluated averaging over mirrored and ±2 px shifted faces. `configs/fer_visual.py:resnet50` is the paper's recipe (VGGFace2 ResNet50,
-top 10 layers unfrozen) and needs `--config.model.init=/path/to/resnet50_ft_weight.pkl` and a GPU.
+then frozen, its last 4×4×128 feature map → MLP; evaluated averaging over mirrored and ±2 px shifted
+faces. `:resnet50` is the paper's stage 1 (VGGFace2 ResNet50, top 10 layers unfrozen) and needs
+`--config.model.init=/path/to/resnet50_ft_weight.pkl` and a GPU.
 """
 
 import ml_collections
@@ -19,7 +21,7 @@ def get_config(arg: str = "") -> ml_collections.ConfigDict:
     c.seed = 0
     c.workdir = "work/runs/fer_visual"
     c.checkpoint = ""               # eval: a run's workdir (its best checkpoint) or a checkpoint dir; "a,b" = model soup
-    c.report_dir = "reports/fer_visual"
+    c.report_dir = "reports/fer_visual_stage1"
 
     c.data = ml_collections.ConfigDict()
     c.data.dataset = "fer2013"      # class folders ROOT/<dataset>/<split>/<class>/*.jpg ('fer2013' or 'cife')
@@ -54,15 +56,15 @@ def get_config(arg: str = "") -> ml_collections.ConfigDict:
     c.augment.contrast = 0.1
 
     c.optim = ml_collections.ConfigDict()
-    c.optim.lr = 5e-4
-    c.optim.warmup_steps = 100
+    c.optim.lr = 2e-4               # gentle: the backbone starts trained on FER2013
+    c.optim.warmup_steps = 200
     c.optim.weight_decay = 1e-4
     c.optim.clip_norm = 5.0
     c.optim.trainable = ()          # regexes over parameter paths; empty = everything trains
 
     c.train = ml_collections.ConfigDict()
     c.train.batch_size = 64
-    c.train.num_epochs = 8
+    c.train.num_epochs = 12
     c.train.num_steps = 0           # > 0 overrides num_epochs
     c.train.eval_every = 0          # 0 = once per epoch
     c.train.checkpoint_every = 200
@@ -92,6 +94,23 @@ def get_config(arg: str = "") -> ml_collections.ConfigDict:
         c.train.batch_size = 128
         c.train.num_epochs = 10
         c.eval.shift = 7            # the same ~3% of the side at 224 px
+    elif arg == "mlp":
+        # Stage 2 on FER2013 itself: the stage-1 run frozen; its last feature map, flattened so that where on
+        # the face a feature fired is kept, → BatchNorm → MLP. Flips are the only augmentation.
+        c.task = "feature_mlp"
+        c.workdir = "work/runs/fer_visual_mlp"
+        c.report_dir = "reports/fer_visual"
+        c.model.init = "work/runs/fer_visual"  # the stage-1 run
+        c.model.features = "map"
+        c.model.head_hidden = 512
+        c.model.head_dropout = 0.5
+        c.augment.update(rotate_deg=0.0, shift=0.0, zoom=0.0, brightness=0.0, contrast=0.0)
+        c.optim.lr = 1e-3
+        c.optim.warmup_steps = 100
+        c.optim.trainable = ("^head/",)
+        c.train.batch_size = 256
+        c.train.num_epochs = 20
+        c.train.eval_every = 560    # every 5 epochs (112 steps each)
     elif arg:
-        raise ValueError(f"unknown variant {arg!r} (known: resnet50)")
+        raise ValueError(f"unknown variant {arg!r} (known: resnet50, mlp)")
     return c

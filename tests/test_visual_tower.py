@@ -17,10 +17,15 @@ from data_pipeline.sources.base import Utterance
 from emohd_jax import face_tta, input_pipeline
 from emohd_jax.cli import _load_config, run_eval, run_prepare, run_train
 from emohd_jax.models import mini_xception
-from emohd_jax.train import sharding
+from emohd_jax.train import checkpointing, sharding
 from emohd_jax.train.face_augment import FaceAugment
-from emohd_jax.train.tasks import make_task
-from emohd_jax.train.trainer import create_train_state, predict_step, train_step
+from emohd_jax.train.tasks import ImageTask, make_task
+from emohd_jax.train.trainer import (
+    create_train_state,
+    predict_step,
+    split_model,
+    train_step,
+)
 from emohd_jax.video_io import sample_frames
 from emohd_jax.visual_eval import load_image
 from tests.train_harness import REPO
@@ -233,3 +238,33 @@ def test_frozen_backbone_does_not_move_in_stage_two(cremad_run):
     kernel = state["params"]["backbone"]["conv1"]["kernel"]
     kernel = np.asarray(kernel["value"] if isinstance(kernel, dict) else kernel)  # orbax keeps the Variable's fields
     np.testing.assert_array_equal(kernel, np.asarray(loaded.conv1.kernel[...]))
+
+
+def test_stage_two_on_fer_reads_the_stage_one_run_and_its_unpooled_map(tiny_fer, tmp_path):
+    """`configs/fer_visual.py:mlp`: the stage-1 run frozen, its 4×4×128 map flattened → BatchNorm → MLP."""
+    if not (tiny_fer / "run" / "checkpoints" / "best").is_dir():
+        run_train(_load_config(_fer_args(tiny_fer)))
+    args = _fer_args(tiny_fer, **{"workdir": tmp_path / "mlp", "report_dir": tmp_path / "report",
+                                  "model.init": tiny_fer / "run", "train.eval_every": 0})
+    config = _load_config([args[0].replace("fer_visual.py", "fer_visual.py:mlp"), *args[1:]])
+    assert config.task == "feature_mlp" and config.model.features == "map"
+    task = make_task(config)
+    module = nnx.eval_shape(lambda: task.build_model(nnx.Rngs(0)))
+    assert module.head.hidden.kernel.shape == (2048, 512)
+    run_train(config)
+    assert json.loads((tmp_path / "report" / "metrics.json").read_text())["n"] == 14
+    # The backbone in the stage-2 checkpoint is the stage-1 run's best, unchanged.
+    def best_weights(module, workdir):
+        _, params, _, other = split_model(module)
+        return checkpointing.restore_weights(workdir, {"params": params, "other": other})
+
+    stage2 = best_weights(module, tmp_path / "mlp")
+    stage1 = best_weights(nnx.eval_shape(lambda: ImageTask(config).build_model(nnx.Rngs(0))), tiny_fer / "run")
+    jax.tree.map(np.testing.assert_array_equal, stage2["params"]["backbone"], stage1["params"])
+    jax.tree.map(np.testing.assert_array_equal, stage2["other"]["backbone"], stage1["other"])
+
+
+def test_unpooled_map_is_only_offered_where_it_is_small():
+    config = _load_config([f"--config={REPO / 'configs' / 'fer_visual.py'}:mlp", "--config.model.backbone=resnet50"])
+    with pytest.raises(ValueError, match="model.features='map' is not available for resnet50"):
+        make_task(config)

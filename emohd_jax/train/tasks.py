@@ -167,31 +167,35 @@ def resnet50_trainable_patterns(num_conv: int = 9) -> tuple[str, ...]:
     return tuple(f"^{re.escape(p.replace('.', '/'))}/" for p in (*top_layer_paths(model, num_conv), "fc"))
 
 
-BACKBONE_FEATURE_DIMS = {"mini_xception": 128, "resnet50": 2048}  # width of `features()`
+# Width of the stage-2 features per (backbone, model.features): pooled `features()` or the flattened last map.
+FEATURE_DIMS = {("mini_xception", "pooled"): 128, ("mini_xception", "map"): 4 * 4 * 128, ("resnet50", "pooled"): 2048}
 
 
 class FeatureMLPTask(ClassifierTask):
-    """Stage 2 (SPEC §2.4): the stage-1 backbone, frozen, → pooled features → MLP head on the target set's faces.
+    """Stage 2 (SPEC §2.4): the stage-1 backbone, frozen, → features → MLP head on the target set's faces.
 
     `model.init`: the stage-1 run (its workdir or best checkpoint); empty = the backbone's own pretrained
-    weights (the committed FER2013 mini-Xception offline).
+    weights (the committed FER2013 mini-Xception offline). `model.features`: 'pooled' or 'map'.
+    Face inputs, augmentation and test-time views are the stage-1 task's (`augment.*`, `eval.flip/shift`).
     """
 
     padded: dict[str, int] = {}
     model_fields = ("face",)
-    augment = None
 
     def __init__(self, config):
         self.config = config.model
         self.backbone_task = ImageTask(config)
-        self.backbone_task.augment = None
+        self.augment = self.backbone_task.augment
+        key = (self.config.backbone, self.config.features)
+        if key not in FEATURE_DIMS:
+            raise ValueError(f"model.features={key[1]!r} is not available for {key[0]} (known: {sorted(FEATURE_DIMS)})")
+        self.feature_dim = FEATURE_DIMS[key]
 
     def build_model(self, rngs: nnx.Rngs) -> nnx.Module:
         from emohd_jax.models.frozen_backbone import FrozenBackboneMLP
 
-        feature_dim = BACKBONE_FEATURE_DIMS[self.config.backbone]
-        return FrozenBackboneMLP(self.backbone_task.build_model(rngs), feature_dim, self.config.head_hidden,
-                                 self.config.head_dropout, rngs=rngs)
+        return FrozenBackboneMLP(self.backbone_task.build_model(rngs), self.feature_dim, self.config.head_hidden,
+                                 self.config.head_dropout, pooled=self.config.features == "pooled", rngs=rngs)
 
     def load_pretrained(self, model: nnx.Module) -> None:
         if not self.config.init:
@@ -205,7 +209,7 @@ class FeatureMLPTask(ClassifierTask):
         nnx.update(model.backbone, weights["params"], weights["other"])
 
     def logits(self, model: nnx.Module, batch: dict, *, train: bool) -> jax.Array:
-        return model(self.backbone_task.inputs(batch["face"]), train=train)
+        return self.backbone_task.logits(model, batch, train=train)
 
 
 class AudioTask(ClassifierTask):
