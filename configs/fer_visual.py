@@ -109,7 +109,7 @@ def get_config(arg: str = "") -> ml_collections.ConfigDict:
         c.optim.warmup_steps = 100
         c.optim.trainable = ("^head/",)
         c.train.batch_size = 256
-        c.train.num_epochs = 20
+        c.train.num_epochs = 30
         c.train.eval_every = 560    # every 5 epochs (112 steps each)
     elif arg:
         raise ValueError(f"unknown variant {arg!r} (known: resnet50, mlp)")
