@@ -56,6 +56,12 @@ class UnknownLabelError(BadInputError):
     kind = "unknown_label"
 
 
+class CheckpointLayoutError(BadInputError):
+    """A weights file whose tensors do not match the model (missing, unknown or mis-shaped names)."""
+
+    kind = "checkpoint_layout"
+
+
 class MalformedTableError(BadInputError):
     """A label/transcript table that cannot be read at all (missing column, undecodable file)."""
 

@@ -20,7 +20,8 @@ import jax.numpy as jnp
 import numpy as np
 from flax import nnx, traverse_util
 
-from emohd_jax.errors import BadInputError
+from emohd_jax.errors import CheckpointLayoutError
+from emohd_jax.models.flat_state import fill
 from emohd_jax.models.text_encoder import MaskedLMHead, TextEncoder, TextEncoderConfig
 
 _CONVERTED_FORMAT = "emohd_jax.text_encoder"
@@ -67,12 +68,6 @@ _MLM_HEAD = {
     "distilbert": (("transform", "vocab_transform"), ("norm", "vocab_layer_norm")),
 }
 _MLM_BIAS = {"bert": ("cls.predictions.bias", "cls.predictions.decoder.bias"), "distilbert": ("vocab_projector.bias",)}
-
-
-class CheckpointLayoutError(BadInputError):
-    """A checkpoint whose tensors do not match the expected layout (missing, unknown or mis-shaped)."""
-
-    kind = "checkpoint_layout"
 
 
 def minilm_dir() -> pathlib.Path:
@@ -212,17 +207,10 @@ def hf_state_to_mlm_head_params(tensors: dict[str, np.ndarray], *, source: str =
 
 
 def assign_params(model: nnx.Module, params: dict, *, source: str = "<params>") -> nnx.Module:
-    """Copy a nested param dict into `model` (in place, via nnx.update), checking every shape first."""
+    """Copy a nested param dict into `model` (in place), cast to the model's dtypes; names and shapes checked."""
     state = nnx.state(model, nnx.Param)
-    expected = {"/".join(map(str, path)): var for path, var in nnx.to_flat_state(state)}
-    given = _flat_params(params)
-    missing, unknown = sorted(expected.keys() - given.keys()), sorted(given.keys() - expected.keys())
-    if missing or unknown:
-        raise CheckpointLayoutError(source, f"parameters missing {missing[:10]}, unknown {unknown[:10]}")
-    for key, var in expected.items():
-        if tuple(given[key].shape) != tuple(var.shape):
-            raise CheckpointLayoutError(source, f"{key}: shape {tuple(given[key].shape)}, model expects {var.shape}")
-    nnx.replace_by_pure_dict(state, _unflatten({k: jnp.asarray(v, expected[k].dtype) for k, v in given.items()}))
+    dtypes = {"/".join(map(str, path)): var.dtype for path, var in nnx.to_flat_state(state)}
+    fill(state, {k: jnp.asarray(v, dtypes.get(k)) for k, v in _flat_params(params).items()}, sep="/", source=source)
     nnx.update(model, state)
     return model
 

