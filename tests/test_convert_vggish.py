@@ -129,7 +129,7 @@ def test_tf_scope_names_follow_the_published_layout():
 
 def test_weights_for_another_config_are_refused(converted):
     small = VGGish(VGGishConfig(conv_blocks=((8,), (8,), (8, 8), (8, 8)), fc_widths=(16, 16)), rngs=nnx.Rngs(0))
-    with pytest.raises(ValueError, match="conv.0.kernel: shape"):
-        load_vggish_weights(small, converted)
+    with pytest.raises(ValueError, match="vggish.safetensors: conv.0.kernel: shape"):
+        load_vggish_weights(small, converted, source="vggish.safetensors")
     with pytest.raises(KeyError, match="missing.*vggish/conv1/weights"):
         convert.from_tf_variables({"vggish/conv2/weights": np.zeros(1)})

@@ -207,7 +207,10 @@ def hf_state_to_mlm_head_params(tensors: dict[str, np.ndarray], *, source: str =
 
 
 def assign_params(model: nnx.Module, params: dict, *, source: str = "<params>") -> nnx.Module:
-    """Copy a nested param dict into `model` (in place), cast to the model's dtypes; names and shapes checked."""
+    """Copy params into `model` (in place), cast to the model's dtypes; names and shapes checked.
+
+    `params`: nested like `nnx.to_pure_dict`, or already flat with '/'-joined keys (our saved layout).
+    """
     state = nnx.state(model, nnx.Param)
     dtypes = {"/".join(map(str, path)): var.dtype for path, var in nnx.to_flat_state(state)}
     fill(state, {k: jnp.asarray(v, dtypes.get(k)) for k, v in _flat_params(params).items()}, sep="/", source=source)
@@ -251,13 +254,6 @@ def _flat_params(tree: dict) -> dict[str, Any]:
     return {"/".join(map(str, path)): leaf for path, leaf in traverse_util.flatten_dict(tree).items()}
 
 
-def _unflatten(flat: dict[str, Any]) -> dict:
-    tree: dict = {}
-    for key, value in flat.items():
-        _set_path(tree, key, value)
-    return tree
-
-
 def save_converted(model: TextEncoder, out_dir: str | os.PathLike) -> pathlib.Path:
     """Write our layout: `params.safetensors` (flat '/'-joined keys, fp32) + `config.json`."""
     from safetensors.numpy import save_file
@@ -286,7 +282,7 @@ def load_converted(out_dir: str | os.PathLike, *, dtype=jnp.float32, rngs: nnx.R
             out / "config.json", f"not a converted text encoder (format {meta.get('format')!r})"
         )
     model = TextEncoder(TextEncoderConfig(**meta["encoder"]), dtype=dtype, rngs=rngs or nnx.Rngs(0))
-    return assign_params(model, _unflatten(load_file(out / _PARAMS_FILE)), source=str(out / _PARAMS_FILE))
+    return assign_params(model, load_file(out / _PARAMS_FILE), source=str(out / _PARAMS_FILE))
 
 
 def convert_text_checkpoint(src: str | os.PathLike, out: str | os.PathLike) -> pathlib.Path:

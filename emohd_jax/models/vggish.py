@@ -108,7 +108,8 @@ class VGGishClassifier(nnx.Module):
         return self.head(self.vggish(patches, train=train))
 
 
-def load_vggish_weights(model: VGGish | VGGishClassifier, tensors: dict[str, np.ndarray]) -> None:
+def load_vggish_weights(model: VGGish | VGGishClassifier, tensors: dict[str, np.ndarray], *,
+                        source: str = "VGGish weights") -> None:
     """Fill the VGGish part of `model` in place from a full VGGish flat state dict (`conv.0.kernel`, …).
 
     The converters in `emohd_jax.convert.vggish` produce `tensors`; a classifier that replaced the
@@ -119,5 +120,5 @@ def load_vggish_weights(model: VGGish | VGGishClassifier, tensors: dict[str, np.
         tensors = {k: v for k, v in tensors.items() if not k.startswith("embedding.")}
     # Only nnx.Param: the dropout's RNG state is not a weight.
     params = nnx.state(trunk, nnx.Param)
-    fill(params, tensors, source="VGGish weights")
+    fill(params, tensors, source=source)
     nnx.update(trunk, params)

@@ -258,7 +258,7 @@ class AudioTask(ClassifierTask):
             tensors = convert.from_torch_state_dict(convert.read_torch_checkpoint(path))
         else:
             tensors = convert.from_tf_variables(convert.read_tf_checkpoint(path), self.vggish_config())
-        load_vggish_weights(model, tensors)
+        load_vggish_weights(model, tensors, source=path)
 
     def logits(self, model: nnx.Module, batch: dict, *, train: bool) -> jax.Array:
         patches = (batch["patches"] - self.config.input_mean) / self.config.input_std  # [batch, 96, 64]
