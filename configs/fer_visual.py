@@ -83,7 +83,7 @@ def get_config(arg: str = "") -> ml_collections.ConfigDict:
     c.mesh.model = 1
 
     if arg == "resnet50":
-        from emohd_jax.train.tasks import resnet50_trainable_patterns
+        from emohd_jax.towers import resnet50_trainable_patterns
 
         c.model.backbone = "resnet50"
         c.workdir = "work/runs/fer_visual_resnet50"

@@ -130,8 +130,8 @@ class AudioExtractor:
     def options(self) -> dict:
         return {"log_mel": dataclasses.asdict(self.spec), "trim_db": self.trim_db}
 
-    def speech_window(self, wave: np.ndarray) -> np.ndarray:
-        """The shortest run of whole patches around the frames within `trim_db` of the loudest, inside wave: [samples].
+    def speech_window(self, wave: np.ndarray) -> slice:
+        """The shortest run of whole patches around the frames within `trim_db` of the loudest, as a slice of wave: [samples].
 
         The window is centred on the speech and filled with the clip's own surroundings, not with zeros.
         """
@@ -140,7 +140,7 @@ class AudioExtractor:
         spec = self.spec
         frames = num_frames(wave.size, spec)
         if frames == 0:
-            return wave
+            return slice(0, wave.size)
         starts = np.arange(frames) * spec.hop_length
         energy = np.add.reduceat(np.square(wave, dtype=np.float64), starts)[:frames]  # ≈ hop energy per frame
         level_db = 10.0 * np.log10(energy + 1e-20)
@@ -150,12 +150,11 @@ class AudioExtractor:
         n = max(1, -(-(last - first - spec.patch_samples) // patch_stride) + 1)  # patches covering the speech
         length = spec.patch_samples + (n - 1) * patch_stride
         start = int(np.clip((first + last - length) // 2, 0, max(0, wave.size - length)))
-        return wave[start:start + length]
+        return slice(start, start + length)
 
     def patches(self, utterance: Utterance) -> tuple[np.ndarray, float]:
         """(patches: [n, 96, 64] float32, seconds of audio) of one utterance; raises BadInputError naming the file."""
-        from emohd_jax.audio_frontend import waveform_to_patches
-        from emohd_jax.audio_io import check_not_silent, load_audio
+        from emohd_jax.audio_io import load_audio
 
         media = utterance.audio or utterance.video
         if media is None:
@@ -168,11 +167,22 @@ class AudioExtractor:
             wave = wave[start:end]
             if wave.size == 0:
                 raise CorruptMediaError(media, f"span {utterance.start_s}-{utterance.end_s} s is empty")
-        check_not_silent(wave, media)
-        seconds = wave.size / rate
-        if self.trim_db > 0:
-            wave = self.speech_window(wave)
-        return waveform_to_patches(wave, rate, spec=self.spec, source=str(media)), seconds
+        patches, _ = self.wave_patches(wave, media)
+        return patches, wave.size / rate
+
+    def wave_patches(self, wave: np.ndarray, source: str | os.PathLike) -> tuple[np.ndarray, float]:
+        """wave: [samples] 16 kHz → (patches [n, 96, 64] float32, offset_s of the first patch in `wave`).
+
+        Silence check → speech window → log-mel patches: what `prepare` stores and `predict` feeds the
+        tower, from one function. SilenceError names `source`.
+        """
+        from emohd_jax.audio_frontend import waveform_to_patches
+        from emohd_jax.audio_io import check_not_silent
+
+        check_not_silent(wave, source)
+        window = self.speech_window(wave) if self.trim_db > 0 else slice(0, wave.size)
+        rate = self.spec.sample_rate
+        return waveform_to_patches(wave[window], rate, spec=self.spec, source=str(source)), window.start / rate
 
     def records(self, utterance: Utterance) -> list[Record]:
         patches, seconds = self.patches(utterance)
@@ -203,6 +213,14 @@ def _face_features(backbone: str, **fields) -> tfds.features.FeaturesDict:
     return _base_features(face=tfds.features.Tensor(shape=FACE_SHAPES[backbone], dtype=np.uint8), **fields)
 
 
+def load_image(path: str | os.PathLike) -> np.ndarray:
+    """uint8 [h, w] for grayscale files, [h, w, 3] RGB otherwise."""
+    from PIL import Image
+
+    with Image.open(path) as image:
+        return np.asarray(image.convert("L" if image.mode in ("L", "I;16", "1") else "RGB"))
+
+
 class ImageExtractor:
     """A face image of a class-folder set (FER2013, CIFE) → one record, stored at the backbone's input size."""
 
@@ -217,8 +235,6 @@ class ImageExtractor:
 
     def records(self, utterance: Utterance) -> list[Record]:
         from PIL import UnidentifiedImageError
-
-        from emohd_jax.visual_eval import load_image
 
         if utterance.image is None:
             raise CorruptMediaError(utterance.uid, "utterance has no image file")
@@ -257,12 +273,24 @@ class VideoFaceExtractor:
         return self._detector
 
     def faces(self, video_path: str | os.PathLike) -> tuple[np.ndarray, np.ndarray]:
-        """(faces: [m, *FACE_SHAPES[backbone]] uint8, timestamps_s: [m]) of one video: what predict feeds the tower."""
+        """(faces: [m, *FACE_SHAPES[backbone]] uint8, timestamps_s: [m]) of one video."""
         from emohd_jax.faces import extract_clip_faces
 
+        clip = extract_clip_faces(video_path, self.detector, fps=self.fps, size=FACE_SHAPES[self.backbone][0],
+                                  margin=self.margin, select=self.select)
+        return backbone_faces(clip.crops, self.backbone), clip.timestamps_s
+
+    def faces_in_frames(self, frames: np.ndarray, timestamps: np.ndarray, *,
+                        source: str | os.PathLike) -> tuple[np.ndarray, np.ndarray]:
+        """frames: [n, h, w, 3] sampled at `fps` → (faces [m, *FACE_SHAPES[backbone]], timestamps_s [m]).
+
+        What `predict` calls on a recording it decoded once; NoFaceError (naming `source`) when no frame has a face.
+        """
+        from emohd_jax.faces import faces_in_frames
+
         size = FACE_SHAPES[self.backbone][0]
-        clip = extract_clip_faces(video_path, self.detector, fps=self.fps, size=size, margin=self.margin,
-                                  select=self.select)
+        clip = faces_in_frames(frames, timestamps, self.detector, size=size, margin=self.margin, select=self.select,
+                               source=source)
         return backbone_faces(clip.crops, self.backbone), clip.timestamps_s
 
     def records(self, utterance: Utterance) -> list[Record]:

@@ -19,12 +19,11 @@ from tqdm import tqdm
 
 from data_pipeline import shards
 from data_pipeline.extract import Extractor, Record
-from data_pipeline.sources.base import Utterance
+from data_pipeline.sources.base import CLASS_FOLDER_SETS, Utterance
 from emohd_jax.classes import EMOTIONS
 from emohd_jax.errors import BadInputError, Skip, SkipReport
 
 MANIFEST = "manifest.json"
-CLASS_FOLDER_SETS = ("fer2013", "cife")  # ROOT/<set>/<split>/<class>/*.jpg
 
 
 def _cache_path(cache_dir: pathlib.Path, uid: str) -> pathlib.Path:
@@ -120,29 +119,6 @@ def prepare(splits: Mapping[str, Sequence[Utterance]], extractor: Extractor, out
 
 
 
-def make_extractor(config) -> Extractor:
-    """The extractor a config's task needs (text: tokenizer + context)."""
-    if config.task == "text":
-        from data_pipeline.extract import TextExtractor
-        from emohd_jax.convert.hf_text import minilm_dir
-
-        tokenizer = config.text.tokenizer or config.model.init
-        return TextExtractor(minilm_dir() if tokenizer == "minilm" else tokenizer,
-                             max_length=config.text.max_length, context_turns=config.text.context_turns)
-    if config.task == "audio":
-        from data_pipeline.extract import AudioExtractor
-
-        return AudioExtractor(trim_db=config.audio.trim_db)
-    if config.task in ("image", "feature_mlp"):
-        from data_pipeline.extract import ImageExtractor, VideoFaceExtractor
-
-        if config.data.dataset in CLASS_FOLDER_SETS:
-            return ImageExtractor(config.visual.input)
-        return VideoFaceExtractor(config.visual.input, fps=config.visual.fps, margin=config.visual.margin,
-                                  select=config.visual.select)
-    raise ValueError(f"no extractor for task {config.task!r}")
-
-
 def read_source(data, split: str) -> tuple[list[Utterance], SkipReport]:
     """Dispatches to the dataset adapter named by `data.dataset`, with its root from `data.root`."""
     if data.dataset == "meld":
@@ -191,19 +167,20 @@ def _split_actors(data, split: str) -> str:
     return actors[split]
 
 
-def prepare_from_config(config, splits: Sequence[str] | None = None, out_dir: str | None = None) -> dict:
-    """`emohd prepare`: read the dataset's splits, extract, write shards + manifest."""
+def prepare_from_config(config, extractor: Extractor, splits: Sequence[str] | None = None,
+                        out_dir: str | None = None) -> dict:
+    """`emohd prepare`: read the dataset's splits, extract with the tower's `extractor`, write shards + manifest."""
     splits = tuple(splits or config.data.prepare_splits)
     utterances, skips = {}, SkipReport()
     for split in splits:
         utterances[split], split_skips = read_source(config.data, split)
         skips.extend(split_skips)
-    return prepare(utterances, make_extractor(config), out_dir or config.data.shards,
+    return prepare(utterances, extractor, out_dir or config.data.shards,
                    file_format=config.data.file_format, source_skips=skips,
                    source={"dataset": config.data.dataset, "splits": list(splits)})
 
 
-def shards_for_split(config, split: str) -> str:
+def shards_for_split(config, split: str, extractor: Extractor) -> str:
     """Shards holding `split`: the training shards, or a separate set prepared on demand (held-out splits)."""
     manifest = pathlib.Path(config.data.shards) / MANIFEST
     if manifest.exists() and split in json.loads(manifest.read_text())["counts"]:
@@ -215,5 +192,5 @@ def shards_for_split(config, split: str) -> str:
     key = hashlib.sha1(json.dumps(data, sort_keys=True, default=str).encode()).hexdigest()[:10]
     out = f"{config.data.shards.rstrip('/')}-{split}-{key}"
     if not (pathlib.Path(out) / MANIFEST).exists():
-        prepare_from_config(config, [split], out)
+        prepare_from_config(config, extractor, [split], out)
     return out

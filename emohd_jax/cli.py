@@ -1,4 +1,4 @@
-"""`emohd`: prepare · train · eval · convert · bench · asr.
+"""`emohd`: predict · prepare · train · eval · export · system-eval · convert · bench · asr.
 
 Config-driven subcommands take `--config configs/<file>.py[:variant]` and any number of
 `--config.key=value` overrides (ml_collections). The others take plain flags.
@@ -10,7 +10,7 @@ import json
 import pathlib
 import sys
 
-CONFIG_COMMANDS = ("prepare", "train", "eval")
+CONFIG_COMMANDS = ("prepare", "train", "eval", "export", "system-eval")
 
 
 def _load_config(argv: list[str]):
@@ -33,13 +33,14 @@ def _load_config(argv: list[str]):
 
 def run_prepare(config) -> None:
     from data_pipeline.prepare import prepare_from_config
+    from emohd_jax.train.trainer import make_task
 
-    manifest = prepare_from_config(config)
+    manifest = prepare_from_config(config, make_task(config).extractor(config.data.dataset))
     print(json.dumps({"counts": manifest["counts"], "skips": manifest["skips"]["by_kind"]}, indent=1))
 
 
 def run_train(config) -> dict:
-    from emohd_jax.train.tasks import make_task
+    from emohd_jax.train.trainer import make_task
     from emohd_jax.train.trainer import train_and_evaluate
 
     result = train_and_evaluate(config)
@@ -50,20 +51,48 @@ def run_train(config) -> dict:
 def run_eval(config, split: str | None = None) -> dict:
     import jax
 
+    from data_pipeline.prepare import shards_for_split
     from emohd_jax.reports import write_report
-    from emohd_jax.train.trainer import evaluate_checkpoint
+    from emohd_jax.train.trainer import evaluate_shards, make_task
 
     split = split or config.data.split
-    metrics, predictions = evaluate_checkpoint(config, split)
+    shards_dir = shards_for_split(config, split, make_task(config).extractor(config.data.dataset))
+    metrics, predictions = evaluate_shards(config, shards_dir, split)
     if jax.process_index() == 0:
+        checkpoint = config.checkpoint or config.workdir
         path = write_report(config.report_dir, metrics, dataset=config.data.dataset, split=split,
-                            extra={"task": config.task, "checkpoint": config.checkpoint or config.workdir})
+                            extra={"task": config.task, "checkpoint": checkpoint})
         (pathlib.Path(config.report_dir) / "predictions.json").write_text(json.dumps(predictions))
+        if checkpoint == config.workdir:
+            # Saved with the run: `emohd export` fits fusion from each tower's own dev confusion counts.
+            run_eval_path = pathlib.Path(config.workdir) / f"eval_{split}.json"
+            run_eval_path.write_text(json.dumps({"dataset": config.data.dataset, "split": split,
+                                                 "metrics": metrics, "predictions": predictions}))
         print((pathlib.Path(config.report_dir) / "metrics.md").read_text())
         print(f"wrote {path}")
     return metrics
 
 
+def run_export(config) -> dict:
+    """`emohd export --config configs/bundle.py`: trained runs → a model bundle (see emohd_jax.bundle)."""
+    from emohd_jax.bundle import export_bundle
+
+    towers = {modality: _load_config(["--config", *spec.split()]) for modality, spec in config.towers.items()}
+    commands = {modality: f"emohd train --config {spec}" for modality, spec in config.towers.items()}
+    manifest = export_bundle(towers, config.out, rule=config.rule, calibrated=config.calibrated, commands=commands)
+    sizes = {m: t["bytes"] for m, t in manifest["towers"].items()}
+    print(json.dumps({"out": config.out, "bytes": sizes, "fusion": manifest["fusion"]}, indent=1))
+    return manifest
+
+
+def run_system_eval(config) -> dict:
+    from emohd_jax.system_eval import evaluate_system
+
+    return evaluate_system(config)
+
+
+# `emohd <command> ...` → `<module>.main(argv)` for commands with their own flags.
+PLAIN_COMMANDS = {"predict": "emohd_jax.inference"}
 # `emohd <command> <kind> ...` → `<module>.main(argv)`; each module parses its own flags.
 MODULE_COMMANDS = {
     "convert": {"text": "emohd_jax.convert.hf_text", "vggish": "emohd_jax.convert.vggish",
@@ -94,11 +123,17 @@ def main(argv: list[str] | None = None) -> None:
 
         initialize_from_env()
         config = _load_config(rest)
-        {"prepare": run_prepare, "train": run_train, "eval": run_eval}[command](config)
+        {"prepare": run_prepare, "train": run_train, "eval": run_eval, "export": run_export,
+         "system-eval": run_system_eval}[command](config)
+    elif command in PLAIN_COMMANDS:
+        import importlib
+
+        sys.exit(importlib.import_module(PLAIN_COMMANDS[command]).main(rest))
     elif command in MODULE_COMMANDS:
         _module_command(command, rest)
     else:
-        raise SystemExit(f"unknown command {command!r}; commands: {', '.join((*CONFIG_COMMANDS, *MODULE_COMMANDS))}")
+        known = (*PLAIN_COMMANDS, *CONFIG_COMMANDS, *MODULE_COMMANDS)
+        raise SystemExit(f"unknown command {command!r}; commands: {', '.join(known)}")
 
 
 if __name__ == "__main__":

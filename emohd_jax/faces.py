@@ -1,7 +1,8 @@
 """Faces from video: the detector interface, the JAX MTCNN cascade, face crops, and the MELD-sub filter.
 
-`extract_clip_faces` is the one function that both offline `prepare` and online `predict` call
-(SPEC §2: 1 fps frames → MTCNN → the largest face per frame, cropped with a margin and resized).
+`faces_in_frames` is the one function that both offline `prepare` (through `extract_clip_faces`, one
+clip) and online `predict` (a recording decoded once) call (SPEC §2: 1 fps frames → MTCNN → the largest
+face per frame, cropped with a margin and resized).
 
 The cascade follows facenet-pytorch's `detect_face` step for step (same pyramid, area resampling,
 box arithmetic in float32, NMS conventions), so its boxes can be checked box-for-box against it;
@@ -313,15 +314,24 @@ class ClipFaces:
 
 def extract_clip_faces(video_path: str | os.PathLike, detector: FaceDetector, *, fps: float = 1.0, size: int = 224,
                        margin: float = 0.2, select: Selection = "largest") -> ClipFaces:
-    """Video → sampled frames → one face crop per frame that has a face; NoFaceError if none has.
-
-    The single extraction path shared by offline `prepare` and online `predict`.
-    """
+    """Video → sampled frames → one face crop per frame that has a face; NoFaceError if none has."""
     frames, timestamps = sample_frames(video_path, fps=fps)
+    return faces_in_frames(frames, timestamps, detector, size=size, margin=margin, select=select,
+                           source=video_path)
+
+
+def faces_in_frames(frames: np.ndarray, timestamps: np.ndarray, detector: FaceDetector, *, size: int = 224,
+                    margin: float = 0.2, select: Selection = "largest",
+                    source: str | os.PathLike = "<frames>") -> ClipFaces:
+    """frames: [n, h, w, 3] uint8 at their timestamps_s [n] → the faces (NoFaceError naming `source` if none).
+
+    The single face path shared by offline `prepare` (one clip) and online `predict` (a whole recording
+    decoded once, its frames then shared out among utterances).
+    """
     detections = detector.detect(frames)
     crops, frame_index = crop_faces(frames, detections, size=size, margin=margin, select=select)
     if len(frame_index) == 0:
-        raise NoFaceError(video_path, f"no face in any of the {len(frames)} frames sampled at {fps} fps")
+        raise NoFaceError(source, f"no face in any of the {len(frames)} frames sampled")
     return ClipFaces(crops, timestamps[frame_index], len(frames), len(frames) - len(frame_index), detections)
 
 

@@ -59,15 +59,17 @@ def test_label_map_from_spec_and_json(tmp_path):
 
 
 def test_held_out_set_with_other_names_evaluates_by_command(tmp_path, fer_root):
-    from emohd_jax import visual_eval
+    """`emohd eval` on a class-folder set with its own folder names, scoring the converted model as shipped."""
+    from emohd_jax import cli
 
     folders = {"happy": "Joy", "surprise": "Surprised", "angry": "Mad", "neutral": "calm"}
-    copy_faces(fer_root / "val", tmp_path / "other" / "test", folders, per_class=3)
-    visual_eval.main(["--root", str(tmp_path / "other"), "--split", "test", "--dataset", "other",
-                      "--label-map", "joy=happiness,surprised=surprise,mad=anger,calm=",
-                      "--flip", "--shift", "2", "--batch-size", "8", "--out", str(tmp_path / "report")])
+    copy_faces(fer_root / "val", tmp_path / "cife" / "test", folders, per_class=3)
+    cli.main(["eval", "--config", "configs/fer_visual.py", "--config.checkpoint=pretrained",
+              f"--config.data.root={tmp_path}", "--config.data.dataset=cife", "--config.data.split=test",
+              "--config.data.label_map=joy=happiness,surprised=surprise,mad=anger,calm=",
+              f"--config.data.shards={tmp_path / 'shards'}", f"--config.report_dir={tmp_path / 'report'}",
+              "--config.eval.batch_size=8"])
     report = json.loads((tmp_path / "report" / "metrics.json").read_text())
-    assert report["dataset"] == "other" and report["n_images"] == 9 and report["flip_averaging"]
-    assert report["shift_px"] == 2
+    assert report["dataset"] == "cife" and report["n"] == 9 and report["checkpoint"] == "pretrained"
     assert report["per_class"]["happiness"]["support"] == 3 and report["per_class"]["neutral"]["support"] == 0
     assert (tmp_path / "report" / "confusion.png").is_file()

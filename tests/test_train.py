@@ -71,7 +71,7 @@ def test_mlm_stage_exports_the_encoder_the_classifier_starts_from(tiny):
     from flax import nnx
 
     from emohd_jax.convert.hf_text import load_text_encoder
-    from emohd_jax.train.tasks import make_task
+    from emohd_jax.train.trainer import make_task
 
     mlm = _load_config(config_args(tiny, "mlm", **{"task": "mlm", "train.num_steps": 3}))
     result = train_and_evaluate(mlm)
@@ -93,7 +93,7 @@ SHARDING_CHECK = r"""
 import sys, jax, numpy as np
 from emohd_jax.cli import _load_config
 from emohd_jax.train import sharding
-from emohd_jax.train.tasks import make_task
+from emohd_jax.train.trainer import make_task
 from emohd_jax.train.trainer import create_train_state, loss_and_grads
 from emohd_jax import input_pipeline
 from data_pipeline import shards

@@ -12,14 +12,15 @@ import pytest
 from flax import nnx
 
 from data_pipeline import shards
-from data_pipeline.extract import FACE_SHAPES, ImageExtractor
+from data_pipeline.extract import load_image, FACE_SHAPES, ImageExtractor
 from data_pipeline.sources.base import Utterance
 from emohd_jax import face_tta, input_pipeline
 from emohd_jax.cli import _load_config, run_eval, run_prepare, run_train
 from emohd_jax.models import mini_xception
 from emohd_jax.train import checkpointing, sharding
 from emohd_jax.train.face_augment import FaceAugment
-from emohd_jax.train.tasks import ImageTask, make_task
+from emohd_jax.towers import ImageTask
+from emohd_jax.train.trainer import make_task
 from emohd_jax.train.trainer import (
     create_train_state,
     predict_step,
@@ -27,7 +28,6 @@ from emohd_jax.train.trainer import (
     train_step,
 )
 from emohd_jax.video_io import sample_frames
-from emohd_jax.visual_eval import load_image
 from tests.train_harness import REPO
 
 FER_CLASSES = ("angry", "disgust", "fear", "happy", "neutral", "sad", "surprise")

@@ -9,6 +9,7 @@ from typing import Mapping
 from emohd_jax.classes import CLASS_INDEX
 from emohd_jax.errors import UnknownLabelError
 
+CLASS_FOLDER_SETS = ("fer2013", "cife")  # ROOT/<set>/<split>/<class>/*.jpg: still faces rather than media
 
 @dataclasses.dataclass(frozen=True)
 class Utterance:

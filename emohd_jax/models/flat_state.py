@@ -26,22 +26,26 @@ def state_dict(model: nnx.Module) -> dict[str, np.ndarray]:
 
 
 def fill(state: nnx.State, tensors: Mapping[str, Any], *, source: str | os.PathLike = "<tensors>",
-         sep: str = ".") -> None:
+         sep: str = ".", partial: bool = False) -> None:
     """Replace every leaf of `state` in place with `tensors[path joined by sep]`.
 
-    Names and shapes must match exactly, else `CheckpointLayoutError` naming `source` and the keys.
+    Names and shapes must match exactly, else `CheckpointLayoutError` naming `source` and the keys;
+    `partial` lets leaves that `tensors` lacks keep their values (an adapter over a base model).
     """
-    expected = {sep.join(map(str, key)): value
-                for key, value in traverse_util.flatten_dict(nnx.to_pure_dict(state)).items()}
+    pure = nnx.to_pure_dict(state)
+    flat = traverse_util.flatten_dict(pure)
+    expected = {sep.join(map(str, key)): value for key, value in flat.items()}
     missing, unknown = sorted(expected.keys() - tensors.keys()), sorted(tensors.keys() - expected.keys())
+    if partial:
+        missing = []
     if missing or unknown:
         raise CheckpointLayoutError(source, f"tensors missing {missing[:10]}, unknown {unknown[:10]}")
     for key, value in tensors.items():
         if tuple(expected[key].shape) != tuple(np.shape(value)):
             raise CheckpointLayoutError(
                 source, f"{key}: shape {tuple(np.shape(value))}, model expects {tuple(expected[key].shape)}")
-    nnx.replace_by_pure_dict(state, traverse_util.unflatten_dict(
-        {tuple(_path_part(p) for p in key.split(sep)): jnp.asarray(value) for key, value in tensors.items()}))
+    flat.update({tuple(_path_part(p) for p in key.split(sep)): jnp.asarray(value) for key, value in tensors.items()})
+    nnx.replace_by_pure_dict(state, traverse_util.unflatten_dict(flat))
 
 
 def with_state_dict(model: M, tensors: Mapping[str, Any], *, source: str | os.PathLike = "<tensors>") -> M:

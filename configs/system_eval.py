@@ -1,0 +1,34 @@
+"""System evaluation of a bundle (V, A, T, V+A, A+T, V+A+T × fusion rules × calibration) on a labelled set.
+
+    emohd system-eval --config configs/system_eval.py:ravdess     # RAVDESS actors 17–20: A, T (ASR), A+T
+    emohd system-eval --config configs/system_eval.py:meld --config.data.root=ROOT --config.data.split=test
+        # ROOT/meld/{split}_sent_emo.csv + ROOT/meld/MELD.Raw/<split dir>/dia{D}_utt{U}.mp4, ASR and subtitles
+    emohd system-eval --config configs/system_eval.py:meld_text   # the MELD text we have, subtitles only
+
+The fusion weights and temperatures are the bundle's (fitted on each tower's dev set), never this set's.
+"""
+
+import ml_collections
+
+
+def get_config(arg: str = "ravdess") -> ml_collections.ConfigDict:
+    c = ml_collections.ConfigDict()
+    c.bundle = ""                   # "" = the bundle shipped in the package
+    c.calibration = "calibrated"    # which half of the table the per-class F1 and confusion PNGs show
+    c.data = ml_collections.ConfigDict()
+    c.data.root = "../shared/data"
+    if arg == "ravdess":
+        c.data.dataset = "ravdess"
+        c.data.actors = ml_collections.ConfigDict({"dev": "17-20"})
+        c.data.calm = "drop"
+        c.data.split = "dev"
+        c.transcripts = ("asr",)    # RAVDESS has no subtitles: both sentences are known, ASR reads them
+        c.report_dir = "reports/ravdess_fusion"
+    elif arg in ("meld", "meld_text"):
+        c.data.dataset = "meld"
+        c.data.split = "dev"
+        c.transcripts = ("asr", "subtitles") if arg == "meld" else ("subtitles",)
+        c.report_dir = f"reports/{arg}_system"
+    else:
+        raise ValueError(f"unknown variant {arg!r} (known: ravdess, meld, meld_text)")
+    return c

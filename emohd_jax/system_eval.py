@@ -1,0 +1,144 @@
+"""System evaluation (the paper's Tables 2/3): every utterance of a labelled set through the whole system.
+
+Each utterance goes through the same `Predictor` as `emohd predict` (one utterance per dataset item),
+then per-class F1, weighted F1, accuracy and macro F1 are computed for V, A, T, V+A, A+T, V+A+T under
+each fusion rule, with and without temperature calibration. The DR weights and temperatures are the
+bundle's, fitted on the towers' dev sets — never on the set evaluated here. `transcripts`: 'asr' (what a
+live system hears), 'subtitles' (the dataset's own text), or both. A column's metrics cover the
+utterances where at least one of its modalities is present (`coverage` says how many).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import pathlib
+
+import jax.numpy as jnp
+import numpy as np
+from tqdm import tqdm
+
+from emohd_jax import fusion, metrics as metrics_lib
+from emohd_jax.classes import EMOTIONS
+from emohd_jax.errors import BadInputError, SkipReport
+
+
+def utterance_probs(results: list[dict], modalities: tuple[str, ...]) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Predict results (one utterance each) → probs [n, modality, class], present [n, modality] and each
+    tower's own decision [n, modality] (−1 when absent; the face tower's is its majority vote)."""
+    probs = np.full((len(results), len(modalities), len(EMOTIONS)), 1.0 / len(EMOTIONS), np.float32)
+    present = np.zeros((len(results), len(modalities)), bool)
+    decisions = np.full((len(results), len(modalities)), -1)
+    for i, result in enumerate(results):
+        (utterance,) = result["utterances"]
+        for j, modality in enumerate(modalities):
+            entry = utterance["modalities"][modality]
+            if entry["present"]:
+                probs[i, j], present[i, j] = entry["probs"], True
+                decisions[i, j] = EMOTIONS.index(entry["label"])
+    return probs, present, decisions
+
+
+def ablation(probs: np.ndarray, present: np.ndarray, decisions: np.ndarray, labels: np.ndarray,
+             params: fusion.FusionParams, modalities: tuple[str, ...]) -> dict:
+    """{calibration: {rule: {column: metrics + coverage}}} for every modality subset (V, A, …, V+A+T).
+
+    A single-modality column is that tower alone (its own decision, as in the paper's V/A/T columns);
+    DR weights would otherwise re-rank one tower's classes.
+    """
+    table = {}
+    for calibration in ("raw", "calibrated"):
+        temperatures = params.temperatures if calibration == "calibrated" else jnp.ones_like(params.temperatures)
+        table[calibration] = {}
+        for rule in fusion.RULES:
+            chosen = dataclasses.replace(params, rule=rule, temperatures=temperatures)
+            table[calibration][rule] = {}
+            for column, subset in fusion.modality_subsets(modalities).items():
+                if len(subset) == 1:
+                    decision = decisions[:, subset[0]]
+                else:
+                    mask = np.zeros(len(modalities), bool)
+                    mask[list(subset)] = True
+                    decision, _ = fusion.fuse_with(chosen, jnp.asarray(probs), jnp.asarray(present & mask))
+                    decision = np.asarray(decision)
+                decided = decision >= 0
+                if not decided.any():
+                    continue
+                result = metrics_lib.classification_metrics(labels[decided], decision[decided])
+                table[calibration][rule][column] = {**result, "coverage": int(decided.sum()), "of": int(len(labels))}
+    return table
+
+
+def markdown(table: dict, rule: str, calibration: str, title: str) -> str:
+    """The paper's layout: per-class F1 per column for one rule, then weighted F1 of every rule and calibration."""
+    columns = list(table[calibration][rule])
+    lines = [f"# {title}", "", f"Per-class F1 (%), rule `{rule}`, {calibration}:", "",
+             "| class | " + " | ".join(columns) + " |", "|---" * (len(columns) + 1) + "|"]
+    for name in EMOTIONS:
+        row = [table[calibration][rule][c]["per_class"][name]["f1"] for c in columns]
+        lines.append(f"| {name} | " + " | ".join(f"{v:.2f}" for v in row) + " |")
+    lines.append("| **weighted** | " + " | ".join(f"{table[calibration][rule][c]['weighted_f1']:.2f}"
+                                                 for c in columns) + " |")
+    lines.append("| coverage | " + " | ".join(f"{table[calibration][rule][c]['coverage']}/"
+                                             f"{table[calibration][rule][c]['of']}" for c in columns) + " |")
+    lines += ["", "Weighted F1 (%) of every rule:", "", "| rule | calibration | " + " | ".join(columns) + " |",
+              "|---|---" + "|---" * len(columns) + "|"]
+    for cal in table:
+        for r in table[cal]:
+            lines.append(f"| {r} | {cal} | " + " | ".join(
+                f"{table[cal][r][c]['weighted_f1']:.2f}" if c in table[cal][r] else "—" for c in columns) + " |")
+    return "\n".join(lines) + "\n"
+
+
+def evaluate_system(config) -> dict:
+    """`emohd system-eval --config configs/system_eval.py[:variant]` → report_dir/{system.json, system.md, PNGs}."""
+    from data_pipeline.prepare import read_source
+    from emohd_jax.bundle import load_bundle
+    from emohd_jax.inference import Predictor
+    from emohd_jax.reports import plot_confusion
+
+    bundle = load_bundle(config.bundle or None)
+    predictor = Predictor(bundle, max_utterance_s=float("inf"))
+    modalities = predictor.modalities
+    utterances, skips = read_source(config.data, config.data.split)
+    skips = SkipReport(skips.skips)
+    report_dir = pathlib.Path(config.report_dir)
+    report_dir.mkdir(parents=True, exist_ok=True)
+    summary = {"dataset": config.data.dataset, "split": config.data.split, "bundle": str(bundle.path),
+               "fusion_fitted_on": {m: t["dev"]["dataset"] + " " + t["dev"]["split"]
+                                    for m, t in bundle.manifest["towers"].items()}}
+    for source in config.transcripts:
+        results, labels = [], []
+        for utt in tqdm(utterances, desc=f"system-eval {source}", unit="utt"):
+            media = utt.video or utt.audio
+            media = media if media and pathlib.Path(media).is_file() else None
+            if media is None and source == "asr":
+                skips.add(utt.uid, BadInputError(utt.video or utt.uid, "no media file to transcribe"))
+                continue
+            try:
+                result = predictor.predict_file(media, transcript=utt.text if source == "subtitles" else None)
+            except BadInputError as error:
+                skips.add(utt.uid, error)
+                continue
+            results.append(result)
+            labels.append(utt.label)
+        if not results:
+            raise ValueError(f"{config.data.dataset} {config.data.split}: no utterance could be evaluated "
+                             f"({len(skips)} skipped)")
+        probs, present, decisions = utterance_probs(results, modalities)
+        table = ablation(probs, present, decisions, np.asarray(labels), bundle.fusion, modalities)
+        summary[source] = table
+        rule, calibration = bundle.fusion.rule, config.calibration
+        (report_dir / f"system_{source}.md").write_text(markdown(
+            table, rule, calibration, f"{config.data.dataset} {config.data.split}, transcripts: {source}"))
+        for column, result in table[calibration][rule].items():
+            plot_confusion(np.asarray(result["confusion"]), report_dir / f"confusion_{source}_{column}.png",
+                           title=f"{column} ({rule}, {calibration}, {source})")
+        (report_dir / f"transcripts_{source}.json").write_text(json.dumps(
+            [{"input": r["input"], "transcript": r["utterances"][0]["transcript"]} for r in results], indent=0))
+    summary["skips"] = skips.to_json()
+    (report_dir / "system.json").write_text(json.dumps(summary, indent=1))
+    for source in config.transcripts:
+        print((report_dir / f"system_{source}.md").read_text())
+    print(f"wrote {report_dir / 'system.json'} ({len(skips)} skipped)")
+    return summary

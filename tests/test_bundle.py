@@ -1,0 +1,57 @@
+"""Model bundle: what a tower ships, and that loading it rebuilds the same model."""
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+from flax import nnx
+
+from configs.meld_text import get_config as text_config
+from emohd_jax.bundle import build_tower_module, shipped_weights
+from emohd_jax.errors import CheckpointLayoutError
+from emohd_jax.towers import make_tower
+
+
+@pytest.fixture(scope="module")
+def trained_lora():
+    """The LoRA text tower over the installed MiniLM, its adapters moved off their (identity) start as training would."""
+    config = text_config("lora")
+    task = make_tower(config)
+    module = task.build_model(nnx.Rngs(0, dropout=1))
+    task.load_pretrained(module)
+    adapters = nnx.state(module, nnx.LoRAParam)
+    keys = iter(jax.random.split(jax.random.key(1), len(jax.tree.leaves(adapters))))
+    nnx.update(module, jax.tree.map(lambda p: p + 0.05 * jax.random.normal(next(keys), p.shape), adapters))
+    return config, task, module
+
+
+def test_lora_tower_ships_adapters_norms_and_head_only(trained_lora):
+    config, _, module = trained_lora
+    tensors = shipped_weights(config, module)
+    assert any(k.endswith("lora_a") for k in tensors) and any(k.startswith("head_out/") for k in tensors)
+    assert not any(k.endswith("base_module/kernel") or k.startswith("encoder/embeddings/word") for k in tensors)
+    size = sum(v.nbytes for v in tensors.values())
+    assert size <= 3e6 and size < 0.05 * sum(np.asarray(v).nbytes for v in jax.tree.leaves(nnx.state(module, nnx.Param)))
+
+
+def test_shipped_weights_rebuild_the_same_predictions(trained_lora):
+    config, task, module = trained_lora
+    rebuilt = build_tower_module(config, shipped_weights(config, module), source="test.safetensors")
+    ids = jnp.asarray([[101, 2023, 2003, 1037, 3231, 102, 0, 0]], jnp.int32)
+    batch = {"input_ids": ids, "token_type_ids": jnp.zeros_like(ids)}
+    expected = task.predict_probs(module, batch)
+    np.testing.assert_allclose(task.predict_probs(rebuilt, batch), expected, atol=1e-6)
+    base = make_tower(config).build_model(nnx.Rngs(0, dropout=1))
+    make_tower(config).load_pretrained(base)
+    assert np.abs(task.predict_probs(base, batch) - expected).max() > 1e-3  # the adapters did change the output
+
+
+def test_a_wrong_weight_name_is_refused_with_the_file(trained_lora):
+    config, _, module = trained_lora
+    tensors = shipped_weights(config, module)
+    kernel = tensors.pop("head_out/kernel")
+    with pytest.raises(CheckpointLayoutError, match="bad.safetensors.*missing.*head_out/kernel"):
+        build_tower_module(config, tensors, source="bad.safetensors")
+    tensors.update({"head_out/kernel": kernel, "head_out/kernel_typo": kernel})
+    with pytest.raises(CheckpointLayoutError, match="bad.safetensors.*kernel_typo"):
+        build_tower_module(config, tensors, source="bad.safetensors")
