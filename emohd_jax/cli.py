@@ -77,8 +77,9 @@ def run_export(config) -> dict:
     """`emohd export --config configs/bundle.py`: trained runs → a model bundle (see emohd_jax.bundle)."""
     from emohd_jax.bundle import export_bundle
 
-    towers = {modality: _load_config(["--config", *spec.split()]) for modality, spec in config.towers.items()}
-    commands = {modality: f"emohd train --config {spec}" for modality, spec in config.towers.items()}
+    specs = {modality: spec for modality, spec in config.towers.items() if spec}  # "" leaves a modality out
+    towers = {modality: _load_config(["--config", *spec.split()]) for modality, spec in specs.items()}
+    commands = {modality: f"emohd train --config {spec}" for modality, spec in specs.items()}
     manifest = export_bundle(towers, config.out, rule=config.rule, calibrated=config.calibrated, commands=commands)
     sizes = {m: t["bytes"] for m, t in manifest["towers"].items()}
     print(json.dumps({"out": config.out, "bytes": sizes, "fusion": manifest["fusion"]}, indent=1))

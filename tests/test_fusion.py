@@ -1,10 +1,16 @@
-"""Weighted late fusion: detection ratios from confusion counts, the three rules, missing modalities."""
+"""Weighted late fusion: detection ratios from confusion counts, the three rules, missing modalities, calibration."""
+
+import json
 
 import jax.numpy as jnp
 import numpy as np
 import pytest
+from hypothesis import given, settings, strategies as st
 
-from emohd_jax.fusion import (confusion_counts, detection_ratio_weights, fit_and_fuse, fuse, modality_subsets)
+from emohd_jax.classes import NUM_CLASSES
+from emohd_jax.fusion import (RULES, calibrate, calibration_nll, confusion_counts, detection_ratio_weights, fit_fusion,
+                              from_json, fuse, fuse_with, modality_subsets, to_json)
+from tests.data_paths import REPO
 
 
 def test_detection_ratio_is_true_positives_over_all_samples():
@@ -39,7 +45,7 @@ def test_missing_modality_never_wins_and_all_missing_gives_minus_one():
         assert decision.tolist() == [0, -1], rule
 
 
-def test_fit_and_fuse_equals_fuse_with_hand_computed_weights():
+def test_fit_fusion_weights_equal_hand_computed_ones_and_fuse_with_matches_fuse():
     rng = np.random.default_rng(0)
     labels = rng.integers(0, 3, 60)
     dev = rng.dirichlet(np.ones(3), (60, 2)).astype(np.float32)        # [n, modality, class]
@@ -50,12 +56,128 @@ def test_fit_and_fuse_equals_fuse_with_hand_computed_weights():
         weights[m] = [1 - ((preds == c) & (keep == c)).sum() / len(keep) for c in range(3)]
     test = rng.dirichlet(np.ones(3), (40, 2)).astype(np.float32)
     test_present = rng.random((40, 2)) > 0.2
-    for rule in ("paper", "max", "sum"):
-        got, _ = fit_and_fuse(dev, present, labels, test, test_present, rule=rule, num_classes=3)
+    for rule in RULES:
+        params = fit_fusion(jnp.asarray(dev), present, jnp.asarray(labels), rule=rule)
+        np.testing.assert_allclose(params.weights, weights, atol=1e-6)
+        got, _ = fuse_with(params, jnp.asarray(test), jnp.asarray(test_present))
         want, _ = fuse(test, test_present, jnp.asarray(weights, jnp.float32), rule)
         np.testing.assert_array_equal(got, want)
     with pytest.raises(ValueError, match="fusion rule"):
         fuse(test, test_present, jnp.ones((2, 3)), "vote")
+
+
+def test_hand_computed_scores_for_each_rule():
+    weights = jnp.asarray([[0.5, 1.0], [1.0, 0.25]])                   # [modality, class]
+    probs = jnp.asarray([[[0.6, 0.4], [0.3, 0.7]]])                    # S = [[0.3, 0.4], [0.3, 0.175]]
+    present = jnp.asarray([[True, True]])
+    decision, scores = fuse(probs, present, weights, "paper")          # totals 0.7 vs 0.475 → visual decides
+    assert decision.tolist() == [1] and np.allclose(scores, [[0.3, 0.4]])
+    decision, scores = fuse(probs, present, weights, "max")            # per class max: 0.3, 0.4
+    assert decision.tolist() == [1] and np.allclose(scores, [[0.3, 0.4]])
+    decision, scores = fuse(probs, present, weights, "sum")            # 0.6 vs 0.575
+    assert decision.tolist() == [0] and np.allclose(scores, [[0.6, 0.575]])
+
+
+def _reference_fuse(probs, present, weights, rule):
+    """Float64 NumPy restatement of SPEC §5, row by row."""
+    decisions, fused = [], []
+    for p, m in zip(probs.astype(np.float64), present):
+        scores = weights.astype(np.float64) * p
+        if not m.any():
+            decisions.append(-1)
+            fused.append(np.full(p.shape[-1], np.nan))
+            continue
+        if rule == "paper":
+            totals = np.where(m, scores.sum(-1), -np.inf)
+            row = scores[int(np.argmax(totals))]
+        elif rule == "max":
+            row = scores[m].max(axis=0)
+        else:
+            row = scores[m].sum(axis=0)
+        decisions.append(int(np.argmax(row)))
+        fused.append(row)
+    return np.asarray(decisions), np.asarray(fused)
+
+
+@pytest.mark.parametrize("rule", RULES)
+def test_fuse_equals_a_float64_numpy_reference(rule):
+    rng = np.random.default_rng(1)
+    probs = rng.dirichlet(np.ones(NUM_CLASSES), (256, 3)).astype(np.float32)
+    present = rng.random((256, 3)) > 0.3
+    weights = rng.uniform(0.5, 1.0, (3, NUM_CLASSES)).astype(np.float32)
+    decision, fused = fuse(jnp.asarray(probs), jnp.asarray(present), jnp.asarray(weights), rule)
+    want_decision, want_fused = _reference_fuse(probs, present, weights, rule)
+    np.testing.assert_array_equal(decision, want_decision)
+    some = present.any(axis=1)
+    np.testing.assert_allclose(np.asarray(fused)[some], want_fused[some], atol=1e-6)
+
+
+_probs = st.integers(1, 6).flatmap(lambda n: st.tuples(
+    st.lists(st.lists(st.lists(st.floats(0.01, 1.0), min_size=4, max_size=4), min_size=3, max_size=3),
+             min_size=n, max_size=n),
+    st.lists(st.lists(st.booleans(), min_size=3, max_size=3), min_size=n, max_size=n),
+    st.permutations(list(range(n)))))
+
+
+@settings(max_examples=50, deadline=None)
+@given(case=_probs, noise=st.floats(0.0, 1.0), rule=st.sampled_from(RULES))
+def test_a_masked_modality_never_changes_the_decision(case, noise, rule):
+    raw, present, _ = case
+    probs = np.asarray(raw, np.float32)
+    probs /= probs.sum(-1, keepdims=True)
+    present = np.asarray(present)
+    weights = jnp.linspace(0.5, 1.0, 12).reshape(3, 4)
+    changed = np.where(present[..., None], probs, np.roll(probs, 1, axis=-1) * noise)   # only absent rows move
+    a = fuse(jnp.asarray(probs), jnp.asarray(present), weights, rule)
+    b = fuse(jnp.asarray(changed), jnp.asarray(present), weights, rule)
+    np.testing.assert_array_equal(a[0], b[0])
+    np.testing.assert_allclose(np.asarray(a[1])[present.any(1)], np.asarray(b[1])[present.any(1)], atol=1e-7)
+
+
+@settings(max_examples=50, deadline=None)
+@given(case=_probs, rule=st.sampled_from(RULES))
+def test_permuting_the_batch_permutes_the_outputs(case, rule):
+    raw, present, order = case
+    probs, present, order = np.asarray(raw, np.float32), np.asarray(present), np.asarray(order)
+    weights = jnp.linspace(0.5, 1.0, 12).reshape(3, 4)
+    decision, fused = fuse(jnp.asarray(probs), jnp.asarray(present), weights, rule)
+    decision_p, fused_p = fuse(jnp.asarray(probs[order]), jnp.asarray(present[order]), weights, rule)
+    np.testing.assert_array_equal(np.asarray(decision)[order], decision_p)
+    np.testing.assert_array_equal(np.asarray(fused)[order], fused_p)
+
+
+@pytest.fixture(scope="module")
+def real_dev_sets():
+    """The towers' real dev predictions (committed reports), stacked: each row present for its own modality."""
+    files = {"visual": "fer_visual", "audio": "ravdess_audio", "text": "meld_text"}
+    probs, labels, rows = [], [], []
+    for m, name in enumerate(files.values()):
+        predictions = json.loads((REPO / "reports" / name / "predictions.json").read_text())
+        probs.append(np.asarray(predictions["probs"], np.float32))
+        labels.append(np.asarray(predictions["label"]))
+        rows.append(np.full(len(predictions["label"]), m))
+    rows = np.concatenate(rows)
+    stacked = np.full((len(rows), 3, NUM_CLASSES), 1 / NUM_CLASSES, np.float32)
+    stacked[np.arange(len(rows)), rows] = np.concatenate(probs)
+    present = np.zeros((len(rows), 3), bool)
+    present[np.arange(len(rows)), rows] = True
+    return stacked, present, np.concatenate(labels)
+
+
+def test_calibration_lowers_each_towers_dev_nll_and_keeps_its_decisions(real_dev_sets):
+    probs, present, labels = real_dev_sets
+    params = fit_fusion(jnp.asarray(probs), present, jnp.asarray(labels), rule="sum", calibrated=True)
+    before = calibration_nll(jnp.asarray(probs), jnp.asarray(present), jnp.asarray(labels), jnp.ones(3))
+    after = calibration_nll(jnp.asarray(probs), jnp.asarray(present), jnp.asarray(labels), params.temperatures)
+    assert np.all(np.asarray(after) < np.asarray(before)), (before, after, params.temperatures)
+    np.testing.assert_array_equal(calibrate(jnp.asarray(probs), params.temperatures).argmax(-1), probs.argmax(-1))
+    # DR weights: 1 − TP_c / N of each tower's own dev set, by hand.
+    for m in range(3):
+        preds, truth = probs[present[:, m], m].argmax(-1), labels[present[:, m]]
+        want = [1 - np.sum((preds == c) & (truth == c)) / len(truth) for c in range(NUM_CLASSES)]
+        np.testing.assert_allclose(params.weights[m], want, atol=1e-6)
+    again = from_json(json.loads(json.dumps(to_json(params))))
+    assert again.rule == "sum" and np.allclose(again.weights, params.weights)
 
 
 def test_modality_subsets_are_the_paper_columns():
