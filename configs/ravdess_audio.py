@@ -61,7 +61,7 @@ def get_config(arg: str = "") -> ml_collections.ConfigDict:
     c.model.init = ""               # converted VGGish weights (.safetensors, .pth or TF .npz); '' = from scratch
     c.model.pretrained = False      # load `init` into the VGGish trunk (the 7-way head stays random)
 
-    # Per-patch training augmentation of the stored log-mel (emohd_jax/train/audio_augment.py).
+    # Per-patch training augmentation of the stored log-mel (emohd_jax/audio_augment.py).
     c.augment = ml_collections.ConfigDict()
     c.augment.enabled = True
     c.augment.max_shift = 16       # frames of circular time shift (of 96)

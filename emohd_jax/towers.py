@@ -20,7 +20,7 @@ from data_pipeline.extract import Extractor
 from data_pipeline.sources.base import CLASS_FOLDER_SETS
 from emohd_jax import face_tta
 from emohd_jax.classes import NUM_CLASSES
-from emohd_jax.train.losses import cross_entropy
+from emohd_jax.losses import cross_entropy
 
 DTYPES = {"float32": jnp.float32, "bfloat16": jnp.bfloat16}
 
@@ -145,7 +145,7 @@ class ImageTask(ClassifierTask):
     modality = "visual"
 
     def __init__(self, config):
-        from emohd_jax.train.face_augment import FaceAugment
+        from emohd_jax.face_augment import FaceAugment
 
         self.config = config.model
         self.visual = config.get("visual")
@@ -253,7 +253,7 @@ class FeatureMLPTask(ClassifierTask):
         if not self.config.init:
             self.backbone_task.load_pretrained(model.backbone)
             return
-        from emohd_jax.train.checkpointing import restore_weights
+        from emohd_jax.checkpointing import restore_weights
 
         _, params, _, other = split_model(nnx.eval_shape(lambda: self.backbone_task.build_model(nnx.Rngs(0))))
         weights = restore_weights(self.config.init, {"params": params, "other": other})
@@ -271,7 +271,7 @@ class AudioTask(ClassifierTask):
     modality = "audio"
 
     def __init__(self, config):
-        from emohd_jax.train.audio_augment import LogMelAugment
+        from emohd_jax.audio_augment import LogMelAugment
 
         self.config = config.model
         self.audio = config.get("audio")

@@ -4,7 +4,7 @@ import jax
 import numpy as np
 import pytest
 
-from emohd_jax.train import checkpointing
+from emohd_jax import checkpointing
 
 
 def _save_run(workdir, seed: int) -> dict:

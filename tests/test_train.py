@@ -13,7 +13,7 @@ import orbax.checkpoint as ocp
 import pytest
 
 from emohd_jax.cli import _load_config, run_prepare
-from emohd_jax.train.losses import cross_entropy, masked_lm_loss
+from emohd_jax.losses import cross_entropy, masked_lm_loss
 from emohd_jax.train.trainer import class_weights, train_and_evaluate
 from tests.train_harness import REPO, config_args, emohd, make_tiny_setup
 

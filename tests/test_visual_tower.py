@@ -17,8 +17,9 @@ from data_pipeline.sources.base import Utterance
 from emohd_jax import face_tta, input_pipeline
 from emohd_jax.cli import _load_config, run_eval, run_prepare, run_train
 from emohd_jax.models import mini_xception
-from emohd_jax.train import checkpointing, sharding
-from emohd_jax.train.face_augment import FaceAugment
+from emohd_jax import checkpointing
+from emohd_jax.train import sharding
+from emohd_jax.face_augment import FaceAugment
 from emohd_jax.towers import ImageTask
 from emohd_jax.train.trainer import make_task
 from emohd_jax.train.trainer import (

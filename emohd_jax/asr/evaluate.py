@@ -18,7 +18,8 @@ from tqdm import tqdm
 
 from data_pipeline.sources.base import Utterance
 from emohd_jax.asr.similarity import summarize, tf_cosine, word_error_rate
-from emohd_jax.asr.transcriber import Transcriber, Transcript, make_transcriber
+from emohd_jax.asr.backends import make_transcriber
+from emohd_jax.asr.transcriber import Transcriber, Transcript
 from emohd_jax.audio_io import load_audio
 from emohd_jax.errors import BadInputError, EmptyTranscriptError, NoAudioTrackError, SkipReport
 from emohd_jax.text_normalize import word_tokens

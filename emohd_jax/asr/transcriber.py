@@ -37,16 +37,3 @@ class Transcriber(Protocol):
     def transcribe(self, waves: Sequence[np.ndarray]) -> list[Transcript]:
         """waves: each [samples] float32 mono at 16 kHz → one Transcript per wave, in order."""
         ...
-
-
-def make_transcriber(backend: str = "whisper", **options) -> Transcriber:
-    """Build a backend by name: 'whisper' (offline default, faster-whisper) or 'nemo' (needs `model=` a .nemo path)."""
-    if backend == "whisper":
-        from emohd_jax.asr.whisper import WhisperTranscriber
-
-        return WhisperTranscriber(**options)
-    if backend == "nemo":
-        from emohd_jax.asr.nemo import NemoTranscriber
-
-        return NemoTranscriber(**options)
-    raise ValueError(f"unknown ASR backend {backend!r} (known: whisper, nemo)")

@@ -15,7 +15,7 @@ import jax
 import numpy as np
 from flax import nnx
 
-from emohd_jax.train.losses import masked_lm_loss
+from emohd_jax.losses import masked_lm_loss
 from emohd_jax.towers import DTYPES, TextTask
 
 IGNORE = -1  # target of an unmasked position

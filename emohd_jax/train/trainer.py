@@ -22,12 +22,12 @@ from flax import nnx
 from jax.experimental import multihost_utils
 
 from data_pipeline import shards
-from emohd_jax import input_pipeline, metrics as metrics_lib
+from emohd_jax import checkpointing, input_pipeline, metrics as metrics_lib
 from emohd_jax.classes import EMOTIONS, NUM_CLASSES
 from emohd_jax.clip_decision import group_by_clip
-from emohd_jax.train import checkpointing, sharding
-from emohd_jax.train.optim import make_optimizer, trainable_labels
 from emohd_jax.towers import TOWERS, Task, split_model
+from emohd_jax.train import sharding
+from emohd_jax.train.optim import make_optimizer, trainable_labels
 
 
 @flax.struct.dataclass
