@@ -44,7 +44,8 @@ def ablation(probs: np.ndarray, present: np.ndarray, decisions: np.ndarray, labe
     """{calibration: {rule: {column: metrics + coverage}}} for every modality subset (V, A, …, V+A+T).
 
     A single-modality column is that tower alone (its own decision, as in the paper's V/A/T columns);
-    DR weights would otherwise re-rank one tower's classes.
+    DR weights would otherwise re-rank one tower's classes. A column with a modality that no utterance
+    of the set has (V on audio-only RAVDESS) is left out rather than shown as a copy of another.
     """
     table = {}
     for calibration in ("raw", "calibrated"):
@@ -54,6 +55,8 @@ def ablation(probs: np.ndarray, present: np.ndarray, decisions: np.ndarray, labe
             chosen = dataclasses.replace(params, rule=rule, temperatures=temperatures)
             table[calibration][rule] = {}
             for column, subset in fusion.modality_subsets(modalities).items():
+                if not all(present[:, m].any() for m in subset):
+                    continue
                 if len(subset) == 1:
                     decision = decisions[:, subset[0]]
                 else:

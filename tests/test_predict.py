@@ -157,7 +157,7 @@ def test_system_eval_runs_on_a_meld_raw_shaped_tree(cremad, tmp_path):
                          "data": {"dataset": "meld", "root": str(tmp_path), "split": "dev"}})
     summary = evaluate_system(config)
     for source in ("asr", "subtitles"):
-        table = summary[source]["calibrated"]["sum"]
+        table = summary[source]["calibrated"]["max"]
         assert list(table) == ["V", "A", "T", "V+A", "V+T", "A+T", "V+A+T"]
         assert table["V+A+T"]["coverage"] == table["V+A+T"]["of"] == 3
     assert (tmp_path / "report" / "confusion_asr_V+A+T.png").is_file()
