@@ -15,6 +15,7 @@ import pathlib
 from typing import Mapping, Sequence
 
 import numpy as np
+from etils import epath
 from tqdm import tqdm
 
 from data_pipeline import shards
@@ -182,7 +183,7 @@ def prepare_from_config(config, extractor: Extractor, splits: Sequence[str] | No
 
 def shards_for_split(config, split: str, extractor: Extractor) -> str:
     """Shards holding `split`: the training shards, or a separate set prepared on demand (held-out splits)."""
-    manifest = pathlib.Path(config.data.shards) / MANIFEST
+    manifest = epath.Path(config.data.shards) / MANIFEST
     if manifest.exists() and split in json.loads(manifest.read_text())["counts"]:
         return config.data.shards
     # Keyed by everything that decides the held-out set's contents (root, actors, label map, ...), so a
@@ -191,6 +192,6 @@ def shards_for_split(config, split: str, extractor: Extractor) -> str:
     data["root"] = str(pathlib.Path(config.data.root).resolve())
     key = hashlib.sha1(json.dumps(data, sort_keys=True, default=str).encode()).hexdigest()[:10]
     out = f"{config.data.shards.rstrip('/')}-{split}-{key}"
-    if not (pathlib.Path(out) / MANIFEST).exists():
+    if not (epath.Path(out) / MANIFEST).exists():
         prepare_from_config(config, extractor, [split], out)
     return out

@@ -9,10 +9,10 @@ TensorFlow is needed only for `file_format='tfrecord'` (the `[tfrecord]` extra).
 from __future__ import annotations
 
 import os
-import pathlib
 from typing import Callable, Iterable, Mapping
 
 import tensorflow_datasets as tfds
+from etils import epath
 
 BUILDER_NAME = "feature_shards"
 FILE_FORMATS = ("array_record", "tfrecord")
@@ -41,7 +41,7 @@ class FeatureShards(tfds.core.GeneratorBasedBuilder):
 
 def write_shards(out_dir: str | os.PathLike, features: tfds.features.FeaturesDict,
                  splits: Mapping[str, Callable[[], Iterable[tuple[str, dict]]]], *,
-                 file_format: str = "array_record", description: str = "") -> pathlib.Path:
+                 file_format: str = "array_record", description: str = "") -> epath.Path:
     """Writes all splits under `out_dir`; returns the directory holding the shard files."""
     if file_format not in FILE_FORMATS:
         raise ValueError(f"file_format must be one of {FILE_FORMATS}, not {file_format!r}")
@@ -54,16 +54,17 @@ def write_shards(out_dir: str | os.PathLike, features: tfds.features.FeaturesDic
                             file_format=file_format)
     builder.download_and_prepare(download_config=tfds.download.DownloadConfig(
         download_mode=tfds.download.GenerateMode.REUSE_DATASET_IF_EXISTS))
-    return pathlib.Path(builder.data_dir)
+    return epath.Path(builder.data_dir)
 
 
-def shard_dir(out_dir: str | os.PathLike) -> pathlib.Path:
-    return pathlib.Path(out_dir) / BUILDER_NAME / str(FeatureShards.VERSION)
+def shard_dir(out_dir: str | os.PathLike) -> epath.Path:
+    """Where the shard files of `out_dir` live; local or remote (`gs://…`, through etils.epath)."""
+    return epath.Path(out_dir) / BUILDER_NAME / str(FeatureShards.VERSION)
 
 
 def open_split(out_dir: str | os.PathLike, split: str):
     """A random-access source (len, __getitem__ → dict of NumPy arrays) over one split's ArrayRecord shards."""
     directory = shard_dir(out_dir)
-    if not (directory / "dataset_info.json").is_file():
+    if not (directory / "dataset_info.json").exists():
         raise FileNotFoundError(f"{directory}: no feature shards here; run `emohd prepare` first")
     return tfds.builder_from_directory(str(directory)).as_data_source(split=split)

@@ -3,20 +3,21 @@
 from __future__ import annotations
 
 import json
-import pathlib
+import os
 
 import grain
 import jax
 import orbax.checkpoint as ocp
+from etils import epath
 
 
-def latest_manager(workdir: pathlib.Path, every: int) -> ocp.CheckpointManager:
+def latest_manager(workdir: epath.Path, every: int) -> ocp.CheckpointManager:
     options = ocp.CheckpointManagerOptions(max_to_keep=2, save_interval_steps=every, create=True)
     return ocp.CheckpointManager(workdir / "checkpoints" / "latest", options=options,
                                  item_names=("state", "data"))
 
 
-def best_manager(workdir: pathlib.Path) -> ocp.CheckpointManager:
+def best_manager(workdir: epath.Path) -> ocp.CheckpointManager:
     return ocp.CheckpointManager(workdir / "checkpoints" / "best",
                                  options=ocp.CheckpointManagerOptions(max_to_keep=1, create=True))
 
@@ -41,15 +42,15 @@ def save_best(manager: ocp.CheckpointManager, step: int, weights: dict, metrics:
     manager.save(step, args=ocp.args.StandardSave(weights), force=True)
     manager.wait_until_finished()
     if jax.process_index() == 0:
-        (pathlib.Path(manager.directory) / "best_metrics.json").write_text(json.dumps({"step": step, **metrics}))
+        (epath.Path(manager.directory) / "best_metrics.json").write_text(json.dumps({"step": step, **metrics}))
 
 
 def best_score(manager: ocp.CheckpointManager, metric: str = "weighted_f1") -> float:
-    path = pathlib.Path(manager.directory) / "best_metrics.json"
+    path = epath.Path(manager.directory) / "best_metrics.json"
     return json.loads(path.read_text())[metric] if path.exists() else -1.0
 
 
-def restore_soup(checkpoint_dirs: list[str | pathlib.Path], abstract_weights: dict) -> dict:
+def restore_soup(checkpoint_dirs: list[str | os.PathLike], abstract_weights: dict) -> dict:
     """The uniform "model soup" (Wortsman et al., 2022) of several runs: their weights averaged leaf by leaf.
 
     For runs fine-tuned from one pretrained start, which stay in one basin: the average often beats each
@@ -68,9 +69,9 @@ def restore_soup(checkpoint_dirs: list[str | pathlib.Path], abstract_weights: di
     return jax.tree.map(mean, *runs)
 
 
-def restore_weights(checkpoint_dir: str | pathlib.Path, abstract_weights: dict) -> dict:
+def restore_weights(checkpoint_dir: str | os.PathLike, abstract_weights: dict) -> dict:
     """Weights of a finished run: `<workdir>` or `<workdir>/checkpoints/best` or a `best`-layout dir."""
-    path = pathlib.Path(checkpoint_dir)
+    path = epath.Path(checkpoint_dir)
     for candidate in (path / "checkpoints" / "best", path):
         if candidate.is_dir() and any(p.name.isdigit() for p in candidate.iterdir()):
             manager = ocp.CheckpointManager(candidate.resolve())

@@ -103,7 +103,7 @@ def test_bad_inputs_are_listed_and_the_good_ones_predicted(predictor, cremad, da
     failed = {pathlib.Path(path).name: reason for path, reason in run.failures}
     assert predicted == {"good clip é.flv", "audio only.mp3", "speaking wall.mp4"}
     assert set(failed) == {"corrupt.mp4", "picture.mp4", "notes.mp4", "empty.mp4", "silent wall.mp4"}
-    assert "silent" in failed["silent wall.mp4"] and "face" in failed["silent wall.mp4"]
+    assert "silence" in failed["silent wall.mp4"] and "face" in failed["silent wall.mp4"]
     assert run.exit_code == EXIT_SOME_FAILED
     wall = next(r for r in run.results if r["input"].endswith("speaking wall.mp4"))
     assert "face" in wall["utterances"][0]["modalities"]["visual"]["reason"]

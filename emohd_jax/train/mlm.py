@@ -16,7 +16,7 @@ import numpy as np
 from flax import nnx
 
 from emohd_jax.losses import masked_lm_loss
-from emohd_jax.towers import DTYPES, TextTask
+from emohd_jax.towers import DTYPES, TextTask, resolve_text_dir
 
 IGNORE = -1  # target of an unmasked position
 
@@ -51,10 +51,9 @@ class MaskedLMTask(TextTask):
         super().__init__(config)
         from transformers import AutoTokenizer
 
-        from emohd_jax.convert.hf_text import minilm_dir, text_encoder_config
+        from emohd_jax.convert.hf_text import text_encoder_config
 
-        tokenizer_dir = config.text.tokenizer or config.model.init
-        tokenizer = AutoTokenizer.from_pretrained(minilm_dir() if tokenizer_dir == "minilm" else tokenizer_dir)
+        tokenizer = AutoTokenizer.from_pretrained(resolve_text_dir(config.text.tokenizer or config.model.init))
         self.augment = MaskTokens(tokenizer.mask_token_id, text_encoder_config(self._source_dir()).vocab_size,
                                   tuple(tokenizer.all_special_ids), config.mlm.rate)
 

@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import functools
 import json
-import pathlib
 from typing import Any
 
 import flax.struct
@@ -18,6 +17,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 import optax
+from etils import epath
 from flax import nnx
 from jax.experimental import multihost_utils
 
@@ -175,12 +175,12 @@ def train_and_evaluate(config) -> dict:
     from tensorboardX import SummaryWriter
     from tqdm import tqdm
 
-    workdir = pathlib.Path(config.workdir).resolve()  # orbax needs absolute paths
+    workdir = epath.Path(config.workdir).resolve()  # orbax needs absolute paths; gs:// stays as it is
     task = make_task(config)
     mesh = sharding.make_mesh(config.mesh.model)
     train_source = shards.open_split(config.data.shards, config.data.train_split)
     dev_source = shards.open_split(config.data.shards, config.data.eval_split)
-    manifest = json.loads((pathlib.Path(config.data.shards) / "manifest.json").read_text())
+    manifest = json.loads((epath.Path(config.data.shards) / "manifest.json").read_text())
     global_bs = config.train.batch_size
     steps_per_epoch = len(train_source) // global_bs
     total_steps = config.train.num_steps or config.train.num_epochs * steps_per_epoch
