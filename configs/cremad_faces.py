@@ -11,22 +11,13 @@ Splits are by actor (`data.actors`, CREMA-D actors 1001–1091); `model.init` is
 (empty: the committed FER2013 mini-Xception as the frozen backbone).
 """
 
-import importlib.util
-import pathlib
-
 import ml_collections
 
-
-def _stage1_config(arg: str) -> ml_collections.ConfigDict:
-    """configs/fer_visual.py's config: stage 2 shares its backbone, input and visual settings."""
-    spec = importlib.util.spec_from_file_location("fer_visual", pathlib.Path(__file__).with_name("fer_visual.py"))
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module.get_config(arg)
+from configs import fer_visual
 
 
 def get_config(arg: str = "") -> ml_collections.ConfigDict:
-    c = _stage1_config(arg)
+    c = fer_visual.get_config(arg)  # stage 2 shares the stage-1 backbone, input and visual settings
     c.task = "feature_mlp"
     c.workdir = "work/runs/cremad_faces" + (f"_{arg}" if arg else "")
     c.report_dir = "reports/cremad_faces" + (f"_{arg}" if arg else "")

@@ -14,25 +14,13 @@ faces. `:resnet50` is the paper's stage 1 (VGGFace2 ResNet50, top 10 layers unfr
 
 import ml_collections
 
+from configs import common
+
 
 def get_config(arg: str = "") -> ml_collections.ConfigDict:
-    c = ml_collections.ConfigDict()
-    c.task = "image"
-    c.seed = 0
-    c.workdir = "work/runs/fer_visual"
-    c.checkpoint = ""               # eval: a run's workdir (its best checkpoint) or a checkpoint dir; "a,b" = model soup
-    c.report_dir = "reports/fer_visual_stage1"
-
-    c.data = ml_collections.ConfigDict()
-    c.data.dataset = "fer2013"      # class folders ROOT/<dataset>/<split>/<class>/*.jpg ('fer2013' or 'cife')
-    c.data.root = "../shared/data"
+    c = common.run("image", "fer_visual", report="fer_visual_stage1")
+    c.data = common.data("fer2013", "work/shards/fer_visual", eval_split="val")  # ROOT/<set>/<split>/<class>/*.jpg
     c.data.label_map = ""           # folder→class for other names: "joy=happiness,calm=" or a .json; "" = FER2013's
-    c.data.prepare_splits = ("train", "val")
-    c.data.train_split = "train"
-    c.data.eval_split = "val"       # model selection
-    c.data.split = "val"            # what `emohd eval` reports on
-    c.data.shards = "work/shards/fer_visual"
-    c.data.file_format = "array_record"
 
     c.model = ml_collections.ConfigDict()
     c.model.backbone = ml_collections.FieldReference("mini_xception")  # mini_xception | resnet50
@@ -55,32 +43,20 @@ def get_config(arg: str = "") -> ml_collections.ConfigDict:
     c.augment.brightness = 0.1      # fraction of 255
     c.augment.contrast = 0.1
 
-    c.optim = ml_collections.ConfigDict()
     c.optim.lr = 2e-4               # gentle: the backbone starts trained on FER2013
     c.optim.warmup_steps = 200
-    c.optim.weight_decay = 1e-4
     c.optim.clip_norm = 5.0
-    c.optim.trainable = ()          # regexes over parameter paths; empty = everything trains
 
-    c.train = ml_collections.ConfigDict()
     c.train.batch_size = 64
     c.train.num_epochs = 12
-    c.train.num_steps = 0           # > 0 overrides num_epochs
-    c.train.eval_every = 0          # 0 = once per epoch
     c.train.checkpoint_every = 200
     c.train.log_every = 50
-    c.train.class_weights = "none"  # the target is accuracy
     c.train.label_smoothing = 0.1
     c.train.select_on = "accuracy"  # FER2013 is reported by accuracy
 
-    c.eval = ml_collections.ConfigDict()
-    c.eval.batch_size = 256
-    c.eval.clip_rule = "mean"       # one record per image: the rule does not matter here
+    c.eval.batch_size = 256         # one record per image: the clip rule does not matter here
     c.eval.flip = True              # average probabilities with the mirrored face
     c.eval.shift = 2                # ... and with the face shifted ±2 px along each axis (0 = off)
-
-    c.mesh = ml_collections.ConfigDict()
-    c.mesh.model = 1
 
     if arg == "resnet50":
         from emohd_jax.towers import resnet50_trainable_patterns

