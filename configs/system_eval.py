@@ -29,6 +29,8 @@ def get_config(arg: str = "ravdess") -> ml_collections.ConfigDict:
         c.data.split = "dev"
         c.transcripts = ("asr", "subtitles") if arg == "meld" else ("subtitles",)
         c.report_dir = f"reports/{arg}_system"
+        if arg == "meld":           # SPEC §6 MELD-sub: ≤ max_faces faces of p ≥ min_prob in ≥ min_fraction of frames
+            c.meld_sub = ml_collections.ConfigDict({"min_prob": 0.95, "max_faces": 1, "min_fraction": 0.5})
     else:
         raise ValueError(f"unknown variant {arg!r} (known: ravdess, meld, meld_text)")
     return c

@@ -280,18 +280,18 @@ class VideoFaceExtractor:
                                   margin=self.margin, select=self.select)
         return backbone_faces(clip.crops, self.backbone), clip.timestamps_s
 
-    def faces_in_frames(self, frames: np.ndarray, timestamps: np.ndarray, *,
-                        source: str | os.PathLike) -> tuple[np.ndarray, np.ndarray]:
-        """frames: [n, h, w, 3] sampled at `fps` → (faces [m, *FACE_SHAPES[backbone]], timestamps_s [m]).
+    def faces_in_frames(self, frames: np.ndarray, timestamps: np.ndarray, *, source: str | os.PathLike):
+        """frames: [n, h, w, 3] sampled at `fps` → (faces [m, *FACE_SHAPES[backbone]], timestamps_s [m],
+        detections of every sampled frame [n]), for `predict`, which decodes a recording once.
 
-        What `predict` calls on a recording it decoded once; NoFaceError (naming `source`) when no frame has a face.
+        NoFaceError (naming `source`) when no frame has a face.
         """
         from emohd_jax.faces import faces_in_frames
 
         size = FACE_SHAPES[self.backbone][0]
         clip = faces_in_frames(frames, timestamps, self.detector, size=size, margin=self.margin, select=self.select,
                                source=source)
-        return backbone_faces(clip.crops, self.backbone), clip.timestamps_s
+        return backbone_faces(clip.crops, self.backbone), clip.timestamps_s, clip.detections
 
     def records(self, utterance: Utterance) -> list[Record]:
         from emohd_jax.errors import NoVideoStreamError

@@ -187,7 +187,8 @@ class Predictor:
             entries[i][modality] = {"present": True, "probs": _rounded(p), "label": extra.pop("label", _label(p)),
                                     **extra}
 
-        per_second = self._visual(path, video, spans, stream_reasons, put) if self.faces is not None else []
+        frames = []
+        per_second = self._visual(path, video, spans, stream_reasons, put, frames) if self.faces is not None else []
         per_patch = self._audio(path, wave, spans, stream_reasons, put) if self.audio is not None else []
         if self.text is not None:
             self._text(spans, wave, stream_reasons, put)
@@ -209,18 +210,21 @@ class Predictor:
         return {"schema": SCHEMA, "input": str(path), "duration_s": round(duration, 3), "classes": list(EMOTIONS),
                 "fusion": {"rule": self.bundle.fusion.rule, "calibrated": bool(np.any(
                     np.asarray(self.bundle.fusion.temperatures) != 1.0)), "modalities": list(self.modalities)},
-                "utterances": utterances, "per_second": per_second, "per_patch": per_patch}
+                "utterances": utterances, "per_second": per_second, "per_patch": per_patch, "frames": frames}
 
-    def _visual(self, path, video, spans: Sequence[Span], stream_reasons, put) -> list[dict]:
+    def _visual(self, path, video, spans: Sequence[Span], stream_reasons, put, frames_out: list) -> list[dict]:
         if video is None:
             for i in range(len(spans)):
                 put("visual", i, None, stream_reasons.get("visual", "no video stream"))
             return []
         frames, timestamps = video
         try:
-            faces, face_times = self.faces.faces_in_frames(frames, timestamps, source=path)
+            faces, face_times, detections = self.faces.faces_in_frames(frames, timestamps, source=path)
         except BadInputError:
-            faces, face_times = np.zeros((0,)), np.zeros((0,))
+            faces, face_times, detections = np.zeros((0,)), np.zeros((0,)), None
+        # Every detected face's probability per sampled frame: what the MELD-sub filter (SPEC §6) reads.
+        frames_out.extend({"t": round(float(t), 3), "face_probs": [] if detections is None else
+                           [round(float(p), 4) for p in detections[k].probs]} for k, t in enumerate(timestamps))
         frame_probs = _run_tower(self.towers["visual"], {"face": faces}) if len(faces) else np.zeros((0, 7))
         for i, span in enumerate(spans):
             inside = (face_times >= span.start_s) & (face_times < span.end_s)

@@ -16,6 +16,8 @@ Schema "emohd.predict/1" (`<name>.json`):
         fused        {label (null if no modality), scores: [7] | null, modalities_used: [...]}
     per_second     [{t: frame time (s), probs: [7], label}] the face tower on each 1 fps frame with a face
     per_patch      [{start_s, end_s, probs: [7], label}] the voice tower on each 0.96 s log-mel patch
+    frames         [{t, face_probs: [detector probability of each face found]}] every sampled frame
+                   (how many people are on screen: the MELD-sub filter of `emohd system-eval` reads it)
 """
 
 from __future__ import annotations

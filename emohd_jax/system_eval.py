@@ -6,6 +6,8 @@ each fusion rule, with and without temperature calibration. The DR weights and t
 bundle's, fitted on the towers' dev sets — never on the set evaluated here. `transcripts`: 'asr' (what a
 live system hears), 'subtitles' (the dataset's own text), or both. A column's metrics cover the
 utterances where at least one of its modalities is present (`coverage` says how many).
+With `meld_sub`, every table is also computed on MELD-sub (SPEC §6): the utterances whose sampled
+frames mostly show at most one confident face (`emohd_jax.faces.meld_sub_keep`, thresholds in config).
 """
 
 from __future__ import annotations
@@ -72,6 +74,20 @@ def ablation(probs: np.ndarray, present: np.ndarray, decisions: np.ndarray, labe
     return table
 
 
+def meld_sub_mask(results: list[dict], options) -> np.ndarray:
+    """keep [n]: SPEC §6's one-person-on-screen filter, from the face probabilities `predict` records per frame."""
+    from emohd_jax.faces import Detections, meld_sub_keep
+
+    def detections(frame: dict) -> Detections:
+        n = len(frame["face_probs"])
+        return Detections(np.zeros((n, 4), np.float32), np.asarray(frame["face_probs"], np.float32),
+                          np.zeros((n, 5, 2), np.float32))
+
+    return np.asarray([meld_sub_keep([detections(f) for f in r["frames"]], min_prob=options.min_prob,
+                                     max_faces=options.max_faces, min_fraction=options.min_fraction)
+                       for r in results], bool)
+
+
 def markdown(table: dict, rule: str, calibration: str, title: str) -> str:
     """The paper's layout: per-class F1 per column for one rule, then weighted F1 of every rule and calibration."""
     columns = list(table[calibration][rule])
@@ -129,19 +145,28 @@ def evaluate_system(config) -> dict:
             raise ValueError(f"{config.data.dataset} {config.data.split}: no utterance could be evaluated "
                              f"({len(skips)} skipped)")
         probs, present, decisions = utterance_probs(results, modalities)
-        table = ablation(probs, present, decisions, np.asarray(labels), bundle.fusion, modalities)
-        summary[source] = table
-        rule, calibration = bundle.fusion.rule, config.calibration
-        (report_dir / f"system_{source}.md").write_text(markdown(
-            table, rule, calibration, f"{config.data.dataset} {config.data.split}, transcripts: {source}"))
-        for column, result in table[calibration][rule].items():
-            plot_confusion(np.asarray(result["confusion"]), report_dir / f"confusion_{source}_{column}.png",
-                           title=f"{column} ({rule}, {calibration}, {source})")
+        labels = np.asarray(labels)
+        subsets = {source: np.ones(len(results), bool)}
+        if config.get("meld_sub"):
+            subsets[f"{source}_meld_sub"] = meld_sub_mask(results, config.meld_sub)
+        for name, keep in subsets.items():
+            if not keep.any():
+                summary[name] = "no utterance passes the filter"
+                continue
+            table = ablation(probs[keep], present[keep], decisions[keep], labels[keep], bundle.fusion, modalities)
+            summary[name] = table
+            rule, calibration = bundle.fusion.rule, config.calibration
+            (report_dir / f"system_{name}.md").write_text(markdown(
+                table, rule, calibration, f"{config.data.dataset} {config.data.split}, {name.replace('_', ' ')}: "
+                                          f"{int(keep.sum())} utterances"))
+            for column, result in table[calibration][rule].items():
+                plot_confusion(np.asarray(result["confusion"]), report_dir / f"confusion_{name}_{column}.png",
+                               title=f"{column} ({rule}, {calibration}, {name})")
         (report_dir / f"transcripts_{source}.json").write_text(json.dumps(
             [{"input": r["input"], "transcript": r["utterances"][0]["transcript"]} for r in results], indent=0))
     summary["skips"] = skips.to_json()
     (report_dir / "system.json").write_text(json.dumps(summary, indent=1))
-    for source in config.transcripts:
-        print((report_dir / f"system_{source}.md").read_text())
+    for markdown_path in sorted(report_dir.glob("system_*.md")):
+        print(markdown_path.read_text())
     print(f"wrote {report_dir / 'system.json'} ({len(skips)} skipped)")
     return summary

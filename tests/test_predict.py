@@ -154,9 +154,10 @@ def test_system_eval_runs_on_a_meld_raw_shaped_tree(cremad, tmp_path):
     (tmp_path / "meld" / "dev_sent_emo.csv").write_text("\n".join(lines) + "\n")
     config = ConfigDict({"bundle": "", "calibration": "calibrated", "transcripts": ("asr", "subtitles"),
                          "report_dir": str(tmp_path / "report"),
+                         "meld_sub": {"min_prob": 0.95, "max_faces": 1, "min_fraction": 0.5},
                          "data": {"dataset": "meld", "root": str(tmp_path), "split": "dev"}})
     summary = evaluate_system(config)
-    for source in ("asr", "subtitles"):
+    for source in ("asr", "subtitles", "asr_meld_sub"):  # one actor alone on screen: MELD-sub keeps all three
         table = summary[source]["calibrated"]["max"]
         assert list(table) == ["V", "A", "T", "V+A", "V+T", "A+T", "V+A+T"]
         assert table["V+A+T"]["coverage"] == table["V+A+T"]["of"] == 3
@@ -175,3 +176,17 @@ def test_meld_text_column_equals_the_text_towers_own_dev_eval(data_root, tmp_pat
     column = summary["subtitles"]["raw"]["paper"]["T"]
     assert column["coverage"] == text_dev["n"] == 1109
     assert column["weighted_f1"] == pytest.approx(text_dev["weighted_f1"], abs=1e-6)
+
+
+def test_meld_sub_keeps_clips_with_one_confident_face_in_most_frames():
+    from emohd_jax.system_eval import meld_sub_mask
+    from ml_collections import ConfigDict
+
+    def result(*frames):
+        return {"frames": [{"t": float(i), "face_probs": list(f)} for i, f in enumerate(frames)]}
+
+    options = ConfigDict({"min_prob": 0.95, "max_faces": 1, "min_fraction": 0.5})
+    results = [result([0.99], [0.99], [0.99, 0.98]),          # one person, a second face in one frame
+               result([0.99, 0.97], [0.99, 0.98], [0.99]),    # two people on screen most of the time
+               result([0.99, 0.40], [0.99, 0.30])]            # a second, unsure face does not count
+    assert meld_sub_mask(results, options).tolist() == [True, False, True]
