@@ -13,22 +13,19 @@ Splits are by actor (`data.actors`, CREMA-D actors 1001–1091); `model.init` is
 
 import ml_collections
 
-from configs import fer_visual
+from configs import common, fer_visual
 
 
 def get_config(arg: str = "") -> ml_collections.ConfigDict:
     c = fer_visual.get_config(arg)  # stage 2 shares the stage-1 backbone, input and visual settings
+    suffix = f"_{arg}" if arg else ""
     c.task = "feature_mlp"
-    c.workdir = "work/runs/cremad_faces" + (f"_{arg}" if arg else "")
-    c.report_dir = "reports/cremad_faces" + (f"_{arg}" if arg else "")
+    c.workdir = f"work/runs/cremad_faces{suffix}"
+    c.report_dir = f"reports/cremad_faces{suffix}"
 
-    c.data.dataset = "cremad"       # ROOT/cremad/**/<Actor_Sentence_Emotion_Level>.flv
+    # ROOT/cremad/**/<Actor_Sentence_Emotion_Level>.flv, split by actor
+    c.data.update(common.data("cremad", f"work/shards/cremad_faces{suffix}"))
     c.data.actors = ml_collections.ConfigDict({"train": "1001-1073", "dev": "1074-1082", "test": "1083-1091"})
-    c.data.prepare_splits = ("train", "dev")
-    c.data.train_split = "train"
-    c.data.eval_split = "dev"
-    c.data.split = "dev"
-    c.data.shards = "work/shards/cremad_faces" + (f"_{arg}" if arg else "")
 
     c.model.init = ""               # the stage-1 run (workdir); "" = the backbone's pretrained weights
     c.model.features = "pooled"     # pooled | map (mini-Xception's 4×4×128 map, flattened)
@@ -41,7 +38,7 @@ def get_config(arg: str = "") -> ml_collections.ConfigDict:
     c.train.num_epochs = 20
     c.train.class_weights = "sqrt"
     c.train.label_smoothing = 0.0
-    c.train.select_on = "weighted_f1"  # dev metric that picks the best checkpoint
+    c.train.select_on = "weighted_f1"  # the default again: FER2013 alone is reported by accuracy
     c.eval.batch_size = 64
     c.eval.clip_rule = "vote"       # SPEC §2.5: majority vote over a clip's frames
     c.eval.flip = False

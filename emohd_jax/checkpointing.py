@@ -11,14 +11,20 @@ import orbax.checkpoint as ocp
 from etils import epath
 
 
-def latest_manager(workdir: epath.Path, every: int) -> ocp.CheckpointManager:
+def absolute(path: str | os.PathLike) -> epath.Path:
+    """`path` made absolute, as orbax wants it; a URI (gs://…) already is, and epath's resolve() would mangle it."""
+    path = epath.Path(path)
+    return path if path.is_absolute() else path.resolve()
+
+
+def latest_manager(workdir: str | os.PathLike, every: int) -> ocp.CheckpointManager:
     options = ocp.CheckpointManagerOptions(max_to_keep=2, save_interval_steps=every, create=True)
-    return ocp.CheckpointManager(workdir / "checkpoints" / "latest", options=options,
+    return ocp.CheckpointManager(absolute(workdir) / "checkpoints" / "latest", options=options,
                                  item_names=("state", "data"))
 
 
-def best_manager(workdir: epath.Path) -> ocp.CheckpointManager:
-    return ocp.CheckpointManager(workdir / "checkpoints" / "best",
+def best_manager(workdir: str | os.PathLike) -> ocp.CheckpointManager:
+    return ocp.CheckpointManager(absolute(workdir) / "checkpoints" / "best",
                                  options=ocp.CheckpointManagerOptions(max_to_keep=1, create=True))
 
 
@@ -71,9 +77,9 @@ def restore_soup(checkpoint_dirs: list[str | os.PathLike], abstract_weights: dic
 
 def restore_weights(checkpoint_dir: str | os.PathLike, abstract_weights: dict) -> dict:
     """Weights of a finished run: `<workdir>` or `<workdir>/checkpoints/best` or a `best`-layout dir."""
-    path = epath.Path(checkpoint_dir)
+    path = absolute(checkpoint_dir)
     for candidate in (path / "checkpoints" / "best", path):
         if candidate.is_dir() and any(p.name.isdigit() for p in candidate.iterdir()):
-            manager = ocp.CheckpointManager(candidate.resolve())
+            manager = ocp.CheckpointManager(candidate)
             return manager.restore(manager.latest_step(), args=ocp.args.StandardRestore(abstract_weights))
     raise FileNotFoundError(f"{path}: no checkpoint found (expected <workdir>/checkpoints/best/<step>)")

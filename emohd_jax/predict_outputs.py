@@ -1,162 +1,248 @@
-"""What `emohd predict` writes per input: JSON (the versioned schema below), a per-second CSV, a timeline PNG,
-and the terminal table.
+"""What `emohd predict` writes per input (`<name>.json`, `<name>.csv`, `<name>.png`) and the terminal table.
 
-Schema "emohd.predict/1" (`<name>.json`):
-    schema         "emohd.predict/1"
+Schema "emohd.predict/1" (`<name>.json`); times are seconds from the start of the input, every probability
+vector has seven entries in the order of `classes`:
+    schema         "emohd.predict/1"; a change that breaks readers bumps the number
     input          absolute path of the input file
     duration_s     length of the recording (the longer of its audio and video streams)
-    classes        the seven class names, in the order of every probability vector
-    fusion         {rule: paper|max|sum, calibrated: bool, modalities: [visual, audio, text]}
-    utterances     list, in time order, tiling [0, duration_s]:
-        index, start_s, end_s
-        source       'clip' (the whole short input) | 'asr' (a speech segment) | 'window' (no speech heard)
-        transcript   what the recogniser heard (null when nothing)
-        modalities   {visual|audio|text: {present: true, probs: [7], label, frames|patches (how many)}
-                                       | {present: false, reason: why it is missing}}
-        fused        {label (null if no modality), scores: [7] | null, modalities_used: [...]}
-    per_second     [{t: frame time (s), probs: [7], label}] the face tower on each 1 fps frame with a face
-    per_patch      [{start_s, end_s, probs: [7], label}] the voice tower on each 0.96 s log-mel patch
-    frames         [{t, face_probs: [detector probability of each face found]}] every sampled frame
-                   (how many people are on screen: the MELD-sub filter of `emohd system-eval` reads it)
+    classes        ["neutral", "happiness", "anger", "sadness", "fear", "disgust", "surprise"]
+    fusion         {rule: "paper" | "max" | "sum", calibrated: per-modality temperatures applied,
+                    modalities: the towers fused, of "visual", "audio", "text"}
+    utterances     in time order, tiling [0, duration_s), each:
+        index          position in this list, from 0
+        start_s, end_s the span [start_s, end_s)
+        source         "clip" (the whole short input) | "asr" (a speech segment) | "window" (no speech heard)
+        transcript     what the recogniser heard, or null
+        modalities     per fused modality, either
+                         {present: true, probs, label, frames (visual) | patches (audio): how many were used}
+                         {present: false, reason: why it is missing, e.g. "no speech recognised"}
+        fused          {label: the decision, or null when no modality is present,
+                        scores: the fused class scores (null likewise), modalities_used: the present ones}
+    per_second     [{t, probs, label}]: the face tower on each 1 fps frame that has a face (t: the frame's time)
+    per_patch      [{start_s, end_s, probs, label}]: the voice tower on each 0.96 s log-mel patch
+    frames         (optional) [{t, face_probs}]: every sampled frame with the detector probability of each face
+                   found in it; the MELD-sub filter of `emohd system-eval` reads it
+
+`<name>.csv` has one row per second k = [k, k+1) of the input (`CSV_COLUMNS`); `<name>.png` is a timeline of
+the face, voice and fused decisions with the transcripts under it.
 """
 
 from __future__ import annotations
 
+import bisect
 import csv
 import json
 import math
 import os
 import pathlib
-import tempfile
 import textwrap
-from typing import Sequence
+import uuid
+from typing import Callable, Sequence
 
-from emohd_jax.classes import EMOTIONS
+from matplotlib.backends.backend_agg import FigureCanvasAgg
+from matplotlib.colors import to_rgba
+from matplotlib.figure import Figure
+from matplotlib.patches import Patch
+from matplotlib.ticker import MaxNLocator
+from rich.table import Table
+from rich.text import Text
+
+from emohd_jax.classes import CLASS_INDEX, EMOTIONS
 
 SCHEMA = "emohd.predict/1"
-# One colour per class, everywhere (tab10 picks, neutral grey).
-CLASS_COLOURS = {"neutral": "#9e9e9e", "happiness": "#f2c12e", "anger": "#d62728", "sadness": "#1f77b4",
-                 "fear": "#9467bd", "disgust": "#2ca02c", "surprise": "#ff7f0e"}
-MAX_WIDTH_IN = 60.0
+MODALITIES: tuple[str, ...] = ("visual", "audio", "text")
+# One colour per class in every plot (tab10 picks, neutral grey).
+CLASS_COLOURS: dict[str, str] = {"neutral": "#9e9e9e", "happiness": "#f2c12e", "anger": "#d62728",
+                                 "sadness": "#1f77b4", "fear": "#9467bd", "disgust": "#2ca02c",
+                                 "surprise": "#ff7f0e"}
+CSV_COLUMNS: tuple[str, ...] = ("second", "utterance", "transcript",
+                                "face_label", *(f"face_{c}" for c in EMOTIONS),
+                                "audio_label", *(f"audio_{c}" for c in EMOTIONS), "fused_label")
+DPI = 100
+# Width grows with the input so seconds stay apart, up to a cap that keeps a 2-hour timeline one viewable image.
+MIN_WIDTH_IN, MAX_WIDTH_IN, SECONDS_PER_INCH = 10.0, 60.0, 6.0
 MAX_TRANSCRIPT_LABELS = 40
+_FONT_PT = 7.0
+_CHAR_PT = 0.6 * _FONT_PT  # mean glyph width of the default sans font: decides what text fits where
+_MIN_ALPHA = 0.25          # a cell of a very unsure decision stays visible
 
 
-def _atomic_write(path: pathlib.Path, write) -> None:
-    """`write(tmp_path)` then rename: a killed run never leaves half a file under the final name."""
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    os.close(fd)
+def write_result(result: dict, out_dir: str | os.PathLike, *, stem: str) -> dict[str, pathlib.Path]:
+    """`<stem>.json`, `<stem>.csv` and `<stem>.png` in `out_dir`; each appears whole or not at all."""
+    if result.get("schema") != SCHEMA or list(result.get("classes", ())) != list(EMOTIONS):
+        raise ValueError(f"{result.get('input')}: not an {SCHEMA} result with classes {list(EMOTIONS)}")
+    out = pathlib.Path(out_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    paths = {"json": out / f"{stem}.json", "csv": out / f"{stem}.csv", "png": out / f"{stem}.png"}
+    text = json.dumps(result, indent=1, ensure_ascii=False)
+    _write_atomically(paths["json"], lambda tmp: tmp.write_text(text, encoding="utf-8"))
+    _write_atomically(paths["csv"], lambda tmp: _write_csv(per_second_rows(result), tmp))
+    _write_atomically(paths["png"], lambda tmp: _plot_timeline(result, tmp))
+    return paths
+
+
+def _write_atomically(path: pathlib.Path, write: Callable[[pathlib.Path], None]) -> None:
+    """`write(temp)` in the same folder, then one rename: readers never see half a file, a crash keeps the old one."""
+    # Not mkstemp: its 0600 mode would survive the rename, and the outputs are meant to be shared.
+    tmp = path.with_name(f".{path.name}.{uuid.uuid4().hex[:12]}.tmp")
     try:
-        write(pathlib.Path(tmp))
+        write(tmp)
         os.replace(tmp, path)
     finally:
-        if os.path.exists(tmp):
-            os.remove(tmp)
+        tmp.unlink(missing_ok=True)
+
+
+# ---- CSV ------------------------------------------------------------------------------------------------
 
 
 def per_second_rows(result: dict) -> list[dict]:
-    """One row per second [k, k+1): face of the frame in it, voice of the patch over its middle, the utterance."""
+    """The CSV rows: second k = [k, k+1) with the face frame inside it, and the voice patch and the utterance
+    at its middle (for a last, partial second the middle of its part before the end)."""
+    duration = result["duration_s"]
+    faces: dict[int, dict] = {}
+    for frame in result["per_second"]:
+        faces.setdefault(math.floor(frame["t"]), frame)
+    patches = _sorted_spans(result["per_patch"])
+    utterances = _sorted_spans(result["utterances"])
     rows = []
-    for k in range(max(1, math.ceil(result["duration_s"]))):
-        middle = k + 0.5
-        face = next((f for f in result["per_second"] if k <= f["t"] < k + 1), None)
-        patch = next((p for p in result["per_patch"] if p["start_s"] <= middle < p["end_s"]), None)
-        utt = next((u for u in result["utterances"] if u["start_s"] <= middle < u["end_s"]), None)
-        row = {"second": k, "utterance": "" if utt is None else utt["index"],
-               "transcript": (utt or {}).get("transcript") or "",
-               "face_label": face["label"] if face else ""}
-        row.update({f"face_{c}": face["probs"][i] if face else "" for i, c in enumerate(EMOTIONS)})
-        row["audio_label"] = patch["label"] if patch else ""
-        row.update({f"audio_{c}": patch["probs"][i] if patch else "" for i, c in enumerate(EMOTIONS)})
-        row["fused_label"] = (utt["fused"]["label"] or "") if utt else ""
-        rows.append(row)
+    for k in range(math.ceil(duration)):
+        middle = (k + min(k + 1.0, duration)) / 2
+        face, patch, utt = faces.get(k), _covering(patches, middle), _covering(utterances, middle)
+        rows.append({"second": k, "utterance": "" if utt is None else utt["index"],
+                     "transcript": (utt or {}).get("transcript") or "",
+                     "face_label": face["label"] if face else "", **_prob_columns("face", face),
+                     "audio_label": patch["label"] if patch else "", **_prob_columns("audio", patch),
+                     "fused_label": (utt["fused"]["label"] or "") if utt else ""})
     return rows
 
 
-def _write_csv(result: dict, path: pathlib.Path) -> None:
-    rows = per_second_rows(result)
+def _sorted_spans(entries: Sequence[dict]) -> tuple[list[float], list[dict]]:
+    """(start times, entries) by start: what `_covering` bisects, so hours of input stay linear."""
+    ordered = sorted(entries, key=lambda e: e["start_s"])
+    return [e["start_s"] for e in ordered], ordered
+
+
+def _covering(spans: tuple[list[float], list[dict]], t: float) -> dict | None:
+    """The entry whose [start_s, end_s) holds `t`, if any (entries do not overlap)."""
+    starts, entries = spans
+    i = bisect.bisect_right(starts, t) - 1
+    return entries[i] if i >= 0 and t < entries[i]["end_s"] else None
+
+
+def _prob_columns(prefix: str, entry: dict | None) -> dict[str, float | str]:
+    return {f"{prefix}_{c}": entry["probs"][i] if entry else "" for i, c in enumerate(EMOTIONS)}
+
+
+def _write_csv(rows: Sequence[dict], path: pathlib.Path) -> None:
     with open(path, "w", newline="", encoding="utf-8") as f:
-        writer = csv.DictWriter(f, fieldnames=list(rows[0]))
+        writer = csv.DictWriter(f, fieldnames=CSV_COLUMNS)
         writer.writeheader()
         writer.writerows(rows)
 
 
-def _bars(ax, spans: Sequence[tuple[float, float, str, float]], y: float) -> None:
-    """Coloured cells (start, end, class, confidence), one broken_barh call per class: fast for hours of input."""
-    for name in EMOTIONS:
-        mine = [(s, e - s, a) for s, e, c, a in spans if c == name]
-        if mine:
-            ax.broken_barh([(s, w) for s, w, _ in mine], (y - 0.4, 0.8), facecolors=CLASS_COLOURS[name],
-                           alpha=[max(0.25, a) for _, _, a in mine] if len(mine) < 5000 else 0.8)
+# ---- timeline PNG ---------------------------------------------------------------------------------------
 
 
-def _plot(result: dict, path: pathlib.Path) -> None:
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-    from matplotlib.patches import Patch
-
+def _plot_timeline(result: dict, path: pathlib.Path) -> None:
+    """Face, voice and fused rows of class-coloured cells over the whole input, transcripts under them."""
     duration = max(result["duration_s"], 1.0)
-    width = min(MAX_WIDTH_IN, max(10.0, duration / 6))
-    fig, ax = plt.subplots(figsize=(width, 3.6))
-    _bars(ax, [(f["t"] - 0.5, f["t"] + 0.5, f["label"], max(f["probs"])) for f in result["per_second"]], 2)
-    _bars(ax, [(p["start_s"], p["end_s"], p["label"], max(p["probs"])) for p in result["per_patch"]], 1)
-    fused = [(u["start_s"], u["end_s"], u["fused"]["label"]) for u in result["utterances"] if u["fused"]["label"]]
-    _bars(ax, [(s, e, c, 1.0) for s, e, c in fused], 0)
-    ax.vlines([u["start_s"] for u in result["utterances"][1:]], -0.5, 2.5, colors="white", linewidth=0.6)
-    for s, e, c in fused:
-        if (e - s) / duration * width * 72 > 7 * len(c):  # the label fits inside its span
-            ax.text((s + e) / 2, 0, c, ha="center", va="center", fontsize=7)
-    spoken = [u for u in result["utterances"] if u.get("transcript")]
-    step = max(1, math.ceil(len(spoken) / MAX_TRANSCRIPT_LABELS))
-    for u in spoken[::step]:
-        ax.text(u["start_s"], -0.75, textwrap.shorten(u["transcript"], 40), rotation=-20, ha="left", va="top",
-                fontsize=6)
-    ax.set_yticks([0, 1, 2], ["fused", "voice", "face"])
-    ax.set_ylim(-2.2, 2.6)
+    width = min(MAX_WIDTH_IN, max(MIN_WIDTH_IN, duration / SECONDS_PER_INCH))
+    pt_per_s = (width - 1.0) * 72 / duration  # about an inch goes to the row names and margins
+    # A bare Figure on the Agg canvas: no pyplot state, so a caller's interactive backend is left alone.
+    fig = Figure(figsize=(width, 4.2), dpi=DPI, layout="constrained")
+    FigureCanvasAgg(fig)
+    ax, words = fig.subplots(2, 1, height_ratios=[3, 1])
+
+    _cells(ax, 2, "no face found", [(math.floor(f["t"]), math.floor(f["t"]) + 1.0, f["label"], _confidence(f))
+                                   for f in result["per_second"]])
+    _cells(ax, 1, "no voice patch", [(p["start_s"], p["end_s"], p["label"], _confidence(p))
+                                     for p in result["per_patch"]])
+    fused = [(u["start_s"], u["end_s"], u["fused"]["label"], 1.0) for u in result["utterances"]
+             if u["fused"]["label"]]
+    _cells(ax, 0, "no decision", fused, edgecolor="white", linewidth=0.5)
+    for start, end, label, _ in fused:
+        if (end - start) * pt_per_s > _CHAR_PT * (len(label) + 2):
+            ax.text((start + end) / 2, 0, label, ha="center", va="center", fontsize=_FONT_PT)
+    ax.set_yticks([0, 1, 2], ["fused", "audio", "face"])
+    ax.set_ylim(-0.6, 2.6)
     ax.set_xlim(0, duration)
+    ax.xaxis.set_major_locator(MaxNLocator(nbins=int(width), steps=[1, 2, 3, 5, 6, 10]))  # about one per inch
     ax.set_xlabel("seconds")
-    ax.set_title(pathlib.Path(result["input"]).name)
-    ax.legend(handles=[Patch(color=CLASS_COLOURS[c], label=c) for c in EMOTIONS], ncol=7, fontsize=7,
-              loc="upper center", bbox_to_anchor=(0.5, -0.3), frameon=False)
-    fig.savefig(path, dpi=100, bbox_inches="tight", format="png")
-    plt.close(fig)
+
+    words.axis("off")
+    words.set_xlim(0, duration)
+    words.set_ylim(0, 1)
+    for start, text in _transcript_labels(result["utterances"], duration, pt_per_s):
+        words.text(start, 1.0, text, ha="left", va="top", fontsize=_FONT_PT, clip_on=True)
+
+    fig.suptitle(pathlib.Path(result["input"]).name)
+    fig.legend(handles=[Patch(color=CLASS_COLOURS[c], label=c) for c in EMOTIONS], loc="outside lower center",
+               ncol=len(EMOTIONS), fontsize=8, frameon=False)
+    fig.savefig(path, format="png", dpi=DPI)
 
 
-def write_result(result: dict, out_dir: str | os.PathLike, *, stem: str) -> dict[str, pathlib.Path]:
-    """`<stem>.json`, `<stem>.csv` and `<stem>.png` in `out_dir`, each written atomically."""
-    out = pathlib.Path(out_dir)
-    out.mkdir(parents=True, exist_ok=True)
-    paths = {"json": out / f"{stem}.json", "csv": out / f"{stem}.csv", "png": out / f"{stem}.png"}
-    _atomic_write(paths["json"], lambda p: p.write_text(json.dumps(result, indent=1, ensure_ascii=False),
-                                                        encoding="utf-8"))
-    _atomic_write(paths["csv"], lambda p: _write_csv(result, p))
-    _atomic_write(paths["png"], lambda p: _plot(result, p))
-    return paths
+def _confidence(entry: dict) -> float:
+    """The probability of the entry's own label: how opaque its cell is."""
+    return max(_MIN_ALPHA, entry["probs"][CLASS_INDEX[entry["label"]]])
 
 
-def _cell(entry: dict) -> str:
-    if entry["present"]:
-        return f"{entry['label']} {max(entry['probs']):.2f}"
-    return f"— ({textwrap.shorten(entry['reason'], 28)})"
+def _cells(ax, y: float, missing: str, spans: Sequence[tuple[float, float, str, float]], **style) -> None:
+    """One row of (start, end, class, alpha) cells as a single collection: thousands of them stay fast."""
+    if not spans:
+        ax.text(0.5, y, missing, transform=ax.get_yaxis_transform(), ha="center", va="center",
+                fontsize=_FONT_PT, color="grey")
+        return
+    ax.broken_barh([(start, end - start) for start, end, _, _ in spans], (y - 0.4, 0.8),
+                   facecolors=[to_rgba(CLASS_COLOURS[label], alpha) for _, _, label, alpha in spans],
+                   **{"linewidth": 0, **style})
 
 
-def summary_table(results: Sequence[dict], failures: Sequence[tuple[str, str]]):
-    """A rich Table: one row per utterance of each input (V / A / T / fused), then the failed inputs."""
-    from rich.table import Table
+def _transcript_labels(utterances: Sequence[dict], duration: float, pt_per_s: float) -> list[tuple[float, str]]:
+    """(start, wrapped text) of at most MAX_TRANSCRIPT_LABELS transcripts, spread evenly in time, each wrapped
+    to the room before the next one shown."""
+    spacing = max(duration / MAX_TRANSCRIPT_LABELS, 12 * _CHAR_PT / pt_per_s)
+    shown: list[dict] = []
+    for u in utterances:
+        if u.get("transcript") and (not shown or u["start_s"] >= shown[-1]["start_s"] + spacing):
+            shown.append(u)
+    labels = []
+    for u, end in zip(shown, [u["start_s"] for u in shown[1:]] + [duration]):
+        room = int((end - u["start_s"]) * pt_per_s / _CHAR_PT) - 1  # characters before the next label
+        labels.append((u["start_s"], textwrap.fill(u["transcript"], width=max(8, min(80, room)), max_lines=3,
+                                                   placeholder=" …")))
+    return labels
 
-    table = Table(title="emohd predict", show_lines=False)
-    for name in ("input", "time (s)", "transcript", "face", "voice", "words", "fused"):
+
+# ---- terminal table -------------------------------------------------------------------------------------
+
+
+def summary_table(results: Sequence[dict], failures: Sequence[tuple[str, str]]) -> Table:
+    """What a person reads after `emohd predict`: each utterance's three decisions and the fusion, then what
+    could not be predicted and why."""
+    table = Table(title="emohd predict")
+    for name in ("input", "time (s)", "transcript", "V face", "A voice", "T words", "fused"):
         table.add_column(name, overflow="fold")
     for result in results:
         name = pathlib.Path(result["input"]).name
-        for u in result["utterances"]:
-            m = u["modalities"]
-            table.add_row(name if u["index"] == 0 else "", f"{u['start_s']:.1f}–{u['end_s']:.1f}",
-                          textwrap.shorten(u.get("transcript") or "", 40),
-                          *(_cell(m[k]) if k in m else "" for k in ("visual", "audio", "text")),
-                          f"[bold]{u['fused']['label'] or '—'}[/bold]")
+        utterances = result["utterances"]
+        if not utterances:
+            table.add_row(Text(name), "", "", "", "", "", Text("—"), end_section=True)
+        for i, u in enumerate(utterances):
+            # Text, not markup strings: a transcript such as "[laughs]" must print as heard.
+            table.add_row(Text(name if i == 0 else ""), f"{u['start_s']:.1f}–{u['end_s']:.1f}",
+                          Text(textwrap.shorten(u.get("transcript") or "", 40, placeholder=" …")),
+                          *(_modality_cell(u["modalities"].get(m)) for m in MODALITIES),
+                          Text(u["fused"]["label"] or "—", style="bold"), end_section=i == len(utterances) - 1)
     for path, reason in failures:
-        table.add_row(pathlib.Path(path).name, "", "", "", "", "", f"[red]failed: {reason}[/red]")
+        table.add_row(Text(pathlib.Path(path).name), "", Text(reason, style="red"), "", "", "",
+                      Text("failed", style="bold red"))
     return table
 
+
+def _modality_cell(entry: dict | None) -> Text:
+    """"anger 0.81" (the label and its probability), or "— reason" shortened when the modality is missing."""
+    if entry is None:
+        return Text("")
+    if entry["present"]:
+        return Text(f"{entry['label']} {entry['probs'][CLASS_INDEX[entry['label']]]:.2f}")
+    return Text(f"— {textwrap.shorten(entry['reason'], 24, placeholder='…')}", style="dim")

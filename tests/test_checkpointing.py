@@ -1,8 +1,12 @@
-"""Best-checkpoint round trip and the model soup: float leaves averaged, counters kept, one run unchanged."""
+"""Best-checkpoint round trip and the model soup: float leaves averaged, counters kept, one run unchanged;
+run dirs given as relative paths, etils paths or URIs."""
+
+import pathlib
 
 import jax
 import numpy as np
 import pytest
+from etils import epath
 
 from emohd_jax import checkpointing
 
@@ -31,3 +35,14 @@ def test_missing_checkpoint_names_the_directory(tmp_path):
     abstract = {"params": {"kernel": jax.ShapeDtypeStruct((3, 4), np.float32)}}
     with pytest.raises(FileNotFoundError, match="nowhere: no checkpoint found"):
         checkpointing.restore_soup([tmp_path / "nowhere"], abstract)
+
+
+def test_run_dirs_made_absolute_without_mangling_uris(tmp_path, monkeypatch):
+    # epath's own resolve() turns gs://bucket/run into <cwd>/gs:/bucket/run.
+    assert str(checkpointing.absolute("gs://bucket/runs/x")) == "gs://bucket/runs/x"
+    monkeypatch.chdir(tmp_path)
+    weights = _save_run("relative/run", 2)  # a relative workdir, as configs give it
+    run = epath.Path(str(tmp_path / "relative" / "run"))
+    assert not isinstance(run, pathlib.Path)  # etils' own path class, the one gs:// paths get
+    abstract = jax.tree.map(lambda x: jax.ShapeDtypeStruct(x.shape, x.dtype), weights)
+    jax.tree.map(np.testing.assert_array_equal, checkpointing.restore_weights(run, abstract), weights)

@@ -1,15 +1,21 @@
-"""Every config variant loads through the CLI's loader, from any folder, and its runs do not collide."""
+"""Every config variant loads through the CLI's loader, from any folder; its runs do not collide and its splits
+hold the canonical classes without sharing an actor."""
 
+import itertools
+import json
 import os
 
 import pytest
 
+from data_pipeline.prepare import parse_actors, read_source
+from emohd_jax.classes import CLASS_INDEX, NUM_CLASSES
 from emohd_jax.cli import _load_config
 from tests.data_paths import REPO
 
 TOWER_VARIANTS = ["meld_text.py", "meld_text.py:sample", "meld_text.py:lora", "meld_text.py:context",
                   "meld_text.py:mlm", "meld_text.py:distilbert", "ravdess_audio.py", "ravdess_audio.py:pretrained",
-                  "fer_visual.py", "fer_visual.py:mlp", "fer_visual.py:resnet50", "cremad_faces.py"]
+                  "fer_visual.py", "fer_visual.py:mlp", "fer_visual.py:resnet50", "cremad_faces.py",
+                  "cremad_faces.py:resnet50"]
 
 
 @pytest.fixture(scope="module")
@@ -35,3 +41,32 @@ def test_runs_and_reports_never_collide(configs):
     assert len(set(workdirs)) == len(workdirs) and len(set(reports)) == len(reports)
     # DistilBERT's word pieces never land in (or resume from) MiniLM's shards and run.
     assert configs["meld_text.py:distilbert"].data.shards != configs["meld_text.py"].data.shards
+
+
+def test_actor_splits_are_disjoint(configs):
+    for variant, c in configs.items():
+        if "actors" not in c.data:
+            continue
+        actors = {split: set(parse_actors(spec)) for split, spec in c.data.actors.items()}
+        assert {c.data.train_split, c.data.eval_split} <= set(actors), variant
+        for a, b in itertools.combinations(actors, 2):
+            assert not actors[a] & actors[b], f"{variant}: splits {a} and {b} share actors"
+
+
+def test_splits_read_the_canonical_classes(configs, data_root):
+    """Each distinct data block read from the shipped data: train covers the dataset's classes, no speaker leaks."""
+    read = set()
+    for variant, c in configs.items():
+        data = c.data.copy_and_resolve_references()
+        data.root = str(REPO / data.root)  # relative to the checkout, as `emohd` is run from there
+        key = json.dumps({k: v for k, v in data.to_dict().items() if k != "shards"}, sort_keys=True, default=str)
+        if key in read:
+            continue
+        read.add(key)
+        train, _ = read_source(data, data.train_split)
+        held, _ = read_source(data, data.eval_split)
+        classes = set(range(NUM_CLASSES)) - ({CLASS_INDEX["surprise"]} if data.dataset == "cremad" else set())
+        assert {u.label for u in train} == classes, variant  # SPEC §1: CREMA-D has no surprise
+        assert {u.label for u in held} <= classes, variant
+        if "actors" in data:
+            assert not {u.speaker for u in train} & {u.speaker for u in held}, variant

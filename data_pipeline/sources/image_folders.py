@@ -12,14 +12,9 @@ import pathlib
 from typing import Mapping
 
 from data_pipeline.sources.base import Utterance, canonical_label
-from emohd_jax.classes import EMOTIONS
+from emohd_jax.classes import EMOTIONS, FER2013_LABELS
 from emohd_jax.errors import SkipReport, UnknownLabelError
 
-# FER2013 and CIFE share these folder names (SPEC §1).
-FER2013_LABELS: dict[str, str | None] = {
-    "angry": "anger", "disgust": "disgust", "fear": "fear", "happy": "happiness",
-    "neutral": "neutral", "sad": "sadness", "surprise": "surprise",
-}
 IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png", ".bmp", ".webp")
 
 

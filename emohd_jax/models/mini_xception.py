@@ -17,11 +17,18 @@ import numpy as np
 import safetensors.numpy
 from flax import nnx
 
-from emohd_jax.classes import NUM_CLASSES
+from emohd_jax.classes import EMOTIONS, FER2013_LABELS, NUM_CLASSES
 from emohd_jax.models.flat_state import with_state_dict
 
 INPUT_SIZE = 64
 WEIGHTS = pathlib.Path(__file__).resolve().parents[1] / "assets" / "mini_xception_fer2013.safetensors"
+
+# fer's model outputs FER2013's label indices 0–6 in this order (SPEC §8); ours are canonical.
+FER_OUTPUT_ORDER = ("angry", "disgust", "fear", "happy", "sad", "surprise", "neutral")
+_FER_NAME = {canonical: name for name, canonical in FER2013_LABELS.items()}
+# Canonical class i is fer's output FER_TO_CANONICAL[i], [6, 3, 0, 4, 2, 1, 5]: the converter permutes the
+# classifier with it, and fer's own predictions are compared through it.
+FER_TO_CANONICAL = np.array([FER_OUTPUT_ORDER.index(_FER_NAME[name]) for name in EMOTIONS])
 
 _BN_EPSILON = 1e-3  # Keras' default, which the HDF5 was trained with
 _BN_MOMENTUM = 0.99

@@ -175,7 +175,7 @@ def train_and_evaluate(config) -> dict:
     from tensorboardX import SummaryWriter
     from tqdm import tqdm
 
-    workdir = epath.Path(config.workdir).resolve()  # orbax needs absolute paths; gs:// stays as it is
+    workdir = checkpointing.absolute(config.workdir)  # orbax needs absolute paths; gs:// stays as it is
     task = make_task(config)
     mesh = sharding.make_mesh(config.mesh.model)
     train_source = shards.open_split(config.data.shards, config.data.train_split)
