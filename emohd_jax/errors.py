@@ -68,6 +68,18 @@ class MalformedTableError(BadInputError):
     kind = "malformed_table"
 
 
+class UsageError(Exception):
+    """A mistake in how a command was called (a missing config, an unknown flag, a bad override, a split the
+    dataset lacks): the CLI prints `emohd: error: <where>: <problem> (<fix>)` and exits with `EXIT_USAGE`."""
+
+    def __init__(self, where: str | os.PathLike, problem: str, fix: str = ""):
+        self.where, self.problem, self.fix = str(where), problem, fix
+        super().__init__(f"{self.where}: {problem}" + (f" ({fix})" if fix else ""))
+
+
+EXIT_OK, EXIT_INTERNAL, EXIT_USAGE, EXIT_PARTIAL, EXIT_NONE = 0, 1, 2, 3, 4
+
+
 @dataclasses.dataclass(frozen=True)
 class Skip:
     item: str  # utterance id, or the file when no id exists yet

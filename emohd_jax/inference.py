@@ -25,13 +25,12 @@ from emohd_jax import fusion
 from emohd_jax.bundle import Bundle, LoadedTower, load_bundle
 from emohd_jax.classes import EMOTIONS
 from emohd_jax.clip_decision import clip_probabilities
-from emohd_jax.errors import BadInputError, CorruptMediaError
+from emohd_jax.errors import EXIT_NONE, EXIT_OK, EXIT_PARTIAL, BadInputError, CorruptMediaError
 from emohd_jax.input_pipeline import Collate
 from emohd_jax.utterances import Span, plan_utterances
 
 MEDIA_SUFFIXES = (".mp4", ".flv", ".avi", ".mkv", ".mov", ".webm", ".m4v", ".mpg", ".mpeg",
                   ".wav", ".flac", ".mp3", ".m4a", ".ogg", ".opus", ".aac")
-EXIT_OK, EXIT_SOME_FAILED, EXIT_ALL_FAILED = 0, 3, 4  # 2 is argparse's usage error
 
 
 @dataclasses.dataclass
@@ -43,7 +42,7 @@ class PredictRun:
     def exit_code(self) -> int:
         if not self.failures:
             return EXIT_OK
-        return EXIT_SOME_FAILED if self.results else EXIT_ALL_FAILED
+        return EXIT_PARTIAL if self.results else EXIT_NONE
 
 
 def resolve_inputs(paths: Iterable[str | os.PathLike]) -> tuple[list[pathlib.Path], list[tuple[str, str]]]:
@@ -324,8 +323,8 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="emohd predict", description=(
         "Emotions of the person in each video or audio file: per utterance (face, voice, words and their fusion), "
         "per second (face) and per 0.96 s (voice). Writes <name>.json, <name>.csv and <name>.png per input. "
-        f"Exit code {EXIT_OK}: all inputs predicted; {EXIT_SOME_FAILED}: some failed (listed); "
-        f"{EXIT_ALL_FAILED}: none could be predicted."))
+        f"Exit code {EXIT_OK}: all inputs predicted; {EXIT_PARTIAL}: some failed (listed); "
+        f"{EXIT_NONE}: none could be predicted."))
     parser.add_argument("paths", nargs="+", help="media files, folders (searched recursively) or quoted globs")
     parser.add_argument("--bundle", default=None, help="model bundle folder (default: the one shipped in the package)")
     parser.add_argument("--out", default="emohd_predictions", help="output folder (default: %(default)s)")
