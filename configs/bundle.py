@@ -1,7 +1,7 @@
 """The offline default bundle: which trained runs `emohd export` packs, and how they are fused.
 
-    emohd export --config configs/bundle.py                       # → emohd_jax/assets/bundle
-    emohd export --config configs/bundle.py --config.out=DIR --config.rule=paper
+    emohd export --config bundle                       # → emohd_jax/assets/bundle
+    emohd export --config bundle --config.out=DIR --config.rule=paper
 
 Each tower is named by the config command line of its run (config file, variant, overrides); the run's
 workdir must hold its best checkpoint and the dev evaluation that `emohd train` / `emohd eval` save.

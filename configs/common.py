@@ -37,12 +37,12 @@ def run(task: str, name: str, *, report: str | None = None) -> ml_collections.Co
     return c
 
 
-def data(dataset: str, shards: str, *, eval_split: str = "dev", root: str = "../shared/data",
+def data(dataset: str, shards: str, *, eval_split: str = "dev", root: str = "",
          ) -> ml_collections.ConfigDict:
     """Where a tower's data comes from and which splits train, select and report."""
     return ml_collections.ConfigDict({
         "dataset": dataset,
-        "root": root,
+        "root": root,               # "" = $EMOHD_DATA, else ../shared/data beside the checkout, else ./data
         "prepare_splits": ("train", eval_split),
         "train_split": "train",
         "eval_split": eval_split,   # model selection

@@ -3,9 +3,9 @@
 Faces are sampled at 1 fps (MTCNN, largest face), the backbone is frozen (only `head/` trains) and
 a clip's decision is the majority vote of its frames (ties by mean probability).
 
-    emohd prepare --config configs/cremad_faces.py --config.data.root=../shared/data
-    emohd train   --config configs/cremad_faces.py --config.model.init=work/runs/fer_visual
-    emohd eval    --config configs/cremad_faces.py --config.data.split=test
+    emohd prepare --config cremad_faces
+    emohd train   --config cremad_faces --config.model.init=work/runs/fer_visual
+    emohd eval    --config cremad_faces --config.data.split=test
 
 Splits are by actor (`data.actors`, CREMA-D actors 1001–1091); `model.init` is the stage-1 run
 (empty: the committed FER2013 mini-Xception as the frozen backbone).

@@ -1,9 +1,9 @@
 """Visual tower on FER2013 class folders (SPEC §2.3–2.4), selected on val.
 
-    emohd prepare --config configs/fer_visual.py --config.data.root=../shared/data
-    emohd train   --config configs/fer_visual.py        # stage 1: fine-tune the backbone
-    emohd train   --config configs/fer_visual.py:mlp    # stage 2: frozen stage-1 backbone → MLP
-    emohd eval    --config configs/fer_visual.py:mlp --config.data.root=ROOT --config.data.split=test \\
+    emohd prepare --config fer_visual
+    emohd train   --config fer_visual        # stage 1: fine-tune the backbone
+    emohd train   --config fer_visual:mlp    # stage 2: frozen stage-1 backbone → MLP
+    emohd eval    --config fer_visual:mlp --config.data.root=ROOT --config.data.split=test \\
                   [--config.data.label_map="joy=happiness,calm="]
 
 Offline default: the FER2013 mini-Xception (committed asset, 64×64 gray) fine-tuned with augmentation,

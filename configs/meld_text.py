@@ -1,8 +1,8 @@
 """Text tower on MELD: all-MiniLM-L6-v2 (offline default) → pooled → MLP, selected on dev weighted F1.
 
-    emohd prepare --config configs/meld_text.py --config.data.root=../shared/data
-    emohd train   --config configs/meld_text.py
-    emohd eval    --config configs/meld_text.py --config.data.split=dev
+    emohd prepare --config meld_text
+    emohd train   --config meld_text
+    emohd eval    --config meld_text --config.data.split=dev
 
 Variants through the argument string: `configs/meld_text.py:distilbert` expects
 `--config.model.init=/path/to/distilbert-base-uncased` (HF files); `:context` adds the previous
@@ -69,7 +69,7 @@ def get_config(arg: str = "") -> ml_collections.ConfigDict:
         c.report_dir = "reports/meld_text_distilbert"
     elif arg == "mlm":
         # The paper's first stage: masked-LM on the training transcripts; exports <workdir>/encoder,
-        # then: emohd train --config configs/meld_text.py --config.model.init=work/runs/meld_mlm/encoder
+        # then: emohd train --config meld_text --config.model.init=work/runs/meld_mlm/encoder
         c.task = "mlm"
         c.workdir = "work/runs/meld_mlm"
         c.train.num_epochs = 1

@@ -1,8 +1,8 @@
 """Audio tower on RAVDESS: VGGish log-mel patches → VGGish-shaped CNN → 7-way softmax, clip = mean of patches.
 
-    emohd prepare --config configs/ravdess_audio.py
-    emohd train   --config configs/ravdess_audio.py
-    emohd eval    --config configs/ravdess_audio.py --config.data.split=dev
+    emohd prepare --config ravdess_audio
+    emohd train   --config ravdess_audio
+    emohd eval    --config ravdess_audio --config.data.split=dev
 
 Offline default: no VGGish weights can be downloaded here, so the 'small' VGGish (same layout,
 1/4 conv and 1/8 FC widths) trains from scratch on actors 1–16 with SpecAugment-style masks,
@@ -13,12 +13,12 @@ time shift, gain and noise, and is selected on actors 17–20. 7 classes: calm i
 with convolutions frozen and the fully connected layers trained; it needs the converted weights
 (`python -m emohd_jax.convert.vggish --torch vggish-10086976.pth --out vggish.safetensors`):
 
-    emohd train --config configs/ravdess_audio.py:pretrained --config.model.init=/path/vggish.safetensors
+    emohd train --config ravdess_audio:pretrained --config.model.init=/path/vggish.safetensors
 
 Held-out actors laid out like the data folder (`ROOT/ravdess/Actor_21 … Actor_24`) are read,
 prepared into `<shards>-heldout` on first use and evaluated with the trained run:
 
-    emohd eval --config configs/ravdess_audio.py --config.data.root=ROOT --config.data.split=heldout \\
+    emohd eval --config ravdess_audio --config.data.root=ROOT --config.data.split=heldout \\
         --config.checkpoint=work/runs/ravdess_audio   # actors: --config.data.actors.heldout=21-24
 """
 

@@ -1,9 +1,9 @@
 """System evaluation of a bundle (V, A, T, V+A, A+T, V+A+T × fusion rules × calibration) on a labelled set.
 
-    emohd system-eval --config configs/system_eval.py:ravdess     # RAVDESS actors 17–20: A, T (ASR), A+T
-    emohd system-eval --config configs/system_eval.py:meld --config.data.root=ROOT --config.data.split=test
+    emohd system-eval --config system_eval:ravdess     # RAVDESS actors 17–20: A, T (ASR), A+T
+    emohd system-eval --config system_eval:meld --config.data.root=ROOT --config.data.split=test
         # ROOT/meld/{split}_sent_emo.csv + ROOT/meld/MELD.Raw/<split dir>/dia{D}_utt{U}.mp4, ASR and subtitles
-    emohd system-eval --config configs/system_eval.py:meld_text   # the MELD text we have, subtitles only
+    emohd system-eval --config system_eval:meld_text   # the MELD text we have, subtitles only
 
 The fusion weights and temperatures are the bundle's (fitted on each tower's dev set), never this set's.
 """
@@ -16,7 +16,7 @@ def get_config(arg: str = "ravdess") -> ml_collections.ConfigDict:
     c.bundle = ""                   # "" = the bundle shipped in the package
     c.calibration = "calibrated"    # which half of the table the per-class F1 and confusion PNGs show
     c.data = ml_collections.ConfigDict()
-    c.data.root = "../shared/data"
+    c.data.root = ""                # "" = $EMOHD_DATA, else ../shared/data beside the checkout, else ./data
     if arg == "ravdess":
         c.data.dataset = "ravdess"
         c.data.actors = ml_collections.ConfigDict({"dev": "17-20"})

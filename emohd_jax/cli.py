@@ -1,34 +1,21 @@
-"""`emohd`: predict · prepare · train · eval · export · system-eval · convert · bench · asr.
+"""`emohd`: the command line. `emohd --help` lists the commands; `emohd <command> --help` each one's flags.
 
-Config-driven subcommands take `--config configs/<file>.py[:variant]` and any number of
-`--config.key=value` overrides (ml_collections). The others take plain flags.
+Every user mistake (a wrong flag, a missing config or file, a bad override, unreadable input that stops a
+command) is one line, `emohd: error: <where>: <what is wrong> (<what to do>)`, and exit code 2; `--debug`
+(anywhere on the line, or EMOHD_DEBUG=1) shows the traceback instead.
 """
 
 from __future__ import annotations
 
+import dataclasses
+import importlib
+import importlib.util
 import json
+import os
 import pathlib
 import sys
 
-CONFIG_COMMANDS = ("prepare", "train", "eval", "export", "system-eval")
-
-
-def _load_config(argv: list[str]):
-    from absl import flags
-    from ml_collections import config_flags
-
-    flag_values = flags.FlagValues()
-    # config_flags discovers `--config.x=y` overrides from sys.argv when the flag is defined.
-    saved, sys.argv = sys.argv, ["emohd", *argv]
-    try:
-        config_flags.DEFINE_config_file("config", None, "ml_collections config file", flag_values=flag_values,
-                                        lock_config=True)
-        flag_values(sys.argv)
-    finally:
-        sys.argv = saved
-    if flag_values.config is None:
-        raise SystemExit("--config configs/<name>.py is required")
-    return flag_values.config
+from emohd_jax.errors import EXIT_INTERNAL, EXIT_NONE, EXIT_OK, EXIT_PARTIAL, EXIT_USAGE, BadInputError, UsageError
 
 
 def run_prepare(config) -> None:
@@ -74,11 +61,12 @@ def run_eval(config, split: str | None = None) -> dict:
 
 
 def run_export(config) -> dict:
-    """`emohd export --config configs/bundle.py`: trained runs → a model bundle (see emohd_jax.bundle)."""
+    """`emohd export --config bundle`: trained runs → a model bundle (see emohd_jax.bundle)."""
     from emohd_jax.bundle import export_bundle
+    from emohd_jax.run_config import load_config
 
     specs = {modality: spec for modality, spec in config.towers.items() if spec}  # "" leaves a modality out
-    towers = {modality: _load_config(["--config", *spec.split()]) for modality, spec in specs.items()}
+    towers = {modality: load_config(["--config", *spec.split()]) for modality, spec in specs.items()}
     commands = {modality: f"emohd train --config {spec}" for modality, spec in specs.items()}
     manifest = export_bundle(towers, config.out, rule=config.rule, calibrated=config.calibrated, commands=commands)
     sizes = {m: t["bytes"] for m, t in manifest["towers"].items()}
@@ -92,49 +80,136 @@ def run_system_eval(config) -> dict:
     return evaluate_system(config)
 
 
-# `emohd <command> ...` → `<module>.main(argv)` for commands with their own flags.
-PLAIN_COMMANDS = {"predict": "emohd_jax.inference"}
+@dataclasses.dataclass(frozen=True)
+class ConfigCommand:
+    summary: str
+    run: object  # config → result
+
+
+# Config-driven commands: `emohd <command> --config NAME[:VARIANT] [--config.KEY=VALUE ...]`.
+CONFIG_COMMANDS = {
+    "prepare": ConfigCommand("Read a dataset, extract the tower's features (faces, log-mel patches, word pieces) "
+                             "and write resumable shards with a manifest of what was skipped and why.", run_prepare),
+    "train": ConfigCommand("Train a tower on its shards (sharded over the devices, resumable), then evaluate the "
+                           "best checkpoint on the dev split.", run_train),
+    "eval": ConfigCommand("Evaluate a run (or --config.checkpoint=DIR|pretrained) on --config.data.split: per-class "
+                          "F1, weighted F1, confusion matrix, under report_dir.", run_eval),
+    "export": ConfigCommand("Pack trained runs and their fitted fusion into a model bundle folder.", run_export),
+    "system-eval": ConfigCommand("Run the whole system (V, A, T and their fusions, every rule) on a labelled set "
+                                 "and write the paper's tables.", run_system_eval),
+}
+# `emohd <command> ...` → `<module>.main(argv)`, a command with its own flags.
+PLAIN_COMMANDS = {"predict": ("emohd_jax.inference", "Emotions of the person in videos or audio files: per "
+                              "utterance, per second and per 0.96 s; JSON, CSV and a timeline PNG per input.")}
 # `emohd <command> <kind> ...` → `<module>.main(argv)`; each module parses its own flags.
 MODULE_COMMANDS = {
-    "convert": {"text": "emohd_jax.convert.hf_text", "vggish": "emohd_jax.convert.vggish",
-                "mini-xception": "emohd_jax.convert.mini_xception", "mtcnn": "emohd_jax.convert.mtcnn"},
-    "bench": {"text": "emohd_jax.bench.text", "audio": "emohd_jax.bench.audio_prepare",
-              "faces": "emohd_jax.bench.faces"},
-    "asr": {"eval": "emohd_jax.asr.evaluate"},
+    "convert": ("Convert published weights to this project's Flax layout.",
+                {"text": "emohd_jax.convert.hf_text", "vggish": "emohd_jax.convert.vggish",
+                 "mini-xception": "emohd_jax.convert.mini_xception", "mtcnn": "emohd_jax.convert.mtcnn"}),
+    "bench": ("Throughput benchmarks against a reference measured in the same run; JSON under reports/bench.",
+              {"text": "emohd_jax.bench.text", "audio": "emohd_jax.bench.audio_prepare",
+               "faces": "emohd_jax.bench.faces"}),
+    "asr": ("Speech recognition checks.", {"eval": "emohd_jax.asr.evaluate"}),
 }
+EXIT_CODES = (f"Exit codes: {EXIT_OK} done; {EXIT_USAGE} a mistake in the command or its input (one line says "
+              f"what); {EXIT_PARTIAL} predict: some inputs failed; {EXIT_NONE} predict: none could be predicted; "
+              f"{EXIT_INTERNAL} an internal error (run again with --debug and report the traceback).")
 
 
-def _module_command(command: str, argv: list[str]) -> None:
-    import importlib
+def overview() -> str:
+    """`emohd --help`."""
+    lines = ["usage: emohd <command> [flags] [--debug]", "", "Commands:"]
+    for name, (_, summary) in PLAIN_COMMANDS.items():
+        lines.append(f"  {name:<12} {summary}")
+    for name, command in CONFIG_COMMANDS.items():
+        lines.append(f"  {name:<12} {command.summary}")
+    for name, (summary, kinds) in MODULE_COMMANDS.items():
+        lines.append(f"  {name:<12} {summary} Kinds: {', '.join(kinds)}.")
+    lines += ["", "`emohd <command> --help` shows a command's flags; for config commands add --config NAME to list "
+              "that config's fields with their defaults.",
+              "Environment: EMOHD_HOME (where relative work/ and reports/ paths go; default: the current folder), "
+              "EMOHD_DATA (the default data root), EMOHD_DEBUG=1 (tracebacks).", EXIT_CODES]
+    return "\n".join(lines)
 
-    kinds = MODULE_COMMANDS[command]
-    if not argv or argv[0] not in kinds:
-        raise SystemExit(f"usage: emohd {command} {{{','.join(kinds)}}} [flags]  (--help after the kind for its flags)")
-    importlib.import_module(kinds[argv[0]]).main(argv[1:])
+
+def _kinds_help(command: str) -> str:
+    summary, kinds = MODULE_COMMANDS[command]
+    lines = [f"usage: emohd {command} {{{','.join(kinds)}}} [flags]", "", summary, "", "Kinds:"]
+    for kind, module in kinds.items():
+        spec = importlib.util.find_spec(module)
+        doc = _first_doc_line(pathlib.Path(spec.origin)) if spec and spec.origin else ""
+        lines.append(f"  {kind:<15} {doc}")
+    lines.append(f"\n`emohd {command} <kind> --help` shows that kind's flags.")
+    return "\n".join(lines)
+
+
+def _first_doc_line(path: pathlib.Path) -> str:
+    import ast
+
+    doc = ast.get_docstring(ast.parse(path.read_text(encoding="utf-8"))) or ""
+    return doc.splitlines()[0] if doc else ""
+
+
+def dispatch(argv: list[str]) -> int:
+    """Runs one command line (without `--debug`); returns the exit code, raises UsageError for mistakes."""
+    if not argv or argv[0] in ("-h", "--help", "help"):
+        print(overview())
+        return EXIT_OK
+    command, rest = argv[0], argv[1:]
+    if command in CONFIG_COMMANDS:
+        from emohd_jax.run_config import config_help, load_config
+
+        if "--help" in rest or "-h" in rest:
+            print(config_help(command, CONFIG_COMMANDS[command].summary, rest))
+            return EXIT_OK
+        config = load_config(rest)
+        from emohd_jax.distributed import initialize_from_env
+
+        initialize_from_env()
+        CONFIG_COMMANDS[command].run(config)
+        return EXIT_OK
+    if command in PLAIN_COMMANDS:
+        return importlib.import_module(PLAIN_COMMANDS[command][0]).main(rest) or EXIT_OK
+    if command in MODULE_COMMANDS:
+        kinds = MODULE_COMMANDS[command][1]
+        if not rest or rest[0] in ("-h", "--help"):
+            print(_kinds_help(command))
+            if rest:
+                return EXIT_OK
+            raise UsageError(f"emohd {command}", "which kind?", f"one of: {', '.join(kinds)}")
+        if rest[0] not in kinds:
+            raise UsageError(f"emohd {command} {rest[0]}", "unknown kind", f"one of: {', '.join(kinds)}")
+        return importlib.import_module(kinds[rest[0]]).main(rest[1:]) or EXIT_OK
+    known = (*PLAIN_COMMANDS, *CONFIG_COMMANDS, *MODULE_COMMANDS)
+    raise UsageError(command, "unknown command", f"one of: {', '.join(known)}; `emohd --help` says what each does")
 
 
 def main(argv: list[str] | None = None) -> None:
     argv = list(sys.argv[1:] if argv is None else argv)
-    if not argv or argv[0] in ("-h", "--help"):
-        print(__doc__)
-        return
-    command, rest = argv[0], argv[1:]
-    if command in CONFIG_COMMANDS:
-        from emohd_jax.distributed import initialize_from_env
-
-        initialize_from_env()
-        config = _load_config(rest)
-        {"prepare": run_prepare, "train": run_train, "eval": run_eval, "export": run_export,
-         "system-eval": run_system_eval}[command](config)
-    elif command in PLAIN_COMMANDS:
-        import importlib
-
-        sys.exit(importlib.import_module(PLAIN_COMMANDS[command]).main(rest))
-    elif command in MODULE_COMMANDS:
-        _module_command(command, rest)
-    else:
-        known = (*PLAIN_COMMANDS, *CONFIG_COMMANDS, *MODULE_COMMANDS)
-        raise SystemExit(f"unknown command {command!r}; commands: {', '.join(known)}")
+    debug = "--debug" in argv or os.environ.get("EMOHD_DEBUG") == "1"
+    argv = [a for a in argv if a != "--debug"]
+    try:
+        code = dispatch(argv)
+    except (UsageError, BadInputError) as error:
+        if debug:
+            raise
+        print(f"emohd: error: {error}", file=sys.stderr)
+        code = EXIT_USAGE
+    except FileNotFoundError as error:  # a path the user gave that is not there
+        if debug:
+            raise
+        print(f"emohd: error: {error.filename}: {error.strerror} (check the path)", file=sys.stderr)
+        code = EXIT_USAGE
+    except KeyboardInterrupt:
+        print("emohd: interrupted", file=sys.stderr)
+        code = 130
+    except Exception as error:  # a bug, not a user mistake: one line unless --debug
+        if debug:
+            raise
+        print(f"emohd: internal error: {type(error).__name__}: {error} (run again with --debug for the "
+              "traceback, and report it)", file=sys.stderr)
+        code = EXIT_INTERNAL
+    sys.exit(code)
 
 
 if __name__ == "__main__":

@@ -6,6 +6,7 @@ and goes on with the next item.
 
 from __future__ import annotations
 
+import argparse
 import collections
 import dataclasses
 import json
@@ -78,6 +79,13 @@ class UsageError(Exception):
 
 
 EXIT_OK, EXIT_INTERNAL, EXIT_USAGE, EXIT_PARTIAL, EXIT_NONE = 0, 1, 2, 3, 4
+
+
+class CommandLineParser(argparse.ArgumentParser):
+    """argparse whose mistakes raise UsageError, so every command reports them in the CLI's one-line style."""
+
+    def error(self, message: str):
+        raise UsageError(self.prog, message, f"`{self.prog} --help` lists the flags")
 
 
 @dataclasses.dataclass(frozen=True)

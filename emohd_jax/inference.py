@@ -25,7 +25,7 @@ from emohd_jax import fusion
 from emohd_jax.bundle import Bundle, LoadedTower, load_bundle
 from emohd_jax.classes import EMOTIONS
 from emohd_jax.clip_decision import clip_probabilities
-from emohd_jax.errors import EXIT_NONE, EXIT_OK, EXIT_PARTIAL, BadInputError, CorruptMediaError
+from emohd_jax.errors import EXIT_NONE, EXIT_OK, EXIT_PARTIAL, BadInputError, CommandLineParser, CorruptMediaError
 from emohd_jax.input_pipeline import Collate
 from emohd_jax.utterances import Span, plan_utterances
 
@@ -314,13 +314,11 @@ def predict(paths: Sequence[str | os.PathLike], bundle: Bundle | str | os.PathLi
 
 def main(argv: list[str] | None = None) -> int:
     """`emohd predict PATH... [--bundle DIR] [--out DIR]`: prints a table, returns the documented exit code."""
-    import argparse
-
     from rich.console import Console
 
     from emohd_jax.predict_outputs import summary_table
 
-    parser = argparse.ArgumentParser(prog="emohd predict", description=(
+    parser = CommandLineParser(prog="emohd predict", description=(
         "Emotions of the person in each video or audio file: per utterance (face, voice, words and their fusion), "
         "per second (face) and per 0.96 s (voice). Writes <name>.json, <name>.csv and <name>.png per input. "
         f"Exit code {EXIT_OK}: all inputs predicted; {EXIT_PARTIAL}: some failed (listed); "

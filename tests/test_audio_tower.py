@@ -109,7 +109,8 @@ def _tiny_ravdess(root, data_root, files_per_actor: dict[int, int]):
 
 @pytest.mark.slow  # ≈ 50 s of CPU (three jit compiles, two prepares); minutes when the cores are shared
 def test_two_step_training_and_held_out_eval(tmp_path, data_root):
-    from emohd_jax.cli import _load_config, run_eval, run_prepare
+    from emohd_jax.run_config import load_config
+    from emohd_jax.cli import run_eval, run_prepare
     from emohd_jax.train.trainer import train_and_evaluate
 
     _tiny_ravdess(tmp_path, data_root, {1: 8, 2: 4, 3: 3})
@@ -117,13 +118,13 @@ def test_two_step_training_and_held_out_eval(tmp_path, data_root):
                 "data.shards": tmp_path / "shards", "workdir": tmp_path / "run", "report_dir": tmp_path / "report",
                 "model.width": 0.25, "train.batch_size": 8, "train.num_steps": 2, "train.eval_every": 2,
                 "train.checkpoint_every": 2, "train.log_every": 1, "eval.batch_size": 8, "optim.warmup_steps": 1}
-    config = _load_config(config_flags("ravdess_audio.py", settings))
+    config = load_config(config_flags("ravdess_audio.py", settings))
     run_prepare(config)
     result = train_and_evaluate(config)
     assert (tmp_path / "run" / "checkpoints" / "latest" / "2").is_dir()
     assert [h["step"] for h in result["history"]] == [2]  # dev clips evaluated at the end
     # Held-out actors, not in the training shards: prepared into `<shards>-heldout-<key>` on demand and evaluated.
-    held_out = _load_config(config_flags("ravdess_audio.py", {
+    held_out = load_config(config_flags("ravdess_audio.py", {
         **settings, "data.split": "heldout", "data.actors.heldout": "3", "checkpoint": tmp_path / "run",
         "report_dir": tmp_path / "heldout_report"}))
     run_eval(held_out)

@@ -9,7 +9,7 @@ import pytest
 
 from data_pipeline.prepare import parse_actors, read_source
 from emohd_jax.classes import CLASS_INDEX, NUM_CLASSES
-from emohd_jax.cli import _load_config
+from emohd_jax.run_config import load_config
 from tests.data_paths import REPO
 
 TOWER_VARIANTS = ["meld_text.py", "meld_text.py:sample", "meld_text.py:lora", "meld_text.py:context",
@@ -23,7 +23,7 @@ def configs(tmp_path_factory):
     here = os.getcwd()
     os.chdir(tmp_path_factory.mktemp("elsewhere"))  # config files import `configs.common` from anywhere
     try:
-        return {v: _load_config(["--config", str(REPO / "configs" / v)]) for v in TOWER_VARIANTS}
+        return {v: load_config(["--config", str(REPO / "configs" / v)]) for v in TOWER_VARIANTS}
     finally:
         os.chdir(here)
 

@@ -64,11 +64,11 @@ def test_held_out_set_with_other_names_evaluates_by_command(tmp_path, fer_root):
 
     folders = {"happy": "Joy", "surprise": "Surprised", "angry": "Mad", "neutral": "calm"}
     copy_faces(fer_root / "val", tmp_path / "cife" / "test", folders, per_class=3)
-    cli.main(["eval", "--config", "configs/fer_visual.py", "--config.checkpoint=pretrained",
+    assert cli.dispatch(["eval", "--config", "fer_visual", "--config.checkpoint=pretrained",
               f"--config.data.root={tmp_path}", "--config.data.dataset=cife", "--config.data.split=test",
               "--config.data.label_map=joy=happiness,surprised=surprise,mad=anger,calm=",
               f"--config.data.shards={tmp_path / 'shards'}", f"--config.report_dir={tmp_path / 'report'}",
-              "--config.eval.batch_size=8"])
+              "--config.eval.batch_size=8"]) == 0
     report = json.loads((tmp_path / "report" / "metrics.json").read_text())
     assert report["dataset"] == "cife" and report["n"] == 9 and report["checkpoint"] == "pretrained"
     assert report["per_class"]["happiness"]["support"] == 3 and report["per_class"]["neutral"]["support"] == 0

@@ -12,7 +12,8 @@ import numpy as np
 import orbax.checkpoint as ocp
 import pytest
 
-from emohd_jax.cli import _load_config, run_prepare
+from emohd_jax.cli import run_prepare
+from emohd_jax.run_config import load_config
 from emohd_jax.losses import cross_entropy, masked_lm_loss
 from emohd_jax.train.trainer import class_weights, train_and_evaluate
 from tests.train_harness import REPO, config_args, emohd, make_tiny_setup
@@ -21,7 +22,7 @@ from tests.train_harness import REPO, config_args, emohd, make_tiny_setup
 @pytest.fixture(scope="module")
 def tiny(tmp_path_factory):
     root = make_tiny_setup(tmp_path_factory.mktemp("tiny"))
-    run_prepare(_load_config(config_args(root)))
+    run_prepare(load_config(config_args(root)))
     return root
 
 
@@ -73,7 +74,7 @@ def test_mlm_stage_exports_the_encoder_the_classifier_starts_from(tiny):
     from emohd_jax.convert.hf_text import load_text_encoder
     from emohd_jax.train.trainer import make_task
 
-    mlm = _load_config(config_args(tiny, "mlm", **{"task": "mlm", "train.num_steps": 3}))
+    mlm = load_config(config_args(tiny, "mlm", **{"task": "mlm", "train.num_steps": 3}))
     result = train_and_evaluate(mlm)
     assert result["history"] == []  # no seven-class evaluation in the language-model stage
     exported = tiny / "mlm" / "encoder"
@@ -81,7 +82,7 @@ def test_mlm_stage_exports_the_encoder_the_classifier_starts_from(tiny):
     final = result["final_state"].params["encoder"]
     for a, b in zip(jax.tree.leaves(nnx.to_pure_dict(trained)), jax.tree.leaves(nnx.to_pure_dict(final))):
         np.testing.assert_allclose(a, b, atol=1e-6)
-    classify = _load_config(config_args(tiny, "from_mlm", **{"model.init": exported, "model.pretrained": True}))
+    classify = load_config(config_args(tiny, "from_mlm", **{"model.init": exported, "model.pretrained": True}))
     task = make_task(classify)
     model = task.build_model(nnx.Rngs(0))
     task.load_pretrained(model)
@@ -91,13 +92,13 @@ def test_mlm_stage_exports_the_encoder_the_classifier_starts_from(tiny):
 
 SHARDING_CHECK = r"""
 import sys, jax, numpy as np
-from emohd_jax.cli import _load_config
+from emohd_jax.run_config import load_config
 from emohd_jax.train import sharding
 from emohd_jax.train.trainer import make_task
 from emohd_jax.train.trainer import create_train_state, loss_and_grads
 from emohd_jax import input_pipeline
 from data_pipeline import shards
-config = _load_config(sys.argv[1:])
+config = load_config(sys.argv[1:])
 task = make_task(config)
 source = shards.open_split(config.data.shards, "train")
 batch = input_pipeline.collate([source[i] for i in range(8)], padded=task.padded)

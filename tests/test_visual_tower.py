@@ -15,7 +15,8 @@ from data_pipeline import shards
 from data_pipeline.extract import load_image, FACE_SHAPES, ImageExtractor
 from data_pipeline.sources.base import Utterance
 from emohd_jax import face_tta, input_pipeline
-from emohd_jax.cli import _load_config, run_eval, run_prepare, run_train
+from emohd_jax.cli import run_eval, run_prepare, run_train
+from emohd_jax.run_config import load_config
 from emohd_jax.models import mini_xception
 from emohd_jax import checkpointing
 from emohd_jax.train import sharding
@@ -56,7 +57,7 @@ def tiny_fer(tmp_path_factory, data_root):
             (root / "fer2013" / split / name).mkdir(parents=True)
             for image in images:
                 shutil.copy(image, root / "fer2013" / split / name)
-    run_prepare(_load_config(_fer_args(root)))
+    run_prepare(load_config(_fer_args(root)))
     return root
 
 
@@ -89,7 +90,7 @@ def test_augment_is_deterministic_and_keeps_shape():
 
 
 def test_two_step_train_writes_checkpoint_and_heldout_eval_maps_labels(tiny_fer, tmp_path, capsys):
-    config = _load_config(_fer_args(tiny_fer, **{"train.eval_every": 1}))
+    config = load_config(_fer_args(tiny_fer, **{"train.eval_every": 1}))
     metrics = run_train(config)
     assert (tiny_fer / "run" / "checkpoints" / "latest" / "2").is_dir()
     assert json.loads((tiny_fer / "report" / "metrics.json").read_text())["n"] == 14 == metrics["n"]
@@ -109,13 +110,13 @@ def test_two_step_train_writes_checkpoint_and_heldout_eval_maps_labels(tiny_fer,
     label_map = "joy=happiness,sorrow=sadness,rage=anger,unused="
     args = _fer_args(heldout, **{"data.split": "test", "data.label_map": label_map, "checkpoint": tiny_fer / "run",
                                  "data.shards": heldout / "shards"})
-    result = run_eval(_load_config(args))
+    result = run_eval(load_config(args))
     assert result["n"] == 6 and set(result["per_class"]) >= {"happiness", "sadness", "anger"}
 
 
 @pytest.fixture(scope="module")
 def fer_state(tiny_fer):
-    config = _load_config(_fer_args(tiny_fer))
+    config = load_config(_fer_args(tiny_fer))
     task = make_task(config)
     mesh = sharding.make_mesh(1)
     model, state, _, tx = create_train_state(task, config, mesh, 10)
@@ -197,7 +198,7 @@ def cremad_run(tmp_path_factory, data_root):
                 "report_dir": root / "report", "data.actors.train": "1001-1002", "data.prepare_splits": "('train',)",
                 "data.eval_split": "train", "data.split": "train", "train.batch_size": 4, "train.num_steps": 2,
                 "train.checkpoint_every": 1, "train.log_every": 1, "eval.batch_size": 8, "optim.warmup_steps": 1}
-    config = _load_config([f"--config={REPO / 'configs' / 'cremad_faces.py'}",
+    config = load_config([f"--config={REPO / 'configs' / 'cremad_faces.py'}",
                            *(f"--config.{k}={v}" for k, v in settings.items())])
     run_prepare(config)
     run_train(config)
@@ -244,10 +245,10 @@ def test_frozen_backbone_does_not_move_in_stage_two(cremad_run):
 def test_stage_two_on_fer_reads_the_stage_one_run_and_its_unpooled_map(tiny_fer, tmp_path):
     """`configs/fer_visual.py:mlp`: the stage-1 run frozen, its 4×4×128 map flattened → BatchNorm → MLP."""
     if not (tiny_fer / "run" / "checkpoints" / "best").is_dir():
-        run_train(_load_config(_fer_args(tiny_fer)))
+        run_train(load_config(_fer_args(tiny_fer)))
     args = _fer_args(tiny_fer, **{"workdir": tmp_path / "mlp", "report_dir": tmp_path / "report",
                                   "model.init": tiny_fer / "run", "train.eval_every": 0})
-    config = _load_config([args[0].replace("fer_visual.py", "fer_visual.py:mlp"), *args[1:]])
+    config = load_config([args[0].replace("fer_visual.py", "fer_visual.py:mlp"), *args[1:]])
     assert config.task == "feature_mlp" and config.model.features == "map"
     task = make_task(config)
     module = nnx.eval_shape(lambda: task.build_model(nnx.Rngs(0)))
@@ -266,6 +267,6 @@ def test_stage_two_on_fer_reads_the_stage_one_run_and_its_unpooled_map(tiny_fer,
 
 
 def test_unpooled_map_is_only_offered_where_it_is_small():
-    config = _load_config([f"--config={REPO / 'configs' / 'fer_visual.py'}:mlp", "--config.model.backbone=resnet50"])
+    config = load_config([f"--config={REPO / 'configs' / 'fer_visual.py'}:mlp", "--config.model.backbone=resnet50"])
     with pytest.raises(ValueError, match="model.features='map' is not available for resnet50"):
         make_task(config)

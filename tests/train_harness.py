@@ -41,7 +41,7 @@ def config_args(root: pathlib.Path, run: str = "run", **overrides) -> list[str]:
 
 
 def config_flags(config_file: str, settings: dict) -> list[str]:
-    """`--config=configs/<config_file> --config.key=value …`, for `_load_config` or the CLI."""
+    """`--config=configs/<config_file> --config.key=value …`, for `load_config` or the CLI."""
     return [f"--config={REPO / 'configs' / config_file}", *(f"--config.{k}={v}" for k, v in settings.items())]
 
 

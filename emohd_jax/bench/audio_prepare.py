@@ -8,7 +8,6 @@ Each stage is timed over the same clips, and the log-mel stage against the NumPy
 
 from __future__ import annotations
 
-import argparse
 import os
 import time
 from typing import Callable, Iterable, Sequence
@@ -21,6 +20,7 @@ from data_pipeline.sources.ravdess import read_ravdess
 from emohd_jax.audio_frontend import VGGISH_LOG_MEL, batch_waveforms_to_patches, waveform_to_patches
 from emohd_jax.audio_io import load_audio
 from emohd_jax.bench import record
+from emohd_jax.errors import CommandLineParser
 
 _BATCH = 32
 
@@ -78,7 +78,7 @@ def run(root: str | os.PathLike = "../shared/data/ravdess", actors: Iterable[int
 
 
 def main(argv: list[str] | None = None) -> None:
-    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser = CommandLineParser(prog="emohd bench audio", description=__doc__.split("\n\n")[0])
     parser.add_argument("--root", default="../shared/data/ravdess")
     parser.add_argument("--actors", default="1-20", type=parse_actors)
     parser.add_argument("--limit", type=int, default=None, help="only the first N clips")

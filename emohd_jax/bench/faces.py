@@ -9,7 +9,6 @@ own time is measured and reported apart so the comparison stays fair.
 
 from __future__ import annotations
 
-import argparse
 import os
 import pathlib
 import time
@@ -20,6 +19,7 @@ import numpy as np
 from emohd_jax.bench import record
 from emohd_jax.faces import MTCNNDetector, crop_faces
 from emohd_jax.video_io import sample_frames
+from emohd_jax.errors import CommandLineParser
 
 DEFAULT_DATA = pathlib.Path(__file__).resolve().parents[2].parent / "shared" / "data"
 
@@ -115,7 +115,7 @@ def run(data: pathlib.Path, repeats: int) -> dict:
 
 
 def main(argv: list[str] | None = None) -> None:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser = CommandLineParser(prog="emohd bench faces", description=__doc__.splitlines()[0])
     parser.add_argument("--data", type=pathlib.Path, default=DEFAULT_DATA)
     parser.add_argument("--repeats", type=int, default=3)
     args = parser.parse_args(argv)

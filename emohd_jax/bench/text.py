@@ -6,7 +6,6 @@ in one process, so the numbers compare on the same machine and load. Output: rep
 
 from __future__ import annotations
 
-import argparse
 import csv
 import os
 import pathlib
@@ -19,6 +18,7 @@ from flax import nnx
 
 from emohd_jax.bench.record import save, time_call
 from emohd_jax.convert.hf_text import load_hf_text_encoder, minilm_dir
+from emohd_jax.errors import CommandLineParser
 
 DEFAULT_DATA_ROOT = "../shared/data"
 
@@ -121,7 +121,7 @@ def run(
 
 
 def main(argv: list[str] | None = None) -> None:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser = CommandLineParser(prog="emohd bench text", description=__doc__.splitlines()[0])
     parser.add_argument("--batch-size", type=int, default=32)
     parser.add_argument("--seq-len", type=int, default=64)
     parser.add_argument("--repeats", type=int, default=5)

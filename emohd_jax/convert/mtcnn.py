@@ -8,7 +8,6 @@ needs a stand-in for the two torchvision symbols it imports when torchvision is 
 
 from __future__ import annotations
 
-import argparse
 import contextlib
 import datetime
 import hashlib
@@ -23,6 +22,7 @@ import types
 import numpy as np
 
 from emohd_jax.models import mtcnn
+from emohd_jax.errors import CommandLineParser
 
 _NETS = ("pnet", "rnet", "onet")
 
@@ -161,7 +161,7 @@ def import_facenet_reference() -> tuple[types.ModuleType, types.ModuleType, str]
 
 
 def main(argv: list[str] | None = None) -> None:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser = CommandLineParser(prog="emohd convert mtcnn", description=__doc__.splitlines()[0])
     parser.add_argument("--src", default=None, help="folder with pnet.pt, rnet.pt, onet.pt (default: facenet-pytorch's data/)")
     parser.add_argument("--out", default=str(mtcnn.DEFAULT_WEIGHTS))
     args = parser.parse_args(argv)

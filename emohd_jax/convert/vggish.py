@@ -14,7 +14,6 @@ Writing a safetensors asset for `emohd_jax.models.vggish.load_vggish_weights`:
 
 from __future__ import annotations
 
-import argparse
 import os
 import pathlib
 from typing import Mapping
@@ -22,6 +21,7 @@ from typing import Mapping
 import numpy as np
 
 from emohd_jax.models.vggish import VGGishConfig
+from emohd_jax.errors import CommandLineParser
 
 
 def from_torch_state_dict(state_dict: Mapping[str, object], *, dtype=np.float32) -> dict[str, np.ndarray]:
@@ -110,7 +110,7 @@ def _numpy(value: object, dtype) -> np.ndarray:
 
 
 def main(argv: list[str] | None = None) -> None:
-    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser = CommandLineParser(prog="emohd convert vggish", description=__doc__.split("\n\n")[0])
     source = parser.add_mutually_exclusive_group(required=True)
     source.add_argument("--torch", help="torchvggish .pth state dict")
     source.add_argument("--tf", help="TF checkpoint prefix (needs TensorFlow) or .npz of its variables")
