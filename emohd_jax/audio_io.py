@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import os
 import pathlib
+from typing import Iterator
 
 import numpy as np
 import soxr
@@ -26,21 +27,38 @@ _SOUNDFILE_SUFFIXES = {".wav", ".flac"}
 
 def load_audio(path: str | os.PathLike, *, sample_rate: int = SAMPLE_RATE) -> np.ndarray:
     """Decode `path` to wave: [samples] float32 mono at `sample_rate`; raises a BadInputError naming it."""
+    blocks = list(iter_audio(path, sample_rate=sample_rate))
+    return np.concatenate(blocks) if len(blocks) > 1 else blocks[0]
+
+
+def iter_audio(path: str | os.PathLike, *, sample_rate: int = SAMPLE_RATE,
+               block_s: float = 60.0) -> Iterator[np.ndarray]:
+    """Decode `path` as a stream of wave blocks: [~block_s · sample_rate] float32 mono, so a recording of any
+    length is never whole in memory. The blocks joined equal `load_audio` sample for sample (soxr's streaming
+    resampler is the one-shot one cut into pieces)."""
     path = pathlib.Path(path)
     if not path.is_file():
         raise CorruptMediaError(path, "file not found")
     if path.stat().st_size == 0:
         raise CorruptMediaError(path, "empty file (0 bytes)")
-    if path.suffix.lower() in _SOUNDFILE_SUFFIXES:
-        channels, source_rate = _read_with_soundfile(path)
-    else:
-        channels, source_rate = _read_with_pyav(path)
-    if channels.shape[0] == 0:
+    read = _read_with_soundfile if path.suffix.lower() in _SOUNDFILE_SUFFIXES else _read_with_pyav
+    resampler, pending, pending_samples, yielded = None, [], 0, False
+    for channels, source_rate in read(path, block_s=block_s):
+        if resampler is None and source_rate != sample_rate:
+            resampler = soxr.ResampleStream(source_rate, sample_rate, 1, dtype="float32", quality="HQ")
+        mono = channels.mean(axis=1, dtype=np.float32)
+        pending.append(resampler.resample_chunk(mono) if resampler else mono)
+        pending_samples += pending[-1].size
+        if pending_samples >= block_s * sample_rate:
+            yield np.ascontiguousarray(np.concatenate(pending), dtype=np.float32)
+            pending, pending_samples, yielded = [], 0, True
+    if resampler is not None:
+        pending.append(resampler.resample_chunk(np.zeros(0, np.float32), last=True))
+    tail = np.concatenate(pending) if pending else np.zeros(0, np.float32)
+    if tail.size:
+        yield np.ascontiguousarray(tail, dtype=np.float32)
+    elif not yielded:
         raise CorruptMediaError(path, "no audio samples decoded")
-    mono = channels.mean(axis=1, dtype=np.float32)
-    if source_rate != sample_rate:
-        mono = soxr.resample(mono, source_rate, sample_rate, quality="HQ")
-    return np.ascontiguousarray(mono, dtype=np.float32)
 
 
 def peak_dbfs(wave: np.ndarray) -> float:
@@ -58,23 +76,28 @@ def check_not_silent(wave: np.ndarray, path: str | os.PathLike, *,
         raise SilenceError(path, f"{what} is below the silence threshold of {threshold_dbfs:.0f} dBFS")
 
 
-def _read_with_soundfile(path: pathlib.Path) -> tuple[np.ndarray, int]:
-    """channels: [samples, channels] float32 and the file's rate; a short read means a truncated file."""
+def _read_with_soundfile(path: pathlib.Path, *, block_s: float) -> Iterator[tuple[np.ndarray, int]]:
+    """(channels: [frames, channels] float32, the file's rate) per block; a short read means a truncated file,
+    and is raised before the block that shows it is handed on."""
     import soundfile
 
     try:
         with soundfile.SoundFile(path) as f:
-            declared, rate = f.frames, f.samplerate
-            channels = f.read(dtype="float32", always_2d=True)
+            declared, rate, read = f.frames, f.samplerate, 0
+            block_frames = max(1, int(block_s * rate))
+            while read < declared:
+                channels = f.read(min(block_frames, declared - read), dtype="float32", always_2d=True)
+                read += channels.shape[0]
+                if channels.shape[0] == 0 or (channels.shape[0] < block_frames and read < declared):
+                    raise CorruptMediaError(path, f"truncated: decoded {read} of {declared} declared samples")
+                yield channels, rate
     except (soundfile.LibsndfileError, RuntimeError) as err:
         raise CorruptMediaError(path, f"unreadable audio ({err})") from err
-    if channels.shape[0] < declared:
-        raise CorruptMediaError(path, f"truncated: decoded {channels.shape[0]} of {declared} declared samples")
-    return channels, rate
 
 
-def _read_with_pyav(path: pathlib.Path) -> tuple[np.ndarray, int]:
-    """channels: [samples, channels] float32 and the stream's rate, from the first audio stream."""
+def _read_with_pyav(path: pathlib.Path, *, block_s: float) -> Iterator[tuple[np.ndarray, int]]:
+    """(channels: [frames, channels] float32, the stream's rate) per block of about `block_s`, from the first
+    audio stream."""
     import av
 
     try:
@@ -86,18 +109,19 @@ def _read_with_pyav(path: pathlib.Path) -> tuple[np.ndarray, int]:
             kinds = sorted({s.type for s in container.streams}) or ["none"]
             raise NoAudioTrackError(path, f"no audio track (streams: {', '.join(kinds)})")
         stream = container.streams.audio[0]
+        rate = stream.codec_context.sample_rate or stream.rate
+        block_frames = max(1, int(block_s * rate))
         # Planar float keeps channels apart so the mono downmix is the same mean as the soundfile path.
         to_planar = av.AudioResampler(format="fltp")
         chunks: list[np.ndarray] = []
         try:
             for frame in container.decode(stream):
-                for planar in to_planar.resample(frame):
-                    chunks.append(planar.to_ndarray())  # [channels, samples]
-            for planar in to_planar.resample(None):
-                chunks.append(planar.to_ndarray())
+                chunks += [planar.to_ndarray() for planar in to_planar.resample(frame)]  # [channels, samples]
+                if sum(c.shape[1] for c in chunks) >= block_frames:
+                    yield np.concatenate(chunks, axis=1).T, rate
+                    chunks = []
+            chunks += [planar.to_ndarray() for planar in to_planar.resample(None)]
         except av.FFmpegError as err:
             raise CorruptMediaError(path, f"audio decoding failed ({err})") from err
-        rate = stream.codec_context.sample_rate or stream.rate
-    if not chunks:
-        return np.zeros((0, 1), np.float32), rate
-    return np.concatenate(chunks, axis=1).T, rate
+        if chunks:
+            yield np.concatenate(chunks, axis=1).T, rate

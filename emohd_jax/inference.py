@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import dataclasses
 import glob
+import json
 import os
 import pathlib
 from typing import Iterable, Sequence
@@ -26,6 +27,7 @@ from emohd_jax.bundle import Bundle, LoadedTower, load_bundle
 from emohd_jax.classes import EMOTIONS
 from emohd_jax.clip_decision import clip_probabilities
 from emohd_jax.errors import EXIT_NONE, EXIT_OK, EXIT_PARTIAL, BadInputError, CommandLineParser, CorruptMediaError
+from emohd_jax.audio_io import SAMPLE_RATE
 from emohd_jax.input_pipeline import Collate
 from emohd_jax.utterances import Span, plan_utterances
 
@@ -37,6 +39,7 @@ MEDIA_SUFFIXES = (".mp4", ".flv", ".avi", ".mkv", ".mov", ".webm", ".m4v", ".mpg
 class PredictRun:
     results: list[dict]                  # one "emohd.predict/1" dict per predicted input
     failures: list[tuple[str, str]]      # (input, why it could not be predicted)
+    resumed: list[str] = dataclasses.field(default_factory=list)  # inputs whose earlier result was read back
 
     @property
     def exit_code(self) -> int:
@@ -89,15 +92,62 @@ def _rounded(probs: np.ndarray) -> list[float]:
     return [round(float(p), 5) for p in probs]
 
 
+@dataclasses.dataclass
+class FaceTrack:
+    """The face tower over a recording's sampled frames: a few numbers per frame, never the frames."""
+
+    frame_times: np.ndarray = dataclasses.field(default_factory=lambda: np.zeros(0))  # [frames] s
+    face_times: list[np.ndarray] = dataclasses.field(default_factory=list)  # per chunk: [faces] s
+    face_probs: list[np.ndarray] = dataclasses.field(default_factory=list)  # per chunk: [faces, classes]
+    frames: list[dict] = dataclasses.field(default_factory=list)             # the result's "frames"
+    reason: str | None = None                                               # why the video is unusable
+    duration_s: float = 0.0
+
+
+@dataclasses.dataclass
+class _Plan:
+    """A recording's utterances as they are planned block by block, and each modality's entry for each."""
+
+    modalities: tuple[str, ...]
+    duration_s: float = 0.0
+    spans: list[Span] = dataclasses.field(default_factory=list)
+    entries: list[dict] = dataclasses.field(default_factory=list)
+    probs: dict[tuple[int, str], np.ndarray] = dataclasses.field(default_factory=dict)
+    per_second: list[dict] = dataclasses.field(default_factory=list)
+    per_patch: list[dict] = dataclasses.field(default_factory=list)
+    frames: list[dict] = dataclasses.field(default_factory=list)
+
+    def add(self, spans: Sequence[Span]) -> range:
+        first = len(self.spans)
+        self.spans += spans
+        self.entries += [{} for _ in spans]
+        return range(first, len(self.spans))
+
+    def put(self, modality: str, i: int, probs: np.ndarray | None, reason: str | None = None, **extra) -> None:
+        if modality not in self.modalities:
+            return
+        if probs is None:
+            self.entries[i][modality] = {"present": False, "reason": reason}
+            return
+        self.probs[i, modality] = probs
+        self.entries[i][modality] = {"present": True, "probs": _rounded(probs),
+                                     "label": extra.pop("label", _label(probs)), **extra}
+
+
 class Predictor:
-    """The whole system over one bundle: decode → utterances → extract → towers → fusion → result dicts."""
+    """The whole system over one bundle: decode → utterances → extract → towers → fusion → result dicts.
+
+    `block_s`: seconds of audio planned and run at once (a longer recording is a stream of blocks);
+    `frame_chunk`: sampled frames through the face detector at once. Both bound the memory a recording needs.
+    """
 
     def __init__(self, bundle: Bundle | None = None, *, transcriber=None, max_utterance_s: float = 8.0,
-                 window_s: float = 4.0):
+                 window_s: float = 4.0, block_s: float = 120.0, frame_chunk: int = 16, carry_s: float = 1.0):
         self.bundle = bundle or load_bundle()
         self.towers = self.bundle.towers
         self.modalities = tuple(self.bundle.manifest["modalities"])
         self.max_utterance_s, self.window_s = max_utterance_s, window_s
+        self.block_s, self.frame_chunk, self.carry_s = block_s, frame_chunk, carry_s
         self._transcriber = transcriber
         # The extractors `prepare` uses, built from each tower's own recipe (train/serve skew cannot creep in).
         self.faces = self.towers["visual"].task.extractor(None) if "visual" in self.towers else None
@@ -112,181 +162,244 @@ class Predictor:
             self._transcriber = WhisperTranscriber()
         return self._transcriber
 
-    # ---- decoding --------------------------------------------------------------------------------
+    # ---- the face track: every sampled frame, streamed in chunks ----------------------------------
 
-    def _decode(self, path: pathlib.Path) -> tuple[np.ndarray | None, tuple | None, dict[str, str]]:
-        """(wave [samples] | None, (frames [n, h, w, 3], timestamps_s [n]) | None, reasons a stream is missing)."""
-        from emohd_jax.audio_io import load_audio
-        from emohd_jax.video_io import sample_frames
+    def _face_track(self, path: pathlib.Path) -> FaceTrack:
+        """The face tower over the whole video, `frame_chunk` frames at a time (bounded memory)."""
+        from emohd_jax.video_io import iter_sampled_frames
 
-        reasons, wave, video = {}, None, None
-        if self.audio is not None or self.text is not None:
+        track = FaceTrack()
+        stamps, chunk = [], []
+
+        def flush() -> None:
+            frames, times = np.stack(chunk), np.asarray(stamps[-len(chunk):])
             try:
-                wave = load_audio(path)
-            except BadInputError as error:
-                reasons["audio"] = error.reason
-        if self.faces is not None:
-            try:
-                video = sample_frames(path, fps=self.faces.fps)
-            except BadInputError as error:
-                reasons["visual"] = error.reason
-        if wave is None and video is None:
-            raise CorruptMediaError(path, "; ".join(f"{k}: {v}" for k, v in reasons.items()))
-        return wave, video, reasons
+                faces, face_times, detections = self.faces.faces_in_frames(frames, times, source=path)
+            except BadInputError:  # no face in this chunk
+                faces, face_times, detections = np.zeros((0,)), np.zeros((0,)), None
+            # Every detected face's probability per sampled frame: what the MELD-sub filter (SPEC §6) reads.
+            track.frames += [{"t": round(float(t), 3), "face_probs": [] if detections is None else
+                              [round(float(p), 4) for p in detections[k].probs]} for k, t in enumerate(times)]
+            if len(faces):
+                track.face_times.append(face_times)
+                track.face_probs.append(_run_tower(self.towers["visual"], {"face": faces}))
+            chunk.clear()
 
-    def _speech(self, wave: np.ndarray, duration_s: float):
-        """ASR segments of the recording (one transcript for a short clip, timestamped segments for a long one)."""
+        try:
+            for frame, t in iter_sampled_frames(path, fps=self.faces.fps):
+                chunk.append(frame)
+                stamps.append(t)
+                if len(chunk) == self.frame_chunk:
+                    flush()
+        except BadInputError as error:  # unusable video; frames decoded before a late failure are kept
+            track.reason = error.reason
+        if chunk:
+            flush()
+        track.frame_times = np.asarray(stamps, np.float64)
+        track.duration_s = float(track.frame_times[-1]) + 0.5 / self.faces.fps if stamps else 0.0
+        return track
+
+    # ---- the audio stream: blocks → utterances with voice and words --------------------------------
+
+    def _speech(self, wave: np.ndarray, whole_clip: bool):
+        """ASR segments of a block: one transcript for a short clip, timestamped segments otherwise."""
         from emohd_jax.audio_io import SILENCE_THRESHOLD_DBFS, peak_dbfs
         from emohd_jax.utterances import SpeechSegment
 
         if wave.size == 0 or peak_dbfs(wave) < SILENCE_THRESHOLD_DBFS:
             return []
-        if duration_s <= self.max_utterance_s:
+        if whole_clip:
             sentence = self.transcriber.transcribe([wave])[0].sentence
-            return [SpeechSegment(0.0, duration_s, sentence)] if sentence else []
+            return [SpeechSegment(0.0, wave.size / SAMPLE_RATE, sentence)] if sentence else []
         return self.transcriber.segments(wave)
+
+    def _plan(self, plan: _Plan, offset: float, end: float, speech) -> range:
+        """Spans over [offset, end) from speech times relative to `offset`; only a whole short input is a 'clip'."""
+        if end - offset <= 1e-6 and plan.spans:  # nothing left to cover
+            return range(len(plan.spans), len(plan.spans))
+        spans = plan_utterances(end - offset, speech, max_utterance_s=self.max_utterance_s, window_s=self.window_s)
+        whole = offset == 0.0 and end == plan.duration_s
+        return plan.add([Span(offset + s.start_s, offset + s.end_s,
+                              s.source if whole or s.source != "clip" else ("asr" if s.text else "window"), s.text)
+                         for s in spans])
+
+    def _audio_block(self, path, plan: _Plan, wave: np.ndarray, offset: float, final: bool,
+                     transcript: str | None) -> int:
+        """Plans the utterances of one block, runs the voice and word towers on them; returns the samples used.
+
+        A block that is not the last stops before a speech segment that runs into its end, so no utterance is
+        cut at a block boundary: those samples start the next block.
+        """
+        from emohd_jax.utterances import SpeechSegment
+
+        length = wave.size / SAMPLE_RATE
+        end = max(plan.duration_s, offset + length) if final else offset + length
+        whole_clip = final and offset == 0.0 and end <= self.max_utterance_s
+        if transcript is not None:
+            speech = [SpeechSegment(0.0, end, transcript)] if transcript.strip() and offset == 0.0 else []
+        else:
+            speech = self._speech(wave, whole_clip) if self.text is not None else []
+        if not final and speech and speech[-1].end_s > length - self.carry_s and speech[-1].start_s > 0:
+            end, speech = offset + speech[-1].start_s, speech[:-1]
+        indices = self._plan(plan, offset, end, speech)
+        if self.audio is not None:
+            self._voice(path, plan, wave, offset, indices)
+        if self.text is not None:
+            self._words(plan, indices, "no speech recognised")
+        return int(round((end - offset) * SAMPLE_RATE)) if not final else wave.size
+
+    def _voice(self, path, plan: _Plan, wave: np.ndarray, offset: float, indices: range) -> None:
+        rate = self.audio.spec.sample_rate
+        patch_s = self.audio.spec.patch_samples / rate
+        owners, patches, starts = [], [], []
+        for i in indices:
+            span = plan.spans[i]
+            piece = wave[int(round((span.start_s - offset) * rate)):int(round((span.end_s - offset) * rate))]
+            try:
+                span_patches, first = self.audio.wave_patches(piece, path)
+            except BadInputError as error:
+                plan.put("audio", i, None, error.reason)
+                continue
+            owners += [i] * len(span_patches)
+            patches.append(span_patches)
+            starts += [span.start_s + first + k * patch_s for k in range(len(span_patches))]
+        if not patches:
+            return
+        patch_probs = _run_tower(self.towers["audio"], {"patches": np.concatenate(patches)})
+        owners = np.asarray(owners)
+        for i in np.unique(owners):
+            decided, mean = clip_probabilities(patch_probs[owners == i], self.towers["audio"].config.eval.clip_rule)
+            plan.put("audio", int(i), mean, label=EMOTIONS[decided], patches=int(np.sum(owners == i)))
+        plan.per_patch += [{"start_s": round(s, 3), "end_s": round(s + patch_s, 3), "probs": _rounded(p),
+                            "label": _label(p)} for s, p in zip(starts, patch_probs)]
+
+    def _words(self, plan: _Plan, indices: range, reason: str) -> None:
+        spoken = [i for i in indices if plan.spans[i].text]
+        for i in indices:
+            if not plan.spans[i].text:
+                plan.put("text", i, None, reason)
+        if not spoken:
+            return
+        tower = self.towers["text"]
+        batch = Collate(tower.task.padded)([self.text.encode(plan.spans[i].text) for i in spoken])
+        for i, p in zip(spoken, _run_tower(tower, {k: batch[k] for k in tower.task.model_fields})):
+            plan.put("text", i, p)
+
+    def _without_audio(self, plan: _Plan, offset: float, reason: str) -> None:
+        """Windows over [offset, end) where the audio is missing (no track, or it failed part-way)."""
+        indices = self._plan(plan, offset, max(plan.duration_s, offset), [])
+        for modality in ("audio", "text"):
+            if modality in self.modalities:
+                for i in indices:
+                    plan.put(modality, i, None, reason)
+
+    def _visual(self, plan: _Plan, track: FaceTrack) -> None:
+        if not len(track.frame_times):
+            for i in range(len(plan.spans)):
+                plan.put("visual", i, None, track.reason or "no video frame decoded")
+            return
+        face_times = np.concatenate(track.face_times) if track.face_times else np.zeros(0)
+        face_probs = np.concatenate(track.face_probs) if track.face_probs else np.zeros((0, len(EMOTIONS)))
+        for i, span in enumerate(plan.spans):
+            inside = (face_times >= span.start_s) & (face_times < span.end_s)
+            sampled = int(np.sum((track.frame_times >= span.start_s) & (track.frame_times < span.end_s)))
+            if not inside.any():
+                plan.put("visual", i, None, f"no face in the {sampled} frame(s) sampled" if sampled
+                         else "no frame sampled")
+                continue
+            decided, mean = clip_probabilities(face_probs[inside], "vote")  # SPEC §2.5: majority vote
+            plan.put("visual", i, mean, label=EMOTIONS[decided], frames=int(inside.sum()))
+        plan.per_second = [{"t": round(float(t), 3), "probs": _rounded(p), "label": _label(p)}
+                           for t, p in zip(face_times, face_probs)]
 
     # ---- one input -------------------------------------------------------------------------------
 
     def predict_file(self, path: str | os.PathLike | None, *, transcript: str | None = None) -> dict:
         """One input → its "emohd.predict/1" result; BadInputError naming the file when no modality is usable.
 
-        `transcript` replaces ASR (a dataset's subtitles); with `path=None` only the text is predicted.
+        The video and the audio are each decoded once, as streams (frames in chunks, audio in blocks of
+        `block_s`), so memory stays flat however long the recording. `transcript` replaces ASR (a dataset's
+        subtitles); with `path=None` only the text is predicted.
         """
+        from emohd_jax.audio_io import iter_audio
+
+        from emohd_jax.utterances import SpeechSegment
+
+        plan = _Plan(self.modalities)
         if path is None:
-            path, wave, video = pathlib.Path("<transcript>"), None, None
-            stream_reasons = {"visual": "no media file", "audio": "no media file"}
-        else:
-            path = pathlib.Path(path)
-            wave, video, stream_reasons = self._decode(path)
-        rate = 16000
-        audio_s = 0.0 if wave is None else wave.size / rate
-        video_s = 0.0 if video is None else float(video[1][-1]) + 0.5 / self.faces.fps
-        duration = max(audio_s, video_s)
-        if transcript is not None:
-            from emohd_jax.utterances import SpeechSegment
+            path = pathlib.Path("<transcript>")
+            said = [SpeechSegment(0.0, 0.0, transcript)] if transcript and transcript.strip() else []
+            indices = self._plan(plan, 0.0, 0.0, said)
+            self._words(plan, indices, "no transcript")
+            for i in indices:
+                plan.put("visual", i, None, "no media file")
+                plan.put("audio", i, None, "no media file")
+            return self._result(path, plan)
+        path = pathlib.Path(path)
+        track = self._face_track(path) if self.faces is not None else None
+        plan.duration_s = track.duration_s if track else 0.0
+        audio_reason, offset = None, 0.0
+        if self.audio is not None or self.text is not None:
+            buffer = np.zeros(0, np.float32)
+            try:
+                for block in iter_audio(path, block_s=self.block_s):
+                    buffer = np.concatenate([buffer, block])
+                    if buffer.size >= self.block_s * SAMPLE_RATE:  # more may follow: plan what is finished
+                        used = self._audio_block(path, plan, buffer, offset, False, transcript)
+                        buffer, offset = buffer[used:], offset + used / SAMPLE_RATE
+            except BadInputError as error:
+                audio_reason = error.reason
+            if audio_reason is None:
+                plan.duration_s = max(plan.duration_s, offset + buffer.size / SAMPLE_RATE)
+                self._audio_block(path, plan, buffer, offset, True, transcript)
+        if audio_reason is not None or (self.audio is None and self.text is None):
+            if track is not None and track.reason and not len(track.frame_times) and not plan.spans:
+                raise CorruptMediaError(path, f"audio: {audio_reason}; visual: {track.reason}")
+            self._without_audio(plan, offset, audio_reason or "")
+        if self.faces is not None:
+            self._visual(plan, track)
+            plan.frames = track.frames
+        return self._result(path, plan)
 
-            speech = [SpeechSegment(0.0, duration, transcript)] if transcript.strip() else []
-        elif wave is not None and self.text is not None:
-            speech = self._speech(wave, duration)
-        else:
-            speech = []
-        spans = plan_utterances(duration, speech, max_utterance_s=self.max_utterance_s, window_s=self.window_s)
-
-        present = np.zeros((len(spans), len(self.modalities)), bool)
-        probs = np.full((len(spans), len(self.modalities), len(EMOTIONS)), 1.0 / len(EMOTIONS), np.float32)
-        entries = [{} for _ in spans]
-
-        def put(modality: str, i: int, p: np.ndarray | None, reason: str | None = None, **extra) -> None:
-            if p is None:
-                entries[i][modality] = {"present": False, "reason": reason}
-                return
+    def _result(self, path: pathlib.Path, plan: _Plan) -> dict:
+        present = np.zeros((len(plan.spans), len(self.modalities)), bool)
+        probs = np.full((len(plan.spans), len(self.modalities), len(EMOTIONS)), 1.0 / len(EMOTIONS), np.float32)
+        for (i, modality), p in plan.probs.items():
             m = self.modalities.index(modality)
             present[i, m], probs[i, m] = True, p
-            entries[i][modality] = {"present": True, "probs": _rounded(p), "label": extra.pop("label", _label(p)),
-                                    **extra}
-
-        frames = []
-        per_second = self._visual(path, video, spans, stream_reasons, put, frames) if self.faces is not None else []
-        per_patch = self._audio(path, wave, spans, stream_reasons, put) if self.audio is not None else []
-        if self.text is not None:
-            self._text(spans, wave, stream_reasons, put)
         if not present.any():
-            reasons = sorted({e["reason"] for entry in entries for e in entry.values() if not e["present"]})
+            reasons = sorted({e["reason"] for entry in plan.entries for e in entry.values() if not e["present"]})
             raise BadInputError(path, "no usable modality: " + "; ".join(reasons))
         decision, scores = fusion.fuse_with(self.bundle.fusion, jnp.asarray(probs), jnp.asarray(present))
         decision, scores = np.asarray(decision), np.asarray(scores)
         utterances = []
-        for i, span in enumerate(spans):
+        for i, span in enumerate(plan.spans):
             used = [m for j, m in enumerate(self.modalities) if present[i, j]]
             fused = {"label": EMOTIONS[decision[i]] if decision[i] >= 0 else None,
                      "scores": _rounded(scores[i]) if used else None, "modalities_used": used}
             utterances.append({"index": i, "start_s": round(span.start_s, 3), "end_s": round(span.end_s, 3),
                                "source": span.source, "transcript": span.text,
-                               "modalities": {m: entries[i][m] for m in self.modalities}, "fused": fused})
+                               "modalities": {m: plan.entries[i][m] for m in self.modalities}, "fused": fused})
         from emohd_jax.predict_outputs import SCHEMA
 
-        return {"schema": SCHEMA, "input": str(path), "duration_s": round(duration, 3), "classes": list(EMOTIONS),
-                "fusion": {"rule": self.bundle.fusion.rule, "calibrated": bool(np.any(
-                    np.asarray(self.bundle.fusion.temperatures) != 1.0)), "modalities": list(self.modalities)},
-                "utterances": utterances, "per_second": per_second, "per_patch": per_patch, "frames": frames}
-
-    def _visual(self, path, video, spans: Sequence[Span], stream_reasons, put, frames_out: list) -> list[dict]:
-        if video is None:
-            for i in range(len(spans)):
-                put("visual", i, None, stream_reasons.get("visual", "no video stream"))
-            return []
-        frames, timestamps = video
-        try:
-            faces, face_times, detections = self.faces.faces_in_frames(frames, timestamps, source=path)
-        except BadInputError:
-            faces, face_times, detections = np.zeros((0,)), np.zeros((0,)), None
-        # Every detected face's probability per sampled frame: what the MELD-sub filter (SPEC §6) reads.
-        frames_out.extend({"t": round(float(t), 3), "face_probs": [] if detections is None else
-                           [round(float(p), 4) for p in detections[k].probs]} for k, t in enumerate(timestamps))
-        frame_probs = _run_tower(self.towers["visual"], {"face": faces}) if len(faces) else np.zeros((0, 7))
-        for i, span in enumerate(spans):
-            inside = (face_times >= span.start_s) & (face_times < span.end_s)
-            sampled = int(np.sum((timestamps >= span.start_s) & (timestamps < span.end_s)))
-            if not inside.any():
-                put("visual", i, None, f"no face in the {sampled} frame(s) sampled" if sampled else "no frame sampled")
-                continue
-            decided, mean = clip_probabilities(frame_probs[inside], "vote")  # SPEC §2.5: majority vote
-            put("visual", i, mean, label=EMOTIONS[decided], frames=int(inside.sum()))
-        return [{"t": round(float(t), 3), "probs": _rounded(p), "label": _label(p)}
-                for t, p in zip(face_times, frame_probs)]
-
-    def _audio(self, path, wave, spans: Sequence[Span], stream_reasons, put) -> list[dict]:
-        if wave is None:
-            for i in range(len(spans)):
-                put("audio", i, None, stream_reasons.get("audio", "no audio track"))
-            return []
-        rate = self.audio.spec.sample_rate
-        patch_s = self.audio.spec.patch_samples / rate
-        owners, patches, starts = [], [], []
-        for i, span in enumerate(spans):
-            piece = wave[int(span.start_s * rate):int(span.end_s * rate)]
-            try:
-                span_patches, offset = self.audio.wave_patches(piece, path)
-            except BadInputError as error:
-                put("audio", i, None, error.reason)
-                continue
-            owners += [i] * len(span_patches)
-            patches.append(span_patches)
-            starts += [span.start_s + offset + k * patch_s for k in range(len(span_patches))]
-        if not patches:
-            return []
-        patch_probs = _run_tower(self.towers["audio"], {"patches": np.concatenate(patches)})
-        owners = np.asarray(owners)
-        for i in np.unique(owners):
-            decided, mean = clip_probabilities(patch_probs[owners == i], self.towers["audio"].config.eval.clip_rule)
-            put("audio", int(i), mean, label=EMOTIONS[decided], patches=int(np.sum(owners == i)))
-        return [{"start_s": round(s, 3), "end_s": round(s + patch_s, 3), "probs": _rounded(p), "label": _label(p)}
-                for s, p in zip(starts, patch_probs)]
-
-    def _text(self, spans: Sequence[Span], wave, stream_reasons, put) -> None:
-        spoken = [i for i, span in enumerate(spans) if span.text]
-        for i, span in enumerate(spans):
-            if not span.text:
-                put("text", i, None, "no speech recognised" if wave is not None
-                    else stream_reasons.get("audio", "no audio track"))
-        if not spoken:
-            return
-        tower = self.towers["text"]
-        records = [self.text.encode(spans[i].text) for i in spoken]
-        batch = Collate(tower.task.padded)(records)
-        text_probs = _run_tower(tower, {k: batch[k] for k in tower.task.model_fields})
-        for i, p in zip(spoken, text_probs):
-            put("text", i, p)
+        calibrated = bool(np.any(np.asarray(self.bundle.fusion.temperatures) != 1.0))
+        return {"schema": SCHEMA, "input": str(path), "duration_s": round(plan.duration_s, 3),
+                "classes": list(EMOTIONS),
+                "fusion": {"rule": self.bundle.fusion.rule, "calibrated": calibrated,
+                           "modalities": list(self.modalities)},
+                "utterances": utterances, "per_second": plan.per_second, "per_patch": plan.per_patch,
+                "frames": plan.frames}
 
 
 def predict(paths: Sequence[str | os.PathLike], bundle: Bundle | str | os.PathLike | None = None, *,
-            out_dir: str | os.PathLike | None = None, progress: bool = True,
+            out_dir: str | os.PathLike | None = None, progress: bool = True, overwrite: bool = False,
             **options) -> PredictRun:
     """Predicts every input (files, folders, globs); writes JSON + CSV + timeline PNG per input to `out_dir`.
 
-    Bad inputs are listed in `failures` with their reason and the others go on. `options`:
-    `max_utterance_s`, `window_s` (see `Predictor`).
+    Bad inputs are listed in `failures` with their reason and the others go on. Each input's files are
+    written as soon as it is done, atomically; run again, inputs whose result is already in `out_dir` are
+    read back instead of predicted (`overwrite=True` redoes them), so an interrupted run loses nothing
+    finished. `options`: `max_utterance_s`, `window_s`, `block_s`, `frame_chunk` (see `Predictor`).
     """
     from tqdm import tqdm
 
@@ -296,8 +409,13 @@ def predict(paths: Sequence[str | os.PathLike], bundle: Bundle | str | os.PathLi
         bundle = load_bundle(bundle)
     predictor = Predictor(bundle, **options)
     inputs, failures = resolve_inputs(paths)
-    results = []
+    results, resumed, stems = [], [], set()
     for path in tqdm(inputs, desc="predict", unit="input", disable=not progress):
+        stem = _unique_stem(path, stems)
+        if out_dir is not None and not overwrite and (done := _finished(pathlib.Path(out_dir) / f"{stem}.json", path)):
+            results.append(done)
+            resumed.append(str(path))
+            continue
         try:
             result = predictor.predict_file(path)
         except BadInputError as error:
@@ -308,8 +426,29 @@ def predict(paths: Sequence[str | os.PathLike], bundle: Bundle | str | os.PathLi
             continue
         results.append(result)
         if out_dir is not None:
-            write_result(result, out_dir, stem=path.stem)
-    return PredictRun(results, failures)
+            write_result(result, out_dir, stem=stem)
+    return PredictRun(results, failures, resumed)
+
+
+def _unique_stem(path: pathlib.Path, taken: set[str]) -> str:
+    """`clip`, or `clip-2`, `clip-3`… when inputs from several folders share a name."""
+    stem, n = path.stem, 1
+    while stem in taken:
+        n += 1
+        stem = f"{path.stem}-{n}"
+    taken.add(stem)
+    return stem
+
+
+def _finished(json_path: pathlib.Path, path: pathlib.Path) -> dict | None:
+    """The result an earlier run wrote for `path`, or None (absent, unreadable, or another input's)."""
+    from emohd_jax.predict_outputs import SCHEMA
+
+    try:
+        result = json.loads(json_path.read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        return None
+    return result if result.get("schema") == SCHEMA and result.get("input") == str(path) else None
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -329,11 +468,16 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--max-utterance-s", type=float, default=8.0,
                         help="a recording up to this long is one utterance; longer ones are cut at ASR segments")
     parser.add_argument("--window-s", type=float, default=4.0, help="window length over stretches without speech")
+    parser.add_argument("--block-s", type=float, default=120.0,
+                        help="seconds of audio decoded and processed at once: memory stays flat however long the input")
+    parser.add_argument("--overwrite", action="store_true",
+                        help="predict inputs again even when --out already holds their result (default: skip them)")
     parser.add_argument("--quiet", action="store_true", help="no progress bar and no table")
     args = parser.parse_args(argv)
-    run = predict(args.paths, args.bundle, out_dir=args.out, progress=not args.quiet,
-                  max_utterance_s=args.max_utterance_s, window_s=args.window_s)
+    run = predict(args.paths, args.bundle, out_dir=args.out, progress=not args.quiet, overwrite=args.overwrite,
+                  max_utterance_s=args.max_utterance_s, window_s=args.window_s, block_s=args.block_s)
     if not args.quiet:
         Console().print(summary_table(run.results, run.failures))
-        print(f"{len(run.results)} predicted, {len(run.failures)} failed → {args.out}")
+        again = f" ({len(run.resumed)} done by an earlier run: --overwrite redoes them)" if run.resumed else ""
+        print(f"{len(run.results)} predicted{again}, {len(run.failures)} failed → {args.out}")
     return run.exit_code

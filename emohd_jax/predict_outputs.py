@@ -68,16 +68,19 @@ _MIN_ALPHA = 0.25          # a cell of a very unsure decision stays visible
 
 
 def write_result(result: dict, out_dir: str | os.PathLike, *, stem: str) -> dict[str, pathlib.Path]:
-    """`<stem>.json`, `<stem>.csv` and `<stem>.png` in `out_dir`; each appears whole or not at all."""
+    """`<stem>.json`, `<stem>.csv` and `<stem>.png` in `out_dir`; each appears whole or not at all.
+
+    The JSON comes last: its presence says the input is done (`emohd predict` resumes on it).
+    """
     if result.get("schema") != SCHEMA or list(result.get("classes", ())) != list(EMOTIONS):
         raise ValueError(f"{result.get('input')}: not an {SCHEMA} result with classes {list(EMOTIONS)}")
     out = pathlib.Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
     paths = {"json": out / f"{stem}.json", "csv": out / f"{stem}.csv", "png": out / f"{stem}.png"}
     text = json.dumps(result, indent=1, ensure_ascii=False)
-    _write_atomically(paths["json"], lambda tmp: tmp.write_text(text, encoding="utf-8"))
     _write_atomically(paths["csv"], lambda tmp: _write_csv(per_second_rows(result), tmp))
     _write_atomically(paths["png"], lambda tmp: _plot_timeline(result, tmp))
+    _write_atomically(paths["json"], lambda tmp: tmp.write_text(text, encoding="utf-8"))
     return paths
 
 

@@ -10,6 +10,7 @@ for that second on a per-second timeline. Timestamps count from the first decode
 from __future__ import annotations
 
 import os
+from typing import Iterator
 
 import av
 import numpy as np
@@ -25,15 +26,16 @@ def _video_stream(container: av.container.InputContainer, path: str | os.PathLik
     raise NoVideoStreamError(path, "no video stream (an audio-only file, or a container left empty)")
 
 
-def sample_frames(path: str | os.PathLike, *, fps: float = 1.0) -> tuple[np.ndarray, np.ndarray]:
-    """(frames: [n, h, w, 3] uint8 RGB, timestamps_s: [n] float64) sampled at `fps` frames per second."""
+def iter_sampled_frames(path: str | os.PathLike, *, fps: float = 1.0) -> Iterator[tuple[np.ndarray, float]]:
+    """(frame: [h, w, 3] uint8 RGB, timestamp_s) at `fps` frames per second, decoded as a stream: a recording
+    of any length holds one decoded frame (and the previous one) in memory at a time."""
     try:
         container = av.open(str(path))
     except FileNotFoundError:  # a wrong path is the caller's mistake, not bad media
         raise
     except (av.FFmpegError, UnicodeDecodeError) as err:
         raise CorruptMediaError(path, f"cannot open as media: {err}") from err
-    frames, times = [], []
+    sampled = 0
     with container:
         stream = _video_stream(container, path)
         period = 1.0 / fps
@@ -50,16 +52,21 @@ def sample_frames(path: str | os.PathLike, *, fps: float = 1.0) -> tuple[np.ndar
                 while t >= target:  # the target lies between the previous frame and this one
                     previous_is_nearer = previous is not None and target - previous_t < t - target
                     nearest, nearest_t = (previous, previous_t) if previous_is_nearer else (frame, t)
-                    frames.append(nearest.to_ndarray(format="rgb24"))
-                    times.append(nearest_t)
+                    yield nearest.to_ndarray(format="rgb24"), nearest_t
+                    sampled += 1
                     target += period
                 previous, previous_t = frame, t
         except av.FFmpegError as err:
-            raise CorruptMediaError(path, f"video decoding failed after {len(frames)} sampled frames: {err}") from err
+            raise CorruptMediaError(path, f"video decoding failed after {sampled} sampled frames: {err}") from err
         if previous is None:
             raise CorruptMediaError(path, "the video stream has no decodable frame")
-        while not frames or target < previous_t + frame_step:  # a target inside the last frame's span
-            frames.append(previous.to_ndarray(format="rgb24"))
-            times.append(previous_t)
+        while not sampled or target < previous_t + frame_step:  # a target inside the last frame's span
+            yield previous.to_ndarray(format="rgb24"), previous_t
+            sampled += 1
             target += period
+
+
+def sample_frames(path: str | os.PathLike, *, fps: float = 1.0) -> tuple[np.ndarray, np.ndarray]:
+    """(frames: [n, h, w, 3] uint8 RGB, timestamps_s: [n] float64) sampled at `fps` frames per second."""
+    frames, times = zip(*iter_sampled_frames(path, fps=fps))
     return np.stack(frames), np.asarray(times, dtype=np.float64)

@@ -12,7 +12,8 @@ import pytest
 
 from emohd_jax.bundle import load_bundle
 from emohd_jax.classes import EMOTIONS
-from emohd_jax.inference import EXIT_ALL_FAILED, EXIT_SOME_FAILED, Predictor, predict
+from emohd_jax.errors import EXIT_NONE, EXIT_PARTIAL
+from emohd_jax.inference import Predictor, predict
 
 pytestmark = pytest.mark.slow
 
@@ -104,12 +105,12 @@ def test_bad_inputs_are_listed_and_the_good_ones_predicted(predictor, cremad, da
     assert predicted == {"good clip é.flv", "audio only.mp3", "speaking wall.mp4"}
     assert set(failed) == {"corrupt.mp4", "picture.mp4", "notes.mp4", "empty.mp4", "silent wall.mp4"}
     assert "silence" in failed["silent wall.mp4"] and "face" in failed["silent wall.mp4"]
-    assert run.exit_code == EXIT_SOME_FAILED
+    assert run.exit_code == EXIT_PARTIAL
     wall = next(r for r in run.results if r["input"].endswith("speaking wall.mp4"))
     assert "face" in wall["utterances"][0]["modalities"]["visual"]["reason"]
     assert (tmp_path / "out" / "good clip é.json").is_file()
     none = predict([folder / "empty.mp4", folder / "missing.mp4"], predictor.bundle, progress=False)
-    assert none.exit_code == EXIT_ALL_FAILED and len(none.failures) == 2
+    assert none.exit_code == EXIT_NONE and len(none.failures) == 2
 
 
 def test_long_recording_is_split_into_utterances_covering_it(predictor, data_root, tmp_path):
@@ -125,7 +126,8 @@ def test_long_recording_is_split_into_utterances_covering_it(predictor, data_roo
 
     recording = tmp_path / "consultation.wav"
     soundfile.write(recording, np.concatenate(parts), 16000)
-    run = predict([recording], predictor.bundle, out_dir=tmp_path, progress=False)
+    # Blocks of 45 s: the recording is planned as a stream of three blocks and a rest.
+    run = predict([recording], predictor.bundle, out_dir=tmp_path, progress=False, block_s=45.0)
     (result,) = run.results
     utterances = result["utterances"]
     assert result["duration_s"] >= 120
@@ -190,3 +192,52 @@ def test_meld_sub_keeps_clips_with_one_confident_face_in_most_frames():
                result([0.99, 0.97], [0.99, 0.98], [0.99]),    # two people on screen most of the time
                result([0.99, 0.40], [0.99, 0.30])]            # a second, unsure face does not count
     assert meld_sub_mask(results, options).tolist() == [True, False, True]
+
+
+def test_a_killed_run_resumes_where_it_stopped(cremad, tmp_path):
+    """SIGKILL halfway through a folder: the rerun keeps what was finished and predicts only the rest."""
+    import os
+    import signal
+    import subprocess
+    import time
+
+    from tests.train_harness import emohd
+
+    folder = tmp_path / "clips"
+    folder.mkdir()
+    clips = sorted(cremad.glob("*.flv")) + sorted(cremad.glob("*.mp3"))[:3]
+    for clip in clips:
+        shutil.copy(clip, folder / clip.name)
+    out = tmp_path / "out"
+    first = emohd(["predict", str(folder), "--out", str(out), "--quiet"], stdout=subprocess.DEVNULL,
+                  stderr=subprocess.DEVNULL)
+    deadline = time.monotonic() + 300
+    while not len(list(out.glob("*.json"))) >= 2 and first.poll() is None and time.monotonic() < deadline:
+        time.sleep(0.05)
+    os.kill(first.pid, signal.SIGKILL)
+    first.wait()
+    finished = {p.name: p.stat().st_mtime_ns for p in out.glob("*.json")}
+    assert 2 <= len(finished) < len(clips)  # killed halfway
+    for name in finished:  # a result on disk is whole
+        assert json.loads((out / name).read_text())["schema"] == "emohd.predict/1"
+
+    second = emohd(["predict", str(folder), "--out", str(out)], stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                   text=True)
+    stdout, stderr = second.communicate(timeout=600)
+    assert second.returncode == 0, stderr[-2000:]
+    assert f"{len(clips)} predicted ({len(finished)} done by an earlier run" in stdout
+    assert {p.name: p.stat().st_mtime_ns for p in out.glob("*.json") if p.name in finished} == finished
+    for clip in clips:
+        assert all((out / f"{clip.stem}{suffix}").is_file() for suffix in (".json", ".csv", ".png"))
+
+
+def test_overwrite_and_same_names_from_two_folders(predictor, cremad, tmp_path):
+    for sub in ("a", "b"):
+        (tmp_path / sub).mkdir()
+        shutil.copy(cremad / "1002_DFA_SAD_XX.mp3", tmp_path / sub / "clip.mp3")
+    run = predict([tmp_path / "a", tmp_path / "b"], predictor.bundle, out_dir=tmp_path / "out", progress=False)
+    assert not run.resumed and sorted(p.name for p in (tmp_path / "out").glob("*.json")) == ["clip-2.json", "clip.json"]
+    again = predict([tmp_path / "a", tmp_path / "b"], predictor.bundle, out_dir=tmp_path / "out", progress=False)
+    assert len(again.resumed) == 2 and again.results == run.results
+    redo = predict([tmp_path / "a"], predictor.bundle, out_dir=tmp_path / "out", progress=False, overwrite=True)
+    assert not redo.resumed and len(redo.results) == 1
