@@ -297,7 +297,8 @@ class VideoFaceExtractor:
         from emohd_jax.errors import NoVideoStreamError
 
         if utterance.video is None:
-            raise NoVideoStreamError(utterance.uid, "utterance has no video file")
+            raise NoVideoStreamError(utterance.audio or utterance.uid,
+                                     "no video stream (the face tower needs a video; this utterance has only audio)")
         faces, timestamps = self.faces(utterance.video)
         return [{"uid": utterance.uid, "label": utterance.label, "face": face, "timestamp_s": np.float32(t)}
                 for face, t in zip(faces, timestamps)]

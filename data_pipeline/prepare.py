@@ -22,7 +22,7 @@ from data_pipeline import shards
 from data_pipeline.extract import Extractor, Record
 from data_pipeline.sources.base import CLASS_FOLDER_SETS, Utterance
 from emohd_jax.classes import EMOTIONS
-from emohd_jax.errors import BadInputError, Skip, SkipReport
+from emohd_jax.errors import BadInputError, Skip, SkipReport, UsageError
 
 MANIFEST = "manifest.json"
 
@@ -147,7 +147,8 @@ def read_source(data, split: str) -> tuple[list[Utterance], SkipReport]:
         spec = data.get("actors", {}).get(split, "")
         return read_cremad(pathlib.Path(data.root) / "cremad", split=split,
                            actors=parse_actors(spec) if spec else None)
-    raise ValueError(f"unknown dataset {data.dataset!r}")
+    raise UsageError("config.data.dataset", f"unknown dataset {data.dataset!r}",
+                     f"one of: meld, iemocap, ravdess, cremad, {', '.join(CLASS_FOLDER_SETS)}")
 
 
 def parse_actors(spec: str | int) -> list[int]:
@@ -155,6 +156,9 @@ def parse_actors(spec: str | int) -> list[int]:
     actors: list[int] = []
     for part in str(spec).split(","):
         low, _, high = part.strip().partition("-")
+        if not (low.isascii() and low.isdigit() and (not high or (high.isascii() and high.isdigit()))):
+            raise UsageError(f"actors {spec!r}", f"{part.strip()!r} is not an actor number or range",
+                             "write e.g. 1-16 or 17,18,21-24")
         actors.extend(range(int(low), int(high or low) + 1))
     return actors
 
@@ -163,8 +167,9 @@ def _split_actors(data, split: str) -> str:
     """`data.actors[split]`; datasets split by actor need one entry per split they read."""
     actors = data.get("actors", {})
     if split not in actors:
-        raise ValueError(f"no actors for split {split!r} in config.data.actors {dict(actors)}: use a split named "
-                         "there, e.g. --config.data.split=heldout --config.data.actors.heldout=21-24")
+        raise UsageError("config.data.split", f"no actors for split {split!r} in config.data.actors {dict(actors)}",
+                         "use a split named there, or add one: --config.data.split=heldout "
+                         "--config.data.actors.heldout=21-24")
     return actors[split]
 
 

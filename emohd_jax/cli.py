@@ -198,7 +198,8 @@ def main(argv: list[str] | None = None) -> None:
     except FileNotFoundError as error:  # a path the user gave that is not there
         if debug:
             raise
-        print(f"emohd: error: {error.filename}: {error.strerror} (check the path)", file=sys.stderr)
+        where = f"{error.filename}: {error.strerror}" if error.filename else str(error)
+        print(f"emohd: error: {where} (check the path)", file=sys.stderr)
         code = EXIT_USAGE
     except KeyboardInterrupt:
         print("emohd: interrupted", file=sys.stderr)

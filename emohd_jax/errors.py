@@ -57,6 +57,12 @@ class UnknownLabelError(BadInputError):
     kind = "unknown_label"
 
 
+class BadFileNameError(BadInputError):
+    """A file whose name should carry its label (RAVDESS, CREMA-D) but does not follow the dataset's pattern."""
+
+    kind = "bad_file_name"
+
+
 class CheckpointLayoutError(BadInputError):
     """A weights file whose tensors do not match the model (missing, unknown or mis-shaped names)."""
 

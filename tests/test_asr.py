@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import json
 import pathlib
+import shutil
 import sys
 
 import numpy as np
@@ -169,3 +171,40 @@ def test_cremad_clips_transcribed(whisper, cremad):
     assert np.mean(list(cosines.values())) >= 0.65, detail
     assert all(t.sentence[:1].isupper() for t in transcripts)  # cased sentence for the text model
     assert [round(t.seconds) for t in transcripts] == [2, 2, 2, 3, 3, 3, 2, 3, 2]
+
+
+def test_silent_media_is_skipped_not_scored(tmp_path):
+    """A digitally silent file is a 'silence' skip: it neither drags the mean cosine down nor reaches the recogniser."""
+    import soundfile
+
+    from data_pipeline.sources.base import Utterance
+    from emohd_jax.asr import evaluate
+
+    speech, silent = tmp_path / "speech.wav", tmp_path / "silent.wav"
+    soundfile.write(speech, 0.1 * np.sin(np.linspace(0, 2000, 16000)).astype(np.float32), 16000)
+    soundfile.write(silent, np.zeros(10 * 16000, np.float32), 16000)
+    utterances = [Utterance(uid=f"u{i}", dataset="toy", split="asr", label=None, text="Kids are talking by the door",
+                            audio=str(path)) for i, path in enumerate([speech, silent])]
+    transcriber = _FixedTranscriber("Kids are talking by the door.")
+    records, summary = evaluate.evaluate_asr(utterances, transcriber, batch_size=2)
+    assert [r["uid"] for r in records] == ["u0"] and summary["tf_cosine"]["mean"] == pytest.approx(1.0)
+    assert summary["skips"]["by_kind"] == {"silence": 1} and "silent.wav" in summary["skips"]["skipped"][0]["reason"]
+
+
+def test_command_counts_every_skip_badly_named_files_included(tmp_path, data_root, monkeypatch, capsys):
+    from emohd_jax.asr import evaluate
+
+    actor = tmp_path / "ravdess" / "Actor_17"
+    actor.mkdir(parents=True)
+    shutil.copy(data_root / "ravdess/Actor_17/03-01-01-01-01-01-17.flac", actor)
+    shutil.copy(data_root / "ravdess/Actor_17/03-01-01-01-01-01-17.flac", actor / "take-2.flac")  # not a RAVDESS name
+    import soundfile
+
+    soundfile.write(actor / "03-01-01-01-02-01-17.flac", np.zeros(16000, np.float32), 16000)  # silent
+    monkeypatch.setattr(evaluate, "make_transcriber", lambda *a, **k: _FixedTranscriber("Kids are talking by the door"))
+    summary = evaluate.main(["--root", str(tmp_path), "--actors", "17", "--out", str(tmp_path / "out")])
+    assert summary["n"] == 1 and len(summary["skips"]["skipped"]) == 2
+    assert {s["reason"].split(": ")[0].rsplit("/", 1)[-1] for s in summary["skips"]["skipped"]} == {
+        "take-2.flac", "03-01-01-01-02-01-17.flac"}
+    assert '"skipped": 2' in capsys.readouterr().out  # the console counts both
+    assert json.loads((tmp_path / "out" / "summary.json").read_text())["skips"]["n_skipped"] == 2

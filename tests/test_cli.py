@@ -131,3 +131,10 @@ def test_config_commands_run_from_outside_the_repository(tmp_path):
     assert json.loads((tmp_path / "bundle" / "bundle.json").read_text())["modalities"] == ["text"]
     # The exported text tower, run through the whole system on the same dev set, scores what its own eval did.
     assert (text_column["n"], text_column["weighted_f1"]) == (evaluation["n"], pytest.approx(evaluation["weighted_f1"]))
+
+
+def test_config_mistakes_in_the_data_are_one_line_too(tmp_path, capsys):
+    line = _error_line(["prepare", "--config", "ravdess_audio", "--config.data.actors.train=abc"], capsys)
+    assert line.startswith("emohd: error: actors 'abc': 'abc' is not an actor number or range (write e.g. 1-16")
+    line = _error_line(["prepare", "--config", "ravdess_audio", f"--config.data.root={tmp_path}"], capsys)
+    assert "Actor_01: no such RAVDESS actor folder" in line

@@ -230,3 +230,13 @@ def test_detector_interface_is_what_extraction_needs(cremad):
     detector: faces.FaceDetector = NoFaces()
     with pytest.raises(NoFaceError, match=CLIPS[0]):
         extract_clip_faces(cremad / CLIPS[0], detector)
+
+
+def test_an_audio_only_utterance_is_reported_by_its_file():
+    from data_pipeline.extract import VideoFaceExtractor
+    from data_pipeline.sources.base import Utterance
+
+    utterance = Utterance(uid="cremad/1002_DFA_SAD_XX", dataset="cremad", split="test", label=3, text="x",
+                          audio="/data/cremad/1002_DFA_SAD_XX.mp3", video=None)
+    with pytest.raises(NoVideoStreamError, match=r"^/data/cremad/1002_DFA_SAD_XX.mp3: no video stream"):
+        VideoFaceExtractor.records(None, utterance)  # refused before any model is needed

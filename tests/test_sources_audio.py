@@ -7,6 +7,7 @@ import pytest
 from data_pipeline.sources.cremad import read_cremad
 from data_pipeline.sources.ravdess import read_ravdess
 from emohd_jax.classes import CLASS_INDEX, EMOTIONS
+from emohd_jax.errors import UsageError
 
 
 
@@ -34,16 +35,17 @@ def test_ravdess_bad_names_are_skipped_and_missing_actor_raises(tmp_path):
     actor = tmp_path / "Actor_21"
     actor.mkdir()
     for name in ("03-01-04-01-01-01-21.wav", "03-01-09-01-01-01-21.wav", "notes.wav", "03-01-04-01-01-01-22.wav",
-                 "01-01-03-01-02-01-21.mp4"):
+                 "01-01-03-01-02-01-21.mp4", "03-01-06-01-01-02-٢١.flac"):  # Arabic-Indic digits are not a name
         (actor / name).touch()
     utterances, skips = read_ravdess(tmp_path, actors=[21], split="test")
     assert [(u.uid, EMOTIONS[u.label], u.audio is not None, u.video is not None) for u in utterances] == [
         ("ravdess/01-01-03-01-02-01-21", "happiness", True, True),
         ("ravdess/03-01-04-01-01-01-21", "sadness", True, False)]
-    assert skips.counts() == {"unknown_label": 3}
+    assert skips.counts() == {"unknown_label": 2, "bad_file_name": 2}
     reasons = " ".join(s.reason for s in skips.skips)
     assert "03-01-09-01-01-01-21.wav" in reasons and "notes.wav" in reasons and "does not match folder" in reasons
-    with pytest.raises(FileNotFoundError, match="Actor_22"):
+    assert "٢١.flac: file name does not follow RAVDESS" in reasons
+    with pytest.raises(UsageError, match="Actor_22: no such RAVDESS actor folder"):
         read_ravdess(tmp_path, actors=[22], split="test")
 
 
@@ -65,11 +67,35 @@ def test_cremad_pairs_audio_and_video_and_reports_bad_names(tmp_path):
     (tmp_path / "AudioWAV").mkdir()
     (tmp_path / "VideoFlash").mkdir()
     for name in ("AudioWAV/1005_TSI_SAD_HI.wav", "VideoFlash/1005_TSI_SAD_HI.flv",
-                 "AudioWAV/1005_TSI_SUR_HI.wav", "AudioWAV/1005_XYZ_SAD_HI.wav", "AudioWAV/readme.wav"):
+                 "AudioWAV/1005_TSI_SUR_HI.wav", "AudioWAV/1005_XYZ_SAD_HI.wav", "AudioWAV/readme.wav",
+                 "AudioWAV/١٠٠٥_TSI_SAD_HI.wav"):
         (tmp_path / name).touch()
     utterances, skips = read_cremad(tmp_path, split="train")
     (utterance,) = utterances
     assert utterance.audio.endswith("1005_TSI_SAD_HI.wav") and utterance.video.endswith("1005_TSI_SAD_HI.flv")
     assert (EMOTIONS[utterance.label], utterance.text) == ("sadness", "The surface is slick")
-    assert skips.counts() == {"unknown_label": 3}
+    assert skips.counts() == {"unknown_label": 2, "bad_file_name": 2}
     assert any("1005_TSI_SUR_HI.wav" in s.reason and "unknown label 'SUR'" in s.reason for s in skips.skips)
+
+
+@pytest.mark.parametrize("spec,problem", [("abc", "'abc' is not an actor number"), ("3-x", "'3-x' is not"),
+                                          ("١-٢", "is not an actor number")])
+def test_bad_actor_specs_are_usage_errors(spec, problem):
+    from data_pipeline.prepare import parse_actors
+
+    assert parse_actors("1-3, 7") == [1, 2, 3, 7]
+    with pytest.raises(UsageError, match=problem):
+        parse_actors(spec)
+
+
+def test_a_split_without_actors_and_an_unknown_dataset_are_usage_errors(tmp_path):
+    from ml_collections import ConfigDict
+
+    from data_pipeline.prepare import read_source
+
+    data = ConfigDict({"dataset": "ravdess", "root": str(tmp_path), "actors": {"dev": "17"}, "calm": "drop"})
+    with pytest.raises(UsageError, match="no actors for split 'test'"):
+        read_source(data, "test")
+    data.dataset = "ravdes"
+    with pytest.raises(UsageError, match="unknown dataset 'ravdes'"):
+        read_source(data, "dev")

@@ -104,3 +104,13 @@ def test_iemocap_release_layout_and_label_merges(tmp_path):
     test, _ = read_iemocap(tmp_path, "test", sessions={"train": (1,), "test": (5,)}, excitement="drop")
     assert [EMOTIONS[u.label] for u in test] == ["neutral", "anger", "happiness"]
     assert all(u.uid.startswith("iemocap/Ses05") for u in test)
+
+
+def test_meld_csv_with_a_byte_order_mark_is_read(tmp_path):
+    from data_pipeline.sources.meld import read_meld
+
+    (tmp_path / "meld").mkdir()
+    rows = ["Utterance,Speaker,Emotion,Dialogue_ID,Utterance_ID", "Oh my God!,Rachel,surprise,0,0"]
+    (tmp_path / "meld" / "dev_sent_emo.csv").write_bytes("\n".join(rows).encode("utf-8-sig"))
+    (utterance,), skips = read_meld(tmp_path, "dev")
+    assert len(skips) == 0 and utterance.text == "Oh my God!" and utterance.uid == "meld/dev/dia0_utt0"

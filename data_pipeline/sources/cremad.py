@@ -12,7 +12,7 @@ import pathlib
 from typing import Iterable
 
 from data_pipeline.sources.base import Utterance, canonical_label
-from emohd_jax.errors import SkipReport, UnknownLabelError
+from emohd_jax.errors import BadFileNameError, SkipReport, UnknownLabelError, UsageError
 
 DATASET = "cremad"
 CREMAD_LABELS: dict[str, str | None] = {
@@ -42,7 +42,7 @@ def read_cremad(root: str | os.PathLike, *, split: str,
     """Every clip under `root` (recursively) of the given actors (all when None), sorted by stem."""
     root = pathlib.Path(root)
     if not root.is_dir():
-        raise FileNotFoundError(f"{root}: no such CREMA-D folder")
+        raise UsageError(root, "no such CREMA-D folder", "set --config.data.root to the folder holding cremad/")
     wanted = None if actors is None else set(actors)
     by_stem: dict[str, dict[str, pathlib.Path]] = {}
     for path in sorted(root.rglob("*")):
@@ -55,7 +55,7 @@ def read_cremad(root: str | os.PathLike, *, split: str,
         where = media.get("audio") or media["video"]
         try:
             actor, sentence, label = _parse_name(stem, where)
-        except UnknownLabelError as err:
+        except (UnknownLabelError, BadFileNameError) as err:
             skips.add(str(where), err)
             continue
         if wanted is not None and actor not in wanted:
@@ -71,8 +71,8 @@ def read_cremad(root: str | os.PathLike, *, split: str,
 def _parse_name(stem: str, where: pathlib.Path) -> tuple[int, str, int]:
     """(actor, sentence code, class index) from `1001_DFA_ANG_XX`."""
     fields = stem.split("_")
-    if len(fields) != 4 or not fields[0].isdigit():
-        raise UnknownLabelError(where, "file name does not follow CREMA-D Actor_Sentence_Emotion_Level")
+    if len(fields) != 4 or not (fields[0].isascii() and fields[0].isdigit()):
+        raise BadFileNameError(where, "file name does not follow CREMA-D Actor_Sentence_Emotion_Level")
     actor, sentence, emotion, level = fields
     if sentence not in SENTENCES:
         raise UnknownLabelError(where, f"unknown sentence code {sentence!r}")

@@ -37,8 +37,9 @@ def read_meld(root: str | os.PathLike, split: str) -> tuple[list[Utterance], Ski
     path = csv_path(root, split)
     if not path.is_file():
         raise MalformedTableError(path, f"no MELD label file for split {split!r}")
-    # surrogateescape keeps undecodable bytes visible per row instead of failing the whole file.
-    text = path.read_bytes().decode("utf-8", errors="surrogateescape")
+    # utf-8-sig drops a byte-order mark (Excel writes one before "Utterance"); surrogateescape keeps
+    # undecodable bytes visible per row instead of failing the whole file.
+    text = path.read_bytes().decode("utf-8-sig", errors="surrogateescape")
     reader = csv.DictReader(io.StringIO(text, newline=""))
     missing = [c for c in REQUIRED_COLUMNS if c not in (reader.fieldnames or [])]
     if missing:

@@ -13,7 +13,7 @@ import pathlib
 from typing import Iterable, Literal
 
 from data_pipeline.sources.base import Utterance, canonical_label
-from emohd_jax.errors import SkipReport, UnknownLabelError
+from emohd_jax.errors import BadFileNameError, SkipReport, UnknownLabelError, UsageError
 
 DATASET = "ravdess"
 # Emotion field → canonical class; calm (02) is dropped unless merged into neutral (`calm="neutral"`).
@@ -30,7 +30,7 @@ def read_ravdess(root: str | os.PathLike, *, actors: Iterable[int], split: str,
                  calm: Literal["drop", "neutral"] = "drop") -> tuple[list[Utterance], SkipReport]:
     """Every media file of the given actors, sorted; badly named files go to the SkipReport.
 
-    Raises FileNotFoundError when an actor's folder is missing (a config error, not bad input).
+    Raises UsageError when an actor's folder is missing (a config error, not bad input).
     """
     if calm not in ("drop", "neutral"):
         raise ValueError(f"calm must be 'drop' or 'neutral', got {calm!r}")
@@ -39,11 +39,12 @@ def read_ravdess(root: str | os.PathLike, *, actors: Iterable[int], split: str,
     for actor in sorted(set(actors)):
         folder = pathlib.Path(root) / f"Actor_{actor:02d}"
         if not folder.is_dir():
-            raise FileNotFoundError(f"{folder}: no such RAVDESS actor folder (expected ROOT/Actor_XX/*.flac)")
+            raise UsageError(folder, "no such RAVDESS actor folder",
+                             "expected ROOT/ravdess/Actor_XX/*.flac; set --config.data.root or the split's actors")
         for path in sorted(p for p in folder.iterdir() if p.suffix.lower() in MEDIA_SUFFIXES):
             try:
                 utterance = _utterance(path, actor, split, labels)
-            except UnknownLabelError as err:
+            except (UnknownLabelError, BadFileNameError) as err:
                 skips.add(str(path), err)
                 continue
             if utterance is not None:
@@ -54,8 +55,8 @@ def read_ravdess(root: str | os.PathLike, *, actors: Iterable[int], split: str,
 def _utterance(path: pathlib.Path, actor: int, split: str, labels: dict[str, str | None]) -> Utterance | None:
     """The Utterance a file name describes; None for a label dropped on purpose (calm)."""
     fields = path.stem.split("-")
-    if len(fields) != 7 or not all(len(f) == 2 and f.isdigit() for f in fields):
-        raise UnknownLabelError(path, "file name does not follow RAVDESS MM-VV-EE-II-SS-RR-AA")
+    if len(fields) != 7 or not all(len(f) == 2 and f.isascii() and f.isdigit() for f in fields):
+        raise BadFileNameError(path, "file name does not follow RAVDESS MM-VV-EE-II-SS-RR-AA (ASCII digits)")
     modality, _, emotion, _, statement, _, file_actor = fields
     if int(file_actor) != actor:
         raise UnknownLabelError(path, f"actor field {file_actor} does not match folder Actor_{actor:02d}")

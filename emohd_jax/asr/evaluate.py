@@ -1,11 +1,14 @@
 """ASR against a dataset's own transcripts (SPEC §4.2): per-utterance records, a summary, a cosine histogram.
 
-    python -m emohd_jax.asr.evaluate --root ../shared/data --actors 17-20 --out reports/ravdess_asr
+    emohd asr eval --root ../shared/data --actors 17-20 --out reports/ravdess_asr
+
+Silent media (digital silence, or peaks below the silence threshold) are skipped with kind "silence": they
+have no words to score, and counting them as cosine 0 would drag the mean down and inflate the real-time
+factor. Every skip (a badly named file, unreadable media, silence) is listed in summary.json and counted.
 """
 
 from __future__ import annotations
 
-import argparse
 import json
 import os
 import pathlib
@@ -20,8 +23,8 @@ from data_pipeline.sources.base import Utterance
 from emohd_jax.asr.similarity import summarize, tf_cosine, word_error_rate
 from emohd_jax.asr.backends import make_transcriber
 from emohd_jax.asr.transcriber import Transcriber, Transcript
-from emohd_jax.audio_io import load_audio
-from emohd_jax.errors import BadInputError, EmptyTranscriptError, NoAudioTrackError, SkipReport
+from emohd_jax.audio_io import check_not_silent, load_audio
+from emohd_jax.errors import BadInputError, CommandLineParser, EmptyTranscriptError, NoAudioTrackError, Skip, SkipReport
 from emohd_jax.text_normalize import word_tokens
 
 
@@ -43,7 +46,9 @@ def evaluate_asr(utterances: Sequence[Utterance], transcriber: Transcriber, *,
                         raise NoAudioTrackError(utterance.uid, "the utterance has no audio or video file")
                     if not utterance.text:
                         raise EmptyTranscriptError(media or utterance.uid, "no reference transcript to compare with")
-                    loaded.append((utterance, load_audio(media)))
+                    wave = load_audio(media)
+                    check_not_silent(wave, media)  # silence has no words to score: skipped, not cosine 0
+                    loaded.append((utterance, wave))
                 except BadInputError as error:
                     skips.add(utterance.uid, error)
             t1 = time.perf_counter()
@@ -109,7 +114,7 @@ def _ravdess_utterances(root: str, actors: list[int]) -> tuple[list[Utterance], 
 
 
 def main(argv: Sequence[str] | None = None) -> dict:
-    parser = argparse.ArgumentParser(description=__doc__.strip().splitlines()[0])
+    parser = CommandLineParser(prog="emohd asr eval", description=__doc__.strip().splitlines()[0])
     parser.add_argument("--root", required=True, help="data root holding ravdess/ (or meld/)")
     parser.add_argument("--dataset", default="ravdess", choices=["ravdess", "meld"])
     parser.add_argument("--actors", default="17-20", help="RAVDESS actors, e.g. 17-20 or 21,22")
@@ -144,10 +149,10 @@ def main(argv: Sequence[str] | None = None) -> dict:
     records, summary = evaluate_asr(utterances, transcriber, batch_size=args.batch_size)
     from emohd_jax.bench.record import machine_info
 
-    summary = {"dataset": f"{args.dataset} {where}", "command": " ".join(["python -m emohd_jax.asr.evaluate",
-                                                                         *(argv or sys.argv[1:])]),
-               "backend": args.backend, "options": options, **summary,
-               "skips_reading": read_skips.to_json(),
+    # One list of what was left out: files rejected while reading the dataset, then media that failed or were silent.
+    skipped = SkipReport([*read_skips.skips, *(Skip(**s) for s in summary.pop("skips")["skipped"])])
+    summary = {"dataset": f"{args.dataset} {where}", "command": " ".join(["emohd asr eval", *(argv or sys.argv[1:])]),
+               "backend": args.backend, "options": options, **summary, "skips": skipped.to_json(),
                # The real-time factor depends on what else runs: record the load it was measured under.
                "load_average_1m": {"start": load_before, "end": os.getloadavg()[0]}, "machine": machine_info()}
     write_reports(args.out, records, summary)
