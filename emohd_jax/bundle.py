@@ -44,12 +44,14 @@ DEFAULT_BUNDLE = epath.Path(__file__).parent / "assets" / "bundle"
 
 @dataclasses.dataclass
 class LoadedTower:
-    """One tower ready to serve: `probs(batch) → [batch, classes]`, jitted once (retraced only per bucket shape)."""
+    """One tower ready to serve: `probs(batch) → [batch, classes]`, jitted once (retraced only per bucket shape);
+    `module` for callers that compose towers into one jitted function (`emohd bench fused`)."""
 
     modality: str
     config: ml_collections.ConfigDict
     task: ClassifierTask
     probs: Callable[[dict], jax.Array]
+    module: nnx.Module
 
 
 @dataclasses.dataclass
@@ -129,7 +131,7 @@ def load_bundle(path: str | os.PathLike | None = None) -> Bundle:
         tensors = safetensors.numpy.load(weights.read_bytes())
         module = build_tower_module(config, tensors, source=str(weights))
         task = make_tower(config)
-        towers[modality] = LoadedTower(modality, config, task, _jitted_probs(task, module))
+        towers[modality] = LoadedTower(modality, config, task, _jitted_probs(task, module), module)
     return Bundle(root, manifest, towers, fusion.from_json(manifest["fusion"]))
 
 

@@ -148,6 +148,7 @@ class ImageTask(ClassifierTask):
         from emohd_jax.face_augment import FaceAugment
 
         self.config = config.model
+        self.dtype = DTYPES[self.config.get("dtype", "float32")]  # bfloat16 computes in bf16 with bf16 weights
         self.visual = config.get("visual")
         self.flip = bool(config.eval.get("flip", False))
         self.shift = int(config.eval.get("shift", 0))
@@ -194,10 +195,10 @@ class ImageTask(ClassifierTask):
         if self.config.backbone == "mini_xception":
             from emohd_jax.models.mini_xception import normalize
 
-            return normalize(faces)
+            return normalize(faces).astype(self.dtype)
         from emohd_jax.models.resnet50 import preprocess_faces
 
-        return preprocess_faces(faces, self.config.variant)
+        return preprocess_faces(faces, self.config.variant).astype(self.dtype)
 
     def logits(self, model: nnx.Module, batch: dict, *, train: bool) -> jax.Array:
         if train or not (self.flip or self.shift):
@@ -320,7 +321,7 @@ class AudioTask(ClassifierTask):
 
     def logits(self, model: nnx.Module, batch: dict, *, train: bool) -> jax.Array:
         patches = (batch["patches"] - self.config.input_mean) / self.config.input_std  # [batch, 96, 64]
-        return model(patches, train=train)  # → logits: [batch, classes]
+        return model(patches.astype(DTYPES[self.config.get("dtype", "float32")]), train=train)  # → logits: [batch, classes]
 
 
 TOWERS: dict[str, type] = {"text": TextTask, "image": ImageTask, "feature_mlp": FeatureMLPTask, "audio": AudioTask}

@@ -19,6 +19,8 @@ import jax.numpy as jnp
 import numpy as np
 from flax import nnx
 
+from emohd_jax.models.flops import conv2d
+
 VARIANTS = ("vggface2", "torchvision")
 VGGFACE2_MEAN_BGR = (91.4953, 103.8827, 131.0912)  # from resnet50_ft.prototxt
 IMAGENET_MEAN_RGB = (0.485, 0.456, 0.406)
@@ -185,3 +187,23 @@ def path_filter(prefixes: list[str]) -> Callable[[tuple, Any], bool]:
         dotted = ".".join(map(str, path))
         return any(dotted == p or dotted.startswith(p + ".") for p in prefixes)
     return selects
+
+
+
+def flops_per_image(config: ResNetConfig = ResNetConfig(), *, size: int = INPUT_SIZE, head: bool = True) -> int:
+    """Forward convolution and dense FLOPs of one `size`² image (`models.flops` convention); BatchNorm, ReLU,
+    pooling and the residual adds (< 1 %) are left out. `head=False`: up to the pooled features."""
+    side, _, total = conv2d(size, size, 7, 2, 3, 3, 64)
+    side = -(-(side - 3) // 2) + 1 if config.variant == "vggface2" else (side + 2 - 3) // 2 + 1  # 3×3/2 max pool
+    in_features = 64
+    for stage, (depth, width) in enumerate(zip(config.depths, config.widths)):
+        for block in range(depth):
+            stride = 2 if stage > 0 and block == 0 else 1
+            first_stride, middle_stride = (stride, 1) if config.variant == "vggface2" else (1, stride)
+            reduced, _, flops_1 = conv2d(side, side, 1, first_stride, 0, in_features, width)
+            out_side, _, flops_2 = conv2d(reduced, reduced, 3, middle_stride, 1, width, width)
+            total += flops_1 + flops_2 + conv2d(out_side, out_side, 1, 1, 0, width, 4 * width)[2]
+            if block == 0:
+                total += conv2d(side, side, 1, stride, 0, in_features, 4 * width)[2]  # projected shortcut
+            in_features, side = 4 * width, out_side
+    return total + (2 * in_features * config.num_classes if head else 0)

@@ -22,6 +22,7 @@ from flax import nnx
 from emohd_jax.audio_frontend import VGGISH_LOG_MEL
 from emohd_jax.classes import NUM_CLASSES
 from emohd_jax.models.flat_state import fill
+from emohd_jax.models.flops import conv2d
 
 INPUT_FRAMES = VGGISH_LOG_MEL.patch_frames   # 96
 INPUT_BANDS = VGGISH_LOG_MEL.num_mel_bins    # 64
@@ -122,3 +123,20 @@ def load_vggish_weights(model: VGGish | VGGishClassifier, tensors: dict[str, np.
     params = nnx.state(trunk, nnx.Param)
     fill(params, tensors, source=source)
     nnx.update(trunk, params)
+
+
+
+def flops_per_patch(config: VGGishConfig = VGGishConfig()) -> int:
+    """Forward conv and dense FLOPs (`models.flops` convention) of the classifier on one 96×64 patch; ReLU and
+    pooling (< 1 %) are left out."""
+    total, height, width, in_features = 0, INPUT_FRAMES, INPUT_BANDS, 1
+    for block in config.conv_blocks:
+        for out_features in block:
+            total += conv2d(height, width, 3, 1, 1, in_features, out_features)[2]
+            in_features = out_features
+        height, width = height // 2, width // 2
+    widths = (height * width * in_features, *config.fc_widths)
+    if config.keep_embedding:
+        widths += (config.embedding_size,)
+    widths += (config.num_classes,)
+    return total + sum(2 * a * b for a, b in zip(widths[:-1], widths[1:]))

@@ -1,0 +1,46 @@
+"""`emohd bench fused`: the analytic FLOP counts that MFU is computed from agree with XLA's own count, and the
+one jitted V+A+T function decides as the towers and the fusion do separately."""
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+
+from emohd_jax.bench import fused as bench
+from emohd_jax.bundle import load_bundle
+
+
+@pytest.fixture(scope="module")
+def paper(tmp_path_factory):
+    return bench.paper_towers(tmp_path_factory.mktemp("bench"))
+
+
+def test_analytic_flops_match_xla_cost_analysis(paper):
+    workload = bench.Workload(frames=1, patches=1, seq_len=64)
+    analytic = bench.analytic_flops(paper, workload)
+    _, states, tower_probs = bench.make_fused(paper, load_bundle().fusion, workload)
+    batch = {k: jnp.asarray(v) for k, v in bench.host_batch(paper, workload, 1, 0).items()}
+    fields = {"visual": {"face": batch["face"]}, "audio": {"patches": batch["patches"]},
+              "text": {k: batch[k] for k in ("input_ids", "token_type_ids")}}
+    for modality in bench.MODALITIES:
+        counted = bench.xla_flops(lambda s, f, m=modality: tower_probs(m, s, f), states[modality], fields[modality])
+        # convolutions and matmuls count exactly; XLA also counts the elementwise work (BatchNorm, ReLU: ~1 %)
+        assert analytic[modality] == pytest.approx(counted, rel=0.02), modality
+
+
+def test_one_jitted_function_equals_towers_then_fusion():
+    from emohd_jax import fusion
+
+    model_set, workload = bench.bundle_towers(), bench.Workload(frames=2, patches=3, seq_len=16)
+    bundle = load_bundle()
+    fused, states, tower_probs = bench.make_fused(model_set, bundle.fusion, workload)
+    host = bench.host_batch(model_set, workload, 3, 0)
+    decision, scores, probs = jax.jit(fused)(states, {k: jnp.asarray(v) for k, v in host.items()})
+    face = bundle.towers["visual"].probs({"face": host["face"]}).reshape(3, 2, -1).mean(1)
+    voice = bundle.towers["audio"].probs({"patches": host["patches"]}).reshape(3, 3, -1).mean(1)
+    words = bundle.towers["text"].probs({"input_ids": host["input_ids"], "token_type_ids": host["token_type_ids"]})
+    expected = jnp.stack([face, voice, words], axis=1)
+    np.testing.assert_allclose(probs, expected, atol=1e-5)
+    expected_decision, expected_scores = fusion.fuse_with(bundle.fusion, expected, jnp.ones((3, 3), bool))
+    np.testing.assert_array_equal(decision, expected_decision)
+    np.testing.assert_allclose(scores, expected_scores, atol=1e-5)
