@@ -108,7 +108,7 @@ MODULE_COMMANDS = {
                  "mini-xception": "emohd_jax.convert.mini_xception", "mtcnn": "emohd_jax.convert.mtcnn"}),
     "bench": ("Throughput benchmarks against a reference measured in the same run; JSON under reports/bench.",
               {"text": "emohd_jax.bench.text", "audio": "emohd_jax.bench.audio_prepare",
-               "faces": "emohd_jax.bench.faces", "fused": "emohd_jax.bench.fused",
+               "faces": "emohd_jax.bench.faces", "fused": "emohd_jax.bench.fused", "predict": "emohd_jax.bench.predict",
                "predict-memory": "emohd_jax.bench.predict_memory"}),
     "asr": ("Speech recognition checks.", {"eval": "emohd_jax.asr.evaluate"}),
 }

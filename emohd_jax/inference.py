@@ -12,13 +12,16 @@ recognised, no audio track) is reported missing with its reason and masked out o
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import glob
 import json
 import os
 import pathlib
+import time
 from typing import Iterable, Sequence
 
+import jax
 import jax.numpy as jnp
 import numpy as np
 
@@ -82,6 +85,39 @@ def _run_tower(tower: LoadedTower, fields: dict[str, np.ndarray], max_batch: int
                   for k, v in chunk.items()}
         out.append(np.asarray(tower.probs({k: jnp.asarray(v) for k, v in padded.items()}))[:size])
     return np.concatenate(out) if out else np.zeros((0, len(EMOTIONS)), np.float32)
+
+
+class StageClock:
+    """Seconds spent per stage of `predict` (decode, faces, log-mel, ASR, each tower, fusion), summed over inputs:
+    where the time goes, for `emohd bench predict` and anyone tuning a deployment."""
+
+    STAGES = ("decode_video", "decode_audio", "faces", "visual_tower", "log_mel", "audio_tower", "asr",
+              "text_tokens", "text_tower", "fusion")
+
+    def __init__(self):
+        self.seconds = dict.fromkeys(self.STAGES, 0.0)
+
+    @contextlib.contextmanager
+    def __call__(self, stage: str):
+        start = time.perf_counter()
+        try:
+            yield
+        finally:
+            self.seconds[stage] += time.perf_counter() - start
+
+    def iterate(self, stage: str, items: Iterable):
+        """`items` with the time spent producing each one (a decoder) counted to `stage`."""
+        iterator = iter(items)
+        while True:
+            with self(stage):
+                item = next(iterator, _END)
+            if item is _END:
+                return
+            yield item
+
+
+_END = object()
+_fuse = jax.jit(fusion.fuse_with)  # params, probs [spans, modality, class], present [spans, modality]
 
 
 def _label(probs: np.ndarray) -> str:
@@ -148,6 +184,7 @@ class Predictor:
         self.modalities = tuple(self.bundle.manifest["modalities"])
         self.max_utterance_s, self.window_s = max_utterance_s, window_s
         self.block_s, self.frame_chunk, self.carry_s = block_s, frame_chunk, carry_s
+        self.clock = StageClock()
         self._transcriber = transcriber
         # The extractors `prepare` uses, built from each tower's own recipe (train/serve skew cannot creep in).
         self.faces = self.towers["visual"].task.extractor(None) if "visual" in self.towers else None
@@ -174,7 +211,8 @@ class Predictor:
         def flush() -> None:
             frames, times = np.stack(chunk), np.asarray(stamps[-len(chunk):])
             try:
-                faces, face_times, detections = self.faces.faces_in_frames(frames, times, source=path)
+                with self.clock("faces"):
+                    faces, face_times, detections = self.faces.faces_in_frames(frames, times, source=path)
             except BadInputError:  # no face in this chunk
                 faces, face_times, detections = np.zeros((0,)), np.zeros((0,)), None
             # Every detected face's probability per sampled frame: what the MELD-sub filter (SPEC §6) reads.
@@ -182,11 +220,12 @@ class Predictor:
                               [round(float(p), 4) for p in detections[k].probs]} for k, t in enumerate(times)]
             if len(faces):
                 track.face_times.append(face_times)
-                track.face_probs.append(_run_tower(self.towers["visual"], {"face": faces}))
+                with self.clock("visual_tower"):
+                    track.face_probs.append(_run_tower(self.towers["visual"], {"face": faces}))
             chunk.clear()
 
         try:
-            for frame, t in iter_sampled_frames(path, fps=self.faces.fps):
+            for frame, t in self.clock.iterate("decode_video", iter_sampled_frames(path, fps=self.faces.fps)):
                 chunk.append(frame)
                 stamps.append(t)
                 if len(chunk) == self.frame_chunk:
@@ -238,7 +277,8 @@ class Predictor:
         if transcript is not None:
             speech = [SpeechSegment(0.0, end, transcript)] if transcript.strip() and offset == 0.0 else []
         else:
-            speech = self._speech(wave, whole_clip) if self.text is not None else []
+            with self.clock("asr"):
+                speech = self._speech(wave, whole_clip) if self.text is not None else []
         if not final and speech and speech[-1].end_s > length - self.carry_s and speech[-1].start_s > 0:
             end, speech = offset + speech[-1].start_s, speech[:-1]
         indices = self._plan(plan, offset, end, speech)
@@ -256,7 +296,8 @@ class Predictor:
             span = plan.spans[i]
             piece = wave[int(round((span.start_s - offset) * rate)):int(round((span.end_s - offset) * rate))]
             try:
-                span_patches, first = self.audio.wave_patches(piece, path)
+                with self.clock("log_mel"):
+                    span_patches, first = self.audio.wave_patches(piece, path)
             except BadInputError as error:
                 plan.put("audio", i, None, error.reason)
                 continue
@@ -265,7 +306,8 @@ class Predictor:
             starts += [span.start_s + first + k * patch_s for k in range(len(span_patches))]
         if not patches:
             return
-        patch_probs = _run_tower(self.towers["audio"], {"patches": np.concatenate(patches)})
+        with self.clock("audio_tower"):
+            patch_probs = _run_tower(self.towers["audio"], {"patches": np.concatenate(patches)})
         owners = np.asarray(owners)
         for i in np.unique(owners):
             decided, mean = clip_probabilities(patch_probs[owners == i], self.towers["audio"].config.eval.clip_rule)
@@ -281,8 +323,11 @@ class Predictor:
         if not spoken:
             return
         tower = self.towers["text"]
-        batch = Collate(tower.task.padded)([self.text.encode(plan.spans[i].text) for i in spoken])
-        for i, p in zip(spoken, _run_tower(tower, {k: batch[k] for k in tower.task.model_fields})):
+        with self.clock("text_tokens"):
+            batch = Collate(tower.task.padded)([self.text.encode(plan.spans[i].text) for i in spoken])
+        with self.clock("text_tower"):
+            text_probs = _run_tower(tower, {k: batch[k] for k in tower.task.model_fields})
+        for i, p in zip(spoken, text_probs):
             plan.put("text", i, p)
 
     def _without_audio(self, plan: _Plan, offset: float, reason: str) -> None:
@@ -342,7 +387,7 @@ class Predictor:
         if self.audio is not None or self.text is not None:
             buffer = np.zeros(0, np.float32)
             try:
-                for block in iter_audio(path, block_s=self.block_s):
+                for block in self.clock.iterate("decode_audio", iter_audio(path, block_s=self.block_s)):
                     buffer = np.concatenate([buffer, block])
                     if buffer.size >= self.block_s * SAMPLE_RATE:  # more may follow: plan what is finished
                         used = self._audio_block(path, plan, buffer, offset, False, transcript)
@@ -370,8 +415,11 @@ class Predictor:
         if not present.any():
             reasons = sorted({e["reason"] for entry in plan.entries for e in entry.values() if not e["present"]})
             raise BadInputError(path, "no usable modality: " + "; ".join(reasons))
-        decision, scores = fusion.fuse_with(self.bundle.fusion, jnp.asarray(probs), jnp.asarray(present))
-        decision, scores = np.asarray(decision), np.asarray(scores)
+        with self.clock("fusion"):
+            n, padded = len(plan.spans), _bucket(len(plan.spans))  # one compiled fusion per bucket of spans
+            probs = np.concatenate([probs, np.full((padded - n, *probs.shape[1:]), 1 / len(EMOTIONS), np.float32)])
+            present = np.concatenate([present, np.zeros((padded - n, present.shape[1]), bool)])
+            decision, scores = (np.asarray(x)[:n] for x in _fuse(self.bundle.fusion, probs, present))
         utterances = []
         for i, span in enumerate(plan.spans):
             used = [m for j, m in enumerate(self.modalities) if present[i, j]]

@@ -1,0 +1,98 @@
+"""`emohd bench predict`: media seconds processed per second by `emohd predict`, end to end and per stage.
+
+    emohd bench predict [--data ../shared/data] [--minutes 2.5]   → reports/bench/predict.json + predict.png
+
+Two inputs sets: the CREMA-D clips (short: one utterance each), and a recording of `--minutes` joined from
+the CREMA-D video clips (`bench predict-memory` builds it the same way). Models are loaded and compiled on a
+first clip that is not counted; each set then runs through one `Predictor`, whose stage clock says where the
+time goes (decode, faces, towers, log-mel, ASR, fusion). Real time (1 media second per second) is the line
+to beat; the aim is 3× on 2 cores.
+"""
+
+from __future__ import annotations
+
+import os
+import pathlib
+import time
+
+from emohd_jax.errors import CommandLineParser
+from emohd_jax.run_config import default_data_root
+
+
+def measure(predictor, paths: list[pathlib.Path]) -> dict:
+    from emohd_jax.inference import StageClock
+
+    predictor.clock = StageClock()
+    start, media_s, utterances = time.perf_counter(), 0.0, 0
+    for path in paths:
+        result = predictor.predict_file(path)
+        media_s += result["duration_s"]
+        utterances += len(result["utterances"])
+    wall = time.perf_counter() - start
+    stages = predictor.clock.seconds
+    other = wall - sum(stages.values())
+    return {"inputs": len(paths), "media_seconds": round(media_s, 2), "utterances": utterances,
+            "wall_seconds": round(wall, 2), "media_seconds_per_second": media_s / wall,
+            "stage_seconds": {**{k: round(v, 3) for k, v in stages.items()}, "other": round(other, 3)},
+            "stage_media_seconds_per_second": {k: (media_s / v if v > 0 else None) for k, v in stages.items()}}
+
+
+def run(data_root: pathlib.Path, minutes: float, work: pathlib.Path, out_dir: pathlib.Path) -> dict:
+    from emohd_jax.bench.predict_memory import build_recording
+    from emohd_jax.bench.record import save
+    from emohd_jax.inference import Predictor
+
+    clips = sorted(p for p in (data_root / "cremad").iterdir() if p.suffix in (".flv", ".mp3", ".wav", ".mp4"))
+    work.mkdir(parents=True, exist_ok=True)
+    recording = work / f"recording_{minutes:g}min.mp4"
+    if not recording.is_file():
+        build_recording(data_root, minutes, recording)
+    predictor = Predictor()
+    warm_start = time.perf_counter()
+    predictor.predict_file(clips[0])  # load Whisper, compile the towers' first buckets: not counted
+    warm_up_s = time.perf_counter() - warm_start
+    sets = {"cremad_clips": measure(predictor, clips), f"joined_{minutes:g}min": measure(predictor, [recording])}
+    results = {"what": __doc__.split("\n\n")[1].strip(), "load_average_1m": os.getloadavg()[0],
+               "warm_up_seconds": round(warm_up_s, 2), "reference": "real time = 1.0 media second per second",
+               "sets": sets}
+    save("predict", results, out_dir)
+    _plot(sets, out_dir / "predict.png")
+    return results
+
+
+def _plot(sets: dict, path: pathlib.Path) -> None:
+    from matplotlib.backends.backend_agg import FigureCanvasAgg
+    from matplotlib.figure import Figure
+
+    figure = Figure(figsize=(11, 4))
+    FigureCanvasAgg(figure)
+    share, speed = figure.add_subplot(1, 2, 1), figure.add_subplot(1, 2, 2)
+    names = list(sets)
+    bottom = [0.0] * len(names)
+    for stage in next(iter(sets.values()))["stage_seconds"]:
+        values = [sets[n]["stage_seconds"][stage] / sets[n]["media_seconds"] for n in names]
+        share.bar(names, values, bottom=bottom, label=stage)
+        bottom = [b + v for b, v in zip(bottom, values)]
+    share.set(ylabel="seconds of work per media second", title="Where predict spends its time")
+    share.legend(fontsize=7)
+    speed.bar(names, [sets[n]["media_seconds_per_second"] for n in names], color="tab:green")
+    speed.axhline(1.0, color="black", linestyle="--", label="real time")
+    speed.axhline(3.0, color="tab:red", linestyle=":", label="aim: 3× real time")
+    speed.set(ylabel="media seconds per second", title="End to end")
+    speed.legend(fontsize=7)
+    figure.tight_layout()
+    figure.savefig(path, dpi=100)
+
+
+def main(argv: list[str] | None = None) -> None:
+    parser = CommandLineParser(prog="emohd bench predict", description=__doc__.splitlines()[0])
+    parser.add_argument("--data", default=str(default_data_root()), help="data root holding cremad/")
+    parser.add_argument("--minutes", type=float, default=2.5, help="length of the joined recording")
+    parser.add_argument("--work", default="work/bench_recordings")
+    parser.add_argument("--out-dir", default="reports/bench")
+    args = parser.parse_args(argv)
+    run(pathlib.Path(args.data), args.minutes, pathlib.Path(args.work), pathlib.Path(args.out_dir))
+
+
+if __name__ == "__main__":
+    main()
