@@ -109,6 +109,7 @@ MODULE_COMMANDS = {
     "bench": ("Throughput benchmarks against a reference measured in the same run; JSON under reports/bench.",
               {"text": "emohd_jax.bench.text", "audio": "emohd_jax.bench.audio_prepare",
                "faces": "emohd_jax.bench.faces", "fused": "emohd_jax.bench.fused", "predict": "emohd_jax.bench.predict",
+               "train": "emohd_jax.bench.train", "gpu-check": "emohd_jax.bench.gpu_check",
                "predict-memory": "emohd_jax.bench.predict_memory"}),
     "asr": ("Speech recognition checks.", {"eval": "emohd_jax.asr.evaluate"}),
 }

@@ -44,3 +44,22 @@ def test_one_jitted_function_equals_towers_then_fusion():
     expected_decision, expected_scores = fusion.fuse_with(bundle.fusion, expected, jnp.ones((3, 3), bool))
     np.testing.assert_array_equal(decision, expected_decision)
     np.testing.assert_allclose(scores, expected_scores, atol=1e-5)
+
+
+def test_gpu_check_dry_run_writes_every_result(tmp_path):
+    """The accelerator script, end to end at toy sizes on CPU: fused (both sets, PyTorch beside) and train."""
+    import json
+
+    from emohd_jax.bench import gpu_check
+
+    done = gpu_check.run(tmp_path / "out", small=True, budget_s=600, workdir=tmp_path / "work")
+    assert set(done["parts"]) == {"fused", "train"} and isinstance(done["parts"]["train"], float)
+    fused = json.loads((tmp_path / "out" / "fused.json").read_text())
+    (row,) = fused["sets"]["paper"]["rows"]
+    assert row["jax_float32"]["utterances_per_s"] > 0 and row["torch_eager_fp32"]["utterances_per_s"] > 0
+    # Shared weights give the same probabilities in both frameworks (VGGish, DistilBERT).
+    assert row["max_abs_prob_diff_jax_fp32_vs_torch"]["audio"] < 1e-4
+    assert row["max_abs_prob_diff_jax_fp32_vs_torch"]["text"] < 1e-4
+    train = json.loads((tmp_path / "out" / "train.json").read_text())
+    assert train["towers"]["text"]["jax_float32"]["sequences_per_s"] > 0
+    assert (tmp_path / "out" / "fused.png").stat().st_size > 10_000

@@ -2,9 +2,10 @@
 
     emohd asr eval --root ../shared/data --actors 17-20 --out reports/ravdess_asr
 
-Silent media (digital silence, or peaks below the silence threshold) are skipped with kind "silence": they
-have no words to score, and counting them as cosine 0 would drag the mean down and inflate the real-time
-factor. Every skip (a badly named file, unreadable media, silence) is listed in summary.json and counted.
+Silent media (digital silence, peaks below the silence threshold, or sound in which the voice activity detector
+finds no speech) are skipped with kind "silence": they have no words to score, and counting them as cosine 0
+would drag the mean down and inflate the real-time factor. Every skip (a badly named file, unreadable media,
+silence) is counted and listed with its reason, on the console and in summary.json.
 """
 
 from __future__ import annotations
@@ -23,8 +24,10 @@ from data_pipeline.sources.base import Utterance
 from emohd_jax.asr.similarity import summarize, tf_cosine, word_error_rate
 from emohd_jax.asr.backends import make_transcriber
 from emohd_jax.asr.transcriber import Transcriber, Transcript
+from emohd_jax.asr.whisper import speech_stretches
 from emohd_jax.audio_io import check_not_silent, load_audio
-from emohd_jax.errors import BadInputError, CommandLineParser, EmptyTranscriptError, NoAudioTrackError, Skip, SkipReport
+from emohd_jax.errors import (BadInputError, CommandLineParser, EmptyTranscriptError, NoAudioTrackError, SilenceError,
+                              Skip, SkipReport)
 from emohd_jax.text_normalize import word_tokens
 
 
@@ -48,6 +51,8 @@ def evaluate_asr(utterances: Sequence[Utterance], transcriber: Transcriber, *,
                         raise EmptyTranscriptError(media or utterance.uid, "no reference transcript to compare with")
                     wave = load_audio(media)
                     check_not_silent(wave, media)  # silence has no words to score: skipped, not cosine 0
+                    if not speech_stretches(wave):  # noise or hum above the threshold: no words to score either
+                        raise SilenceError(media, "no speech found by the voice activity detector")
                     loaded.append((utterance, wave))
                 except BadInputError as error:
                     skips.add(utterance.uid, error)
@@ -158,8 +163,8 @@ def main(argv: Sequence[str] | None = None) -> dict:
     write_reports(args.out, records, summary)
     print(json.dumps({"dataset": summary["dataset"], "n": summary["n"],
                       "tf_cosine_mean": summary.get("tf_cosine", {}).get("mean"), "wer": summary.get("wer"),
-                      "real_time_factor": summary.get("real_time_factor"), "skipped": len(summary["skips"]["skipped"])},
-                     indent=1))
+                      "real_time_factor": summary.get("real_time_factor"), "skipped": summary["skips"]["n_skipped"],
+                      "skips": [f"{s['kind']}: {s['reason']}" for s in summary["skips"]["skipped"]]}, indent=1))
     return summary
 
 

@@ -44,6 +44,17 @@ def bundled_model_dir() -> pathlib.Path:
     return model_dir
 
 
+def speech_stretches(wave: np.ndarray, *, max_segment_s: float = 8.0) -> list[dict[str, int]]:
+    """wave: [samples] float32 mono 16 kHz → its speech as sample ranges [{"start", "end"}] of at most
+    `max_segment_s`, by faster-whisper's Silero VAD; empty for silence and for sound without speech (noise, hum)."""
+    from faster_whisper.vad import VadOptions, get_speech_timestamps
+
+    if wave.size == 0 or peak_dbfs(wave) < SILENCE_THRESHOLD_DBFS:
+        return []
+    options = VadOptions(min_silence_duration_ms=300, speech_pad_ms=150, max_speech_duration_s=max_segment_s)
+    return get_speech_timestamps(wave.astype(np.float32, copy=False), options, sampling_rate=SAMPLE_RATE)
+
+
 class WhisperTranscriber:
     """Transcribes batches of 16 kHz clips with faster-whisper, English, greedy by default, no VAD."""
 
@@ -104,12 +115,7 @@ class WhisperTranscriber:
         repeating a sentence 30 times, spanning a 20 s silence). Each VAD stretch (at most
         `max_segment_s`) is then transcribed as its own clip, batched, as `transcribe` does.
         """
-        from faster_whisper.vad import VadOptions, get_speech_timestamps
-
-        if wave.size == 0 or peak_dbfs(wave) < SILENCE_THRESHOLD_DBFS:
-            return []
-        options = VadOptions(min_silence_duration_ms=300, speech_pad_ms=150, max_speech_duration_s=max_segment_s)
-        stretches = get_speech_timestamps(wave.astype(np.float32, copy=False), options, sampling_rate=SAMPLE_RATE)
+        stretches = speech_stretches(wave, max_segment_s=max_segment_s)
         transcripts = self.transcribe([wave[s["start"]:s["end"]] for s in stretches])
         return [SpeechSegment(s["start"] / SAMPLE_RATE, s["end"] / SAMPLE_RATE, t.sentence)
                 for s, t in zip(stretches, transcripts) if t.sentence]

@@ -420,7 +420,7 @@ def time_torch(forward, batch_np: dict, workload: Workload, repeats: int, *, com
 # ---- the run --------------------------------------------------------------------------------------------------
 
 def run(sets: list[str], batches: list[int], dtypes: list[str], *, repeats: int, small: bool, torch_ref: bool,
-        workdir: pathlib.Path, out_dir: pathlib.Path) -> dict:
+        workdir: pathlib.Path, out_dir: pathlib.Path, torch_modes: tuple[str, ...] = ("eager", "compile")) -> dict:
     from tqdm import tqdm
 
     from emohd_jax.bench.record import save
@@ -455,9 +455,8 @@ def run(sets: list[str], batches: list[int], dtypes: list[str], *, repeats: int,
                 batch_np = host_batch(model_set, workload, size, 0)
                 import torch
 
-                variants = [("torch_eager_fp32", False, False), ("torch_compile_fp32", True, False)]
-                if torch.cuda.is_available():
-                    variants += [("torch_eager_bf16", False, True), ("torch_compile_bf16", True, True)]
+                variants = [(f"torch_{mode}_{kind}", mode == "compile", kind == "bf16") for kind in
+                            (("fp32", "bf16") if torch.cuda.is_available() else ("fp32",)) for mode in torch_modes]
                 for name, compile_, autocast in variants:
                     try:
                         measured = time_torch(forward, batch_np, workload, repeats, compile_=compile_, autocast=autocast)

@@ -129,6 +129,17 @@ def create_train_state(task: Task, config, mesh, total_steps: int):
     return Model(graphdef=graphdef, rng_state=rng_state), state, state_shardings, tx
 
 
+def make_train_step(task: Task, config, tx, state: TrainState, state_shardings, mesh, weights: np.ndarray):
+    """(state, batch, model) → (state, metrics): `train_step` jitted once over `mesh`, the state donated."""
+    replicated = jax.sharding.NamedSharding(mesh, jax.sharding.PartitionSpec())
+    trains = jax.tree.map(lambda label: label == "train", trainable_labels(state.params, list(config.optim.trainable)))
+    return jax.jit(
+        functools.partial(train_step, task=task, tx=tx, weights=jnp.asarray(weights),
+                          label_smoothing=config.train.label_smoothing, seed=config.seed, trains=trains),
+        in_shardings=(state_shardings, sharding.batch_sharding(mesh), None),
+        out_shardings=(state_shardings, replicated), donate_argnums=0)
+
+
 def _model_inputs(batch: dict, task: Task, extra: tuple[str, ...] = ()) -> dict:
     return {k: batch[k] for k in (*task.model_fields, *extra)}
 
@@ -196,14 +207,7 @@ def train_and_evaluate(config) -> dict:
     restored, start = checkpointing.restore_latest(latest, state, data_iter)
     state = restored if restored is not None else state
 
-    replicated = jax.sharding.NamedSharding(mesh, jax.sharding.PartitionSpec())
-    step_fn = jax.jit(
-        functools.partial(train_step, task=task, tx=tx, weights=jnp.asarray(weights),
-                          label_smoothing=config.train.label_smoothing, seed=config.seed,
-                          trains=jax.tree.map(lambda label: label == "train",
-                                              trainable_labels(state.params, list(config.optim.trainable)))),
-        in_shardings=(state_shardings, sharding.batch_sharding(mesh), None),
-        out_shardings=(state_shardings, replicated), donate_argnums=0)
+    step_fn = make_train_step(task, config, tx, state, state_shardings, mesh, weights)
 
     # Read once: every process must take the same save decisions (orbax saves are collective), and
     # only process 0 writes the file, so reading it again mid-run could diverge between processes.
