@@ -213,11 +213,26 @@ def _face_features(backbone: str, **fields) -> tfds.features.FeaturesDict:
     return _base_features(face=tfds.features.Tensor(shape=FACE_SHAPES[backbone], dtype=np.uint8), **fields)
 
 
+# An image's size is read from its header before anything is decoded: below the face detector's smallest face
+# (MTCNN's 20 px) nothing can be recognised; above 40 megapixels (a 7700×5200 photo) decoding could take GBs.
+MIN_IMAGE_SIDE = 20
+MAX_IMAGE_PIXELS = 40_000_000
+
+
 def load_image(path: str | os.PathLike) -> np.ndarray:
-    """uint8 [h, w] for grayscale files, [h, w, 3] RGB otherwise."""
+    """uint8 [h, w] for grayscale files, [h, w, 3] RGB otherwise; ImageSizeError for a tiny or a huge image."""
     from PIL import Image
 
-    with Image.open(path) as image:
+    from emohd_jax.errors import ImageSizeError
+
+    with Image.open(path) as image:  # lazy: only the header is read here
+        width, height = image.size
+        if min(width, height) < MIN_IMAGE_SIDE:
+            raise ImageSizeError(path, f"{width}×{height} is too small to hold a face (the detector's smallest "
+                                       f"face is {MIN_IMAGE_SIDE} px)")
+        if width * height > MAX_IMAGE_PIXELS:
+            raise ImageSizeError(path, f"{width}×{height} ({width * height / 1e6:.0f} megapixels) is over the "
+                                       f"{MAX_IMAGE_PIXELS / 1e6:.0f}-megapixel limit (downscale it first)")
         return np.asarray(image.convert("L" if image.mode in ("L", "I;16", "1") else "RGB"))
 
 
@@ -234,13 +249,13 @@ class ImageExtractor:
         return {"backbone_input": self.backbone, "face_shape": list(FACE_SHAPES[self.backbone])}
 
     def records(self, utterance: Utterance) -> list[Record]:
-        from PIL import UnidentifiedImageError
+        from PIL import Image, UnidentifiedImageError
 
         if utterance.image is None:
             raise CorruptMediaError(utterance.uid, "utterance has no image file")
         try:
             image = load_image(utterance.image)  # [h, w] or [h, w, 3] uint8
-        except (UnidentifiedImageError, OSError) as err:
+        except (UnidentifiedImageError, OSError, Image.DecompressionBombError) as err:
             raise CorruptMediaError(utterance.image, f"cannot read as an image: {err}") from err
         face = backbone_faces(image[None], self.backbone)[0]
         return [{"uid": utterance.uid, "label": utterance.label, "face": face}]

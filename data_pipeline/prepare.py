@@ -8,6 +8,7 @@ with no duplicates and no loss. Packing the cache into shards is cheap and deter
 from __future__ import annotations
 
 import collections
+import dataclasses
 import hashlib
 import json
 import os
@@ -96,7 +97,7 @@ def prepare(splits: Mapping[str, Sequence[Utterance]], extractor: Extractor, out
         for utterance in utterances:
             records, skip = _load_records(_cache_path(cache_dir, utterance.uid))
             if skip is not None:
-                skips.skips.append(Skip(item=utterance.uid, **skip))
+                skips.skips.append(Skip(item=utterance.uid, split=split, **skip))
                 continue
             kept += 1
             per_class.update(EMOTIONS[int(r["label"])] for r in records)
@@ -114,7 +115,7 @@ def prepare(splits: Mapping[str, Sequence[Utterance]], extractor: Extractor, out
                         {split: (lambda s=split, u=utts: stream(s, u)) for split, utts in splits.items()},
                         file_format=file_format, description=f"emohd {extractor.name} features")
     manifest = {"options": options, "file_format": file_format, "counts": counts, "input_utterances": n_utterances,
-                "classes": list(EMOTIONS), "skips": skips.to_json()}
+                "classes": list(EMOTIONS), "skips": skips.one_per_item().to_json()}
     manifest_path.write_text(json.dumps(manifest, indent=1))
     return manifest
 
@@ -180,9 +181,9 @@ def prepare_from_config(config, extractor: Extractor, splits: Sequence[str] | No
     utterances, skips = {}, SkipReport()
     for split in splits:
         utterances[split], split_skips = read_source(config.data, split)
-        skips.extend(split_skips)
+        skips.extend(SkipReport(dataclasses.replace(s, split=split) for s in split_skips.skips))
     return prepare(utterances, extractor, out_dir or config.data.shards,
-                   file_format=config.data.file_format, source_skips=skips,
+                   file_format=config.data.file_format, source_skips=skips.one_per_item(),
                    source={"dataset": config.data.dataset, "splits": list(splits)})
 
 

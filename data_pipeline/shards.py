@@ -38,6 +38,14 @@ class FeatureShards(tfds.core.GeneratorBasedBuilder):
     def _generate_examples(self, stream):
         yield from stream()
 
+    # tfds announces "Downloading and preparing dataset Unknown size (download: Unknown size, …)" and then
+    # "downloaded and prepared": nothing is downloaded here (the tool works offline); prepare reports itself.
+    def _log_download_bytes(self) -> None:
+        pass
+
+    def _log_download_done(self) -> None:
+        pass
+
 
 def write_shards(out_dir: str | os.PathLike, features: tfds.features.FeaturesDict,
                  splits: Mapping[str, Callable[[], Iterable[tuple[str, dict]]]], *,

@@ -57,6 +57,12 @@ class UnknownLabelError(BadInputError):
     kind = "unknown_label"
 
 
+class ImageSizeError(BadInputError):
+    """An image too small to hold a face, or too large to decode safely (read from its header, never decoded)."""
+
+    kind = "image_size"
+
+
 class BadFileNameError(BadInputError):
     """A file whose name should carry its label (RAVDESS, CREMA-D) but does not follow the dataset's pattern."""
 
@@ -99,6 +105,7 @@ class Skip:
     item: str  # utterance id, or the file when no id exists yet
     kind: str
     reason: str
+    split: str = ""  # the split(s) that met it, "train,dev" when several read the same file
 
 
 class SkipReport:
@@ -112,6 +119,16 @@ class SkipReport:
 
     def extend(self, other: "SkipReport") -> None:
         self.skips.extend(other.skips)
+
+    def one_per_item(self) -> "SkipReport":
+        """Each (item, kind, reason) once, naming every split that met it: two splits reading one folder
+        would otherwise list every bad file twice."""
+        splits: dict[tuple[str, str, str], list[str]] = {}
+        for skip in self.skips:
+            met = splits.setdefault((skip.item, skip.kind, skip.reason), [])
+            if skip.split and skip.split not in met:
+                met.append(skip.split)
+        return SkipReport(Skip(item, kind, reason, ",".join(met)) for (item, kind, reason), met in splits.items())
 
     def __len__(self) -> int:
         return len(self.skips)

@@ -119,21 +119,36 @@ class _FixedTranscriber:
     """Answers every wave with the same text: isolates evaluate_asr from any recogniser."""
 
     def __init__(self, text: str):
-        self.text, self.calls = text, 0
+        self.text, self.calls, self.waves = text, 0, 0
 
     def transcribe(self, waves):
         self.calls += 1
+        self.waves += len(waves)
         return [Transcript.from_text(self.text, w.size / 16000) for w in waves]
 
 
-def test_evaluate_asr_skips_bad_media_and_goes_on(tmp_path, monkeypatch):
-    import soundfile
+_KIDS = "03-01-01-01-01-01-17.flac"  # RAVDESS actor 17, neutral, "Kids are talking by the door"
 
+
+@pytest.fixture(scope="module")
+def kids_clip(data_root) -> pathlib.Path:
+    path = data_root / "ravdess" / "Actor_17" / _KIDS
+    if not path.is_file():
+        pytest.skip(f"real data not found at {path}")
+    return path
+
+
+def _noise(seconds: float) -> np.ndarray:
+    """Steady noise at about -26 dBFS peak: far above the silence threshold, and no speech in it."""
+    return (0.01 * np.random.default_rng(0).standard_normal(int(seconds * 16000))).astype(np.float32)
+
+
+def test_evaluate_asr_skips_bad_media_and_goes_on(tmp_path, kids_clip):
     from data_pipeline.sources.base import Utterance
     from emohd_jax.asr import evaluate
 
-    good = tmp_path / "good.wav"
-    soundfile.write(good, 0.1 * np.sin(np.linspace(0, 2000, 16000)).astype(np.float32), 16000)
+    good = tmp_path / "good.flac"
+    shutil.copy(kids_clip, good)
     empty = tmp_path / "empty.flac"
     empty.write_bytes(b"")
     utterances = [Utterance(uid=f"u{i}", dataset="toy", split="asr", label=None, text=text, audio=str(path))
@@ -173,38 +188,81 @@ def test_cremad_clips_transcribed(whisper, cremad):
     assert [round(t.seconds) for t in transcripts] == [2, 2, 2, 3, 3, 3, 2, 3, 2]
 
 
-def test_silent_media_is_skipped_not_scored(tmp_path):
-    """A digitally silent file is a 'silence' skip: it neither drags the mean cosine down nor reaches the recogniser."""
+def test_silent_media_is_skipped_not_scored(tmp_path, kids_clip):
+    """Digital silence, and noise with no speech in it, are 'silence' skips naming the file: they neither drag the
+    mean cosine down nor reach the recogniser, and their length stays out of the real-time factor."""
     import soundfile
 
     from data_pipeline.sources.base import Utterance
     from emohd_jax.asr import evaluate
+    from emohd_jax.audio_io import load_audio
 
-    speech, silent = tmp_path / "speech.wav", tmp_path / "silent.wav"
-    soundfile.write(speech, 0.1 * np.sin(np.linspace(0, 2000, 16000)).astype(np.float32), 16000)
-    soundfile.write(silent, np.zeros(10 * 16000, np.float32), 16000)
+    speech, silent, noise = tmp_path / "speech.flac", tmp_path / "silent.wav", tmp_path / "noise.flac"
+    shutil.copy(kids_clip, speech)
+    soundfile.write(silent, np.zeros(5 * 16000, np.float32), 16000)
+    soundfile.write(noise, _noise(5.0), 16000)
     utterances = [Utterance(uid=f"u{i}", dataset="toy", split="asr", label=None, text="Kids are talking by the door",
-                            audio=str(path)) for i, path in enumerate([speech, silent])]
-    transcriber = _FixedTranscriber("Kids are talking by the door.")
-    records, summary = evaluate.evaluate_asr(utterances, transcriber, batch_size=2)
-    assert [r["uid"] for r in records] == ["u0"] and summary["tf_cosine"]["mean"] == pytest.approx(1.0)
-    assert summary["skips"]["by_kind"] == {"silence": 1} and "silent.wav" in summary["skips"]["skipped"][0]["reason"]
+                            audio=str(path)) for i, path in enumerate([silent, speech, noise])]
+    transcriber = _FixedTranscriber("")  # what a recogniser hears in silence: scored, that would be cosine 0
+    records, summary = evaluate.evaluate_asr(utterances, transcriber, batch_size=3)
+    assert [r["uid"] for r in records] == ["u1"] and transcriber.waves == 1
+    assert summary["audio_seconds"] == pytest.approx(load_audio(speech).size / 16000)
+    skipped = summary["skips"]["skipped"]
+    assert summary["skips"]["by_kind"] == {"silence": 2} and [s["item"] for s in skipped] == ["u0", "u2"]
+    assert skipped[0]["reason"].startswith(f"{silent}: digital silence")
+    assert skipped[1]["reason"] == f"{noise}: no speech found by the voice activity detector"
 
 
-def test_command_counts_every_skip_badly_named_files_included(tmp_path, data_root, monkeypatch, capsys):
+def test_command_counts_and_lists_every_skip_and_goes_on(tmp_path, data_root, monkeypatch, capsys):
+    """Files rejected while reading the dataset and media rejected before transcription: one list, with reasons,
+    on the console and in summary.json; the good clip is still scored."""
+    import soundfile
+
     from emohd_jax.asr import evaluate
 
     actor = tmp_path / "ravdess" / "Actor_17"
     actor.mkdir(parents=True)
-    shutil.copy(data_root / "ravdess/Actor_17/03-01-01-01-01-01-17.flac", actor)
-    shutil.copy(data_root / "ravdess/Actor_17/03-01-01-01-01-01-17.flac", actor / "take-2.flac")  # not a RAVDESS name
-    import soundfile
-
+    shutil.copy(data_root / "ravdess/Actor_17" / _KIDS, actor)
+    shutil.copy(data_root / "ravdess/Actor_17" / _KIDS, actor / "take-2.flac")  # not a RAVDESS name
     soundfile.write(actor / "03-01-01-01-02-01-17.flac", np.zeros(16000, np.float32), 16000)  # silent
+    (actor / "03-01-01-01-01-02-17.wav").write_bytes(b"RIFF, but no audio")  # corrupt
     monkeypatch.setattr(evaluate, "make_transcriber", lambda *a, **k: _FixedTranscriber("Kids are talking by the door"))
     summary = evaluate.main(["--root", str(tmp_path), "--actors", "17", "--out", str(tmp_path / "out")])
-    assert summary["n"] == 1 and len(summary["skips"]["skipped"]) == 2
-    assert {s["reason"].split(": ")[0].rsplit("/", 1)[-1] for s in summary["skips"]["skipped"]} == {
-        "take-2.flac", "03-01-01-01-02-01-17.flac"}
-    assert '"skipped": 2' in capsys.readouterr().out  # the console counts both
-    assert json.loads((tmp_path / "out" / "summary.json").read_text())["skips"]["n_skipped"] == 2
+    expected = {"take-2.flac": "bad_file_name", "03-01-01-01-02-01-17.flac": "silence",
+                "03-01-01-01-01-02-17.wav": "corrupt_media"}
+    assert summary["n"] == 1 and summary["tf_cosine"]["mean"] == 1.0
+    assert {s["reason"].split(": ")[0].rsplit("/", 1)[-1]: s["kind"] for s in summary["skips"]["skipped"]} == expected
+    console = json.loads(capsys.readouterr().out)
+    assert console["skipped"] == 3 and len(console["skips"]) == 3
+    assert {line.split(": ")[1].rsplit("/", 1)[-1]: line.split(": ")[0] for line in console["skips"]} == expected
+    written = json.loads((tmp_path / "out" / "summary.json").read_text())["skips"]
+    assert written["n_skipped"] == 3 and written["skipped"] == summary["skips"]["skipped"]
+
+
+def test_eval_command_help_names_the_command(capsys):
+    from emohd_jax.asr import evaluate
+
+    with pytest.raises(SystemExit) as exit_info:
+        evaluate.main(["--help"])
+    assert exit_info.value.code == 0
+    assert capsys.readouterr().out.startswith("usage: emohd asr eval")
+
+
+def test_eval_command_with_whisper_skips_silence_out_of_mean_and_speed(tmp_path, kids_clip, whisper, monkeypatch):
+    """The real recogniser on one real clip next to a silent and a noise-only file: the mean stays at the clip's
+    cosine and the real-time factor counts the clip's seconds only."""
+    import soundfile
+
+    from emohd_jax.asr import evaluate
+
+    actor = tmp_path / "ravdess" / "Actor_17"
+    actor.mkdir(parents=True)
+    shutil.copy(kids_clip, actor)
+    soundfile.write(actor / "03-01-01-01-02-01-17.flac", np.zeros(3 * 16000, np.float32), 16000)
+    soundfile.write(actor / "03-01-01-01-02-02-17.flac", _noise(3.0), 16000)
+    monkeypatch.setattr(evaluate, "make_transcriber", lambda *a, **k: whisper)
+    summary = evaluate.main(["--root", str(tmp_path), "--actors", "17", "--out", str(tmp_path / "out")])
+    assert summary["n"] == 1 and summary["tf_cosine"]["mean"] == pytest.approx(1.0)
+    assert summary["skips"]["by_kind"] == {"silence": 2}
+    assert summary["audio_seconds"] < 4.0 and summary["real_time_factor"] == pytest.approx(
+        summary["asr_seconds"] / summary["audio_seconds"])

@@ -7,6 +7,7 @@ import shutil
 import numpy as np
 import pytest
 
+from data_pipeline.sources.base import Utterance
 from data_pipeline.sources.image_folders import parse_label_map, read_class_folders
 from emohd_jax.classes import CLASS_INDEX
 from emohd_jax.errors import UnknownLabelError
@@ -73,3 +74,30 @@ def test_held_out_set_with_other_names_evaluates_by_command(tmp_path, fer_root):
     assert report["dataset"] == "cife" and report["n"] == 9 and report["checkpoint"] == "pretrained"
     assert report["per_class"]["happiness"]["support"] == 3 and report["per_class"]["neutral"]["support"] == 0
     assert (tmp_path / "report" / "confusion.png").is_file()
+
+
+def test_bad_images_are_skipped_with_their_reason_and_the_batch_goes_on(tmp_path, fer_root):
+    """0-byte and non-image .jpg, a 1×1 and a 4000×12000 image (refused from its header, never decoded)."""
+    from PIL import Image
+
+    from data_pipeline.extract import ImageExtractor
+    from data_pipeline.prepare import extract_split, _cache_path, _load_records
+
+    folder = tmp_path / "happy"
+    folder.mkdir()
+    good = next((fer_root / "val" / "happy").glob("*.jpg"))
+    shutil.copy(good, folder / "good.jpg")
+    (folder / "empty.jpg").write_bytes(b"")
+    (folder / "notes.jpg").write_text("not an image")
+    Image.new("L", (1, 1)).save(folder / "dot.jpg")
+    Image.new("L", (4000, 12000)).save(folder / "huge.png")
+    utterances = [Utterance(uid=p.name, dataset="fer2013", split="val", label=1, text=None, image=str(p))
+                  for p in sorted(folder.iterdir())]
+    extract_split(utterances, ImageExtractor("mini_xception"), tmp_path / "cache")
+    outcome = {u.uid: _load_records(_cache_path(tmp_path / "cache", u.uid)) for u in utterances}
+    assert len(outcome["good.jpg"][0]) == 1 and outcome["good.jpg"][1] is None
+    skips = {uid: skip for uid, (_, skip) in outcome.items() if skip}
+    assert {uid: s["kind"] for uid, s in skips.items()} == {
+        "empty.jpg": "corrupt_media", "notes.jpg": "corrupt_media", "dot.jpg": "image_size", "huge.png": "image_size"}
+    assert "1×1 is too small to hold a face" in skips["dot.jpg"]["reason"]
+    assert "4000×12000 (48 megapixels) is over the 40-megapixel limit" in skips["huge.png"]["reason"]

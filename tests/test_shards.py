@@ -147,3 +147,15 @@ def test_tfrecord_container(sample, extractor, tmp_path):
     builder = tfds.builder_from_directory(str(shards.shard_dir(tmp_path)))
     uids = {ex["uid"].decode() for ex in tfds.as_numpy(builder.as_dataset(split="dev"))}
     assert uids == {u.uid for u in sample["dev"]}
+
+
+def test_writing_shards_says_nothing_about_downloading(tmp_path, capfd):
+    import numpy as np
+    import tensorflow_datasets as tfds
+
+    features = tfds.features.FeaturesDict({"uid": tfds.features.Text(),
+                                           "x": tfds.features.Tensor(shape=(2,), dtype=np.float32)})
+    shards.write_shards(tmp_path, features, {"train": lambda: iter([("a", {"uid": "a", "x": np.ones(2, np.float32)})])})
+    printed = capfd.readouterr()
+    assert "Downloading" not in printed.out + printed.err and "download" not in printed.out.lower()
+    assert len(shards.open_split(tmp_path, "train")) == 1

@@ -99,3 +99,25 @@ def test_a_split_without_actors_and_an_unknown_dataset_are_usage_errors(tmp_path
     data.dataset = "ravdes"
     with pytest.raises(UsageError, match="unknown dataset 'ravdes'"):
         read_source(data, "dev")
+
+
+def test_two_splits_reading_one_folder_list_each_skip_once_with_both_splits(tmp_path, data_root):
+    import json
+    import shutil
+
+    from ml_collections import ConfigDict
+
+    from data_pipeline.extract import AudioExtractor
+    from data_pipeline.prepare import prepare_from_config
+
+    actor = tmp_path / "ravdess" / "Actor_17"
+    actor.mkdir(parents=True)
+    shutil.copy(data_root / "ravdess/Actor_17/03-01-05-01-01-01-17.flac", actor)
+    (actor / "notes.flac").write_bytes(b"")
+    config = ConfigDict({"data": {"dataset": "ravdess", "root": str(tmp_path), "calm": "drop",
+                                  "actors": {"train": "17", "dev": "17"}, "prepare_splits": ("train", "dev"),
+                                  "shards": str(tmp_path / "shards"), "file_format": "array_record"}})
+    manifest = prepare_from_config(config, AudioExtractor())
+    (skip,) = manifest["skips"]["skipped"]
+    assert skip["item"].endswith("notes.flac") and skip["kind"] == "bad_file_name" and skip["split"] == "train,dev"
+    assert json.loads((tmp_path / "shards" / "manifest.json").read_text())["skips"]["n_skipped"] == 1

@@ -222,8 +222,10 @@ def _timed(fn: Callable) -> float:
     return time.perf_counter() - t0
 
 
-def time_jax(model_set: ModelSet, workload: Workload, fusion_params, size: int, repeats: int) -> dict:
-    """Seconds per batch of the fused function (next batch prefetched), per stage, and its probabilities."""
+def time_jax(model_set: ModelSet, workload: Workload, fusion_params, size: int, repeats: int,
+             profile_dir: pathlib.Path | None = None) -> dict:
+    """Seconds per batch of the fused function (next batch prefetched), per stage, and its probabilities;
+    `profile_dir`: one more call under `jax.profiler.trace` (open it with TensorBoard's profile plugin or Perfetto)."""
     fused, states, tower_probs = make_fused(model_set, fusion_params, workload)
     step = jax.jit(fused, donate_argnums=1)
     host = [host_batch(model_set, workload, size, seed) for seed in range(2)]
@@ -252,6 +254,9 @@ def time_jax(model_set: ModelSet, workload: Workload, fusion_params, size: int, 
     jax.block_until_ready(fuse_only(probs))
     stages["fusion"] = float(np.median([_timed(lambda: jax.block_until_ready(fuse_only(probs))) for _ in range(repeats)]))
     decision, scores, out_probs = (np.asarray(x) for x in step(states, jax.device_put(host[0])))
+    if profile_dir is not None:
+        with jax.profiler.trace(str(profile_dir)):
+            jax.block_until_ready(step(states, jax.device_put(host[1])))
     return {"seconds": seconds, "utterances_per_s": size / seconds, "compile_s": compile_s,
             "stage_seconds": stages, "probs": out_probs}
 
@@ -420,7 +425,8 @@ def time_torch(forward, batch_np: dict, workload: Workload, repeats: int, *, com
 # ---- the run --------------------------------------------------------------------------------------------------
 
 def run(sets: list[str], batches: list[int], dtypes: list[str], *, repeats: int, small: bool, torch_ref: bool,
-        workdir: pathlib.Path, out_dir: pathlib.Path, torch_modes: tuple[str, ...] = ("eager", "compile")) -> dict:
+        workdir: pathlib.Path, out_dir: pathlib.Path, torch_modes: tuple[str, ...] = ("eager", "compile"),
+        profile_dir: pathlib.Path | None = None) -> dict:
     from tqdm import tqdm
 
     from emohd_jax.bench.record import save
@@ -445,7 +451,8 @@ def run(sets: list[str], batches: list[int], dtypes: list[str], *, repeats: int,
         for size in tqdm(batches, desc=f"bench fused {set_name}", unit="batch size"):
             row = {"batch": size}
             for dtype in dtypes:
-                measured = time_jax(typed[dtype], workload, fusion_params, size, repeats)
+                trace = profile_dir / f"{set_name}_{dtype}_batch{size}" if profile_dir and size == batches[-1] else None
+                measured = time_jax(typed[dtype], workload, fusion_params, size, repeats, trace)
                 achieved = per_utt * measured["utterances_per_s"]
                 row[f"jax_{dtype}"] = {k: v for k, v in measured.items() if k != "probs"} | {
                     "tflop_per_s": achieved / 1e12, "mfu": achieved / peaks[dtype][0]}
@@ -522,10 +529,11 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--no-torch", action="store_true", help="skip the PyTorch reference")
     parser.add_argument("--workdir", default="work/bench", help="where the random DistilBERT checkpoint is kept")
     parser.add_argument("--out-dir", default="reports/bench")
+    parser.add_argument("--profile", default=None, help="folder for a jax.profiler trace of the largest batch")
     args = parser.parse_args(argv)
     run(args.sets.split(","), [int(b) for b in args.batches.split(",")], args.dtypes.split(","),
         repeats=args.repeats, small=args.small, torch_ref=not args.no_torch, workdir=pathlib.Path(args.workdir),
-        out_dir=pathlib.Path(args.out_dir))
+        out_dir=pathlib.Path(args.out_dir), profile_dir=pathlib.Path(args.profile) if args.profile else None)
 
 
 if __name__ == "__main__":
