@@ -10,6 +10,7 @@ from __future__ import annotations
 import collections
 import dataclasses
 import os
+import warnings
 from typing import Protocol, Sequence
 
 import numpy as np
@@ -220,19 +221,28 @@ MAX_IMAGE_PIXELS = 40_000_000
 
 
 def load_image(path: str | os.PathLike) -> np.ndarray:
-    """uint8 [h, w] for grayscale files, [h, w, 3] RGB otherwise; ImageSizeError for a tiny or a huge image."""
+    """uint8 [h, w] for grayscale files, [h, w, 3] RGB otherwise; ImageTooSmallError / ImageTooLargeError by
+    the size in the header, before anything is decoded."""
     from PIL import Image
 
-    from emohd_jax.errors import ImageSizeError
+    from emohd_jax.errors import ImageTooLargeError, ImageTooSmallError
 
-    with Image.open(path) as image:  # lazy: only the header is read here
+    limit = f"the {MAX_IMAGE_PIXELS / 1e6:.0f}-megapixel limit (downscale it first)"
+    try:
+        with warnings.catch_warnings():
+            # PIL warns from 89 MP and refuses from 179 MP; the lower limit below refuses first, with its reason.
+            warnings.simplefilter("ignore", Image.DecompressionBombWarning)
+            image = Image.open(path)  # lazy: only the header is read here
+    except Image.DecompressionBombError as err:
+        raise ImageTooLargeError(path, f"more than {2 * Image.MAX_IMAGE_PIXELS / 1e6:.0f} megapixels, over "
+                                       f"{limit}") from err
+    with image:
         width, height = image.size
         if min(width, height) < MIN_IMAGE_SIDE:
-            raise ImageSizeError(path, f"{width}×{height} is too small to hold a face (the detector's smallest "
-                                       f"face is {MIN_IMAGE_SIDE} px)")
+            raise ImageTooSmallError(path, f"too small to hold a face ({width}×{height}; the detector's smallest "
+                                           f"face is {MIN_IMAGE_SIDE} px)")
         if width * height > MAX_IMAGE_PIXELS:
-            raise ImageSizeError(path, f"{width}×{height} ({width * height / 1e6:.0f} megapixels) is over the "
-                                       f"{MAX_IMAGE_PIXELS / 1e6:.0f}-megapixel limit (downscale it first)")
+            raise ImageTooLargeError(path, f"{width}×{height} ({width * height / 1e6:.0f} megapixels) is over {limit}")
         return np.asarray(image.convert("L" if image.mode in ("L", "I;16", "1") else "RGB"))
 
 
@@ -249,13 +259,13 @@ class ImageExtractor:
         return {"backbone_input": self.backbone, "face_shape": list(FACE_SHAPES[self.backbone])}
 
     def records(self, utterance: Utterance) -> list[Record]:
-        from PIL import Image, UnidentifiedImageError
+        from PIL import UnidentifiedImageError
 
         if utterance.image is None:
             raise CorruptMediaError(utterance.uid, "utterance has no image file")
         try:
             image = load_image(utterance.image)  # [h, w] or [h, w, 3] uint8
-        except (UnidentifiedImageError, OSError, Image.DecompressionBombError) as err:
+        except (UnidentifiedImageError, OSError) as err:
             raise CorruptMediaError(utterance.image, f"cannot read as an image: {err}") from err
         face = backbone_faces(image[None], self.backbone)[0]
         return [{"uid": utterance.uid, "label": utterance.label, "face": face}]

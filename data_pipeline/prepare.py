@@ -140,38 +140,42 @@ def read_source(data, split: str) -> tuple[list[Utterance], SkipReport]:
     if data.dataset == "ravdess":
         from data_pipeline.sources.ravdess import read_ravdess
 
-        return read_ravdess(pathlib.Path(data.root) / "ravdess", actors=parse_actors(_split_actors(data, split)),
-                            split=split, calm=data.get("calm", "drop"))
+        return read_ravdess(pathlib.Path(data.root) / "ravdess", actors=_split_actors(data, split), split=split,
+                            calm=data.get("calm", "drop"))
     if data.dataset == "cremad":
         from data_pipeline.sources.cremad import read_cremad
 
-        spec = data.get("actors", {}).get(split, "")
-        return read_cremad(pathlib.Path(data.root) / "cremad", split=split,
-                           actors=parse_actors(spec) if spec else None)
+        # No actors configured: every clip (the samples); configured: the split must be one of them.
+        actors = _split_actors(data, split) if data.get("actors") else None
+        return read_cremad(pathlib.Path(data.root) / "cremad", split=split, actors=actors)
     raise UsageError("config.data.dataset", f"unknown dataset {data.dataset!r}",
                      f"one of: meld, iemocap, ravdess, cremad, {', '.join(CLASS_FOLDER_SETS)}")
 
 
-def parse_actors(spec: str | int) -> list[int]:
-    """Actor spec of a split: '1-16', '17,18,21-24' or a single number → actor numbers."""
+def parse_actors(spec: str | int, setting: str = "--actors") -> list[int]:
+    """Actor spec of a split: '1-16', '17,18,21-24' or a single number → actor numbers.
+
+    UsageError for anything else, its fix naming `setting` (the flag or config key the spec came from).
+    """
     actors: list[int] = []
     for part in str(spec).split(","):
         low, _, high = part.strip().partition("-")
-        if not (low.isascii() and low.isdigit() and (not high or (high.isascii() and high.isdigit()))):
+        high = high or low
+        if not (low.isascii() and low.isdigit() and high.isascii() and high.isdigit() and int(low) <= int(high)):
             raise UsageError(f"actors {spec!r}", f"{part.strip()!r} is not an actor number or range",
-                             "write e.g. 1-16 or 17,18,21-24")
-        actors.extend(range(int(low), int(high or low) + 1))
+                             f"write e.g. 1-16 or 17,18,21-24 in {setting}")
+        actors.extend(range(int(low), int(high) + 1))
     return actors
 
 
-def _split_actors(data, split: str) -> str:
-    """`data.actors[split]`; datasets split by actor need one entry per split they read."""
+def _split_actors(data, split: str) -> list[int]:
+    """The actors of `data.actors[split]`; datasets split by actor need one entry per split they read."""
     actors = data.get("actors", {})
     if split not in actors:
         raise UsageError("config.data.split", f"no actors for split {split!r} in config.data.actors {dict(actors)}",
                          "use a split named there, or add one: --config.data.split=heldout "
                          "--config.data.actors.heldout=21-24")
-    return actors[split]
+    return parse_actors(actors[split], setting=f"config.data.actors.{split}")
 
 
 def prepare_from_config(config, extractor: Extractor, splits: Sequence[str] | None = None,

@@ -57,10 +57,16 @@ class UnknownLabelError(BadInputError):
     kind = "unknown_label"
 
 
-class ImageSizeError(BadInputError):
-    """An image too small to hold a face, or too large to decode safely (read from its header, never decoded)."""
+class ImageTooSmallError(BadInputError):
+    """An image whose header gives a side too short to hold a recognisable face."""
 
-    kind = "image_size"
+    kind = "image_too_small"
+
+
+class ImageTooLargeError(BadInputError):
+    """An image whose header gives more pixels than is safe to decode (refused before decoding)."""
+
+    kind = "image_too_large"
 
 
 class BadFileNameError(BadInputError):

@@ -79,13 +79,15 @@ def test_cremad_pairs_audio_and_video_and_reports_bad_names(tmp_path):
 
 
 @pytest.mark.parametrize("spec,problem", [("abc", "'abc' is not an actor number"), ("3-x", "'3-x' is not"),
-                                          ("١-٢", "is not an actor number")])
+                                          ("١-٢", "is not an actor number"), ("1-4,9-5", "'9-5' is not")])
 def test_bad_actor_specs_are_usage_errors(spec, problem):
     from data_pipeline.prepare import parse_actors
 
     assert parse_actors("1-3, 7") == [1, 2, 3, 7]
     with pytest.raises(UsageError, match=problem):
         parse_actors(spec)
+    with pytest.raises(UsageError, match=r"\(write e.g. 1-16 or 17,18,21-24 in config.data.actors.heldout\)$"):
+        parse_actors(spec, setting="config.data.actors.heldout")
 
 
 def test_a_split_without_actors_and_an_unknown_dataset_are_usage_errors(tmp_path):
@@ -96,9 +98,26 @@ def test_a_split_without_actors_and_an_unknown_dataset_are_usage_errors(tmp_path
     data = ConfigDict({"dataset": "ravdess", "root": str(tmp_path), "actors": {"dev": "17"}, "calm": "drop"})
     with pytest.raises(UsageError, match="no actors for split 'test'"):
         read_source(data, "test")
+    data.calm = "merge"
+    with pytest.raises(UsageError, match="^config.data.calm: 'merge' is not a choice"):
+        read_source(data, "dev")
     data.dataset = "ravdes"
     with pytest.raises(UsageError, match="unknown dataset 'ravdes'"):
         read_source(data, "dev")
+
+
+def test_cremad_split_the_config_does_not_name_is_a_usage_error(data_root):
+    """With actors configured, an unnamed split is a mistake (it used to read every actor, training ones too)."""
+    from ml_collections import ConfigDict
+
+    from data_pipeline.prepare import read_source
+
+    data = ConfigDict({"dataset": "cremad", "root": str(data_root), "actors": {"train": "1001", "test": "1002"}})
+    assert {u.speaker for u in read_source(data, "test")[0]} == {"1002"}
+    with pytest.raises(UsageError, match="^config.data.split: no actors for split 'heldout'"):
+        read_source(data, "heldout")
+    data.actors = {}
+    assert len(read_source(data, "heldout")[0]) == 9  # no actors configured: every sample clip
 
 
 def test_two_splits_reading_one_folder_list_each_skip_once_with_both_splits(tmp_path, data_root):

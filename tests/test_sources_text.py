@@ -8,7 +8,7 @@ import pytest
 from data_pipeline.sources.iemocap import read_iemocap
 from data_pipeline.sources.meld import clip_path, read_meld
 from emohd_jax.classes import CLASS_INDEX, EMOTIONS
-from emohd_jax.errors import MalformedTableError
+from emohd_jax.errors import MalformedTableError, UsageError
 
 HEADER = ["Sr No.", "Utterance", "Speaker", "Emotion", "Sentiment", "Dialogue_ID", "Utterance_ID"]
 
@@ -114,3 +114,17 @@ def test_meld_csv_with_a_byte_order_mark_is_read(tmp_path):
     (tmp_path / "meld" / "dev_sent_emo.csv").write_bytes("\n".join(rows).encode("utf-8-sig"))
     (utterance,), skips = read_meld(tmp_path, "dev")
     assert len(skips) == 0 and utterance.text == "Oh my God!" and utterance.uid == "meld/dev/dia0_utt0"
+
+
+def test_a_missing_split_or_folder_is_a_usage_error(tmp_path):
+    """Config mistakes (a split the data lacks, a wrong root, a bad choice) name what to set, never bad input."""
+    _write_meld(tmp_path, "dev", [["1", "Hi", "Ross", "joy", "positive", "0", "0"]])
+    with pytest.raises(UsageError, match=r"test_sent_emo\.csv: no MELD label file for split 'test' \(expected"):
+        read_meld(tmp_path, "test")
+    _write_iemocap_session(tmp_path, 1)
+    with pytest.raises(UsageError, match=r"^config.data.split: IEMOCAP split 'dev' has no sessions \(one of: train"):
+        read_iemocap(tmp_path, "dev", sessions={"train": (1,), "test": (5,)})
+    with pytest.raises(UsageError, match=r"Session5/dialog/EmoEvaluation: no such IEMOCAP folder \(session 5\)"):
+        read_iemocap(tmp_path, "test", sessions={"train": (1,), "test": (5,)})
+    with pytest.raises(UsageError, match="^config.data.excitement: 'keep' is not a choice"):
+        read_iemocap(tmp_path, "train", sessions={"train": (1,)}, excitement="keep")

@@ -12,7 +12,7 @@ import re
 from typing import Mapping, Sequence
 
 from data_pipeline.sources.base import Utterance, canonical_label
-from emohd_jax.errors import BadInputError, EmptyTranscriptError, MalformedTableError, SkipReport
+from emohd_jax.errors import BadInputError, EmptyTranscriptError, MalformedTableError, SkipReport, UsageError
 from emohd_jax.text_normalize import normalize_text
 
 # frustration joins anger; "xxx" (no agreement) and "oth" are dropped (SPEC §1).
@@ -29,19 +29,26 @@ _TEXT_LINE = re.compile(r"^(?P<uid>Ses\S+) \[[\d.]+-[\d.]+\]: ?(?P<text>.*)$")
 def label_mapping(excitement: str = "happiness") -> dict[str, str | None]:
     """`excitement`: 'happiness' (SPEC decision, common practice) or 'drop'."""
     if excitement not in ("happiness", "drop"):
-        raise ValueError(f"excitement must be 'happiness' or 'drop', not {excitement!r}")
+        raise UsageError("config.data.excitement", f"{excitement!r} is not a choice", "happiness or drop")
     return {**BASE_LABELS, "exc": None if excitement == "drop" else "happiness"}
 
 
 def read_iemocap(root: str | os.PathLike, split: str, *, sessions: Mapping[str, Sequence[int]] = DEFAULT_SESSIONS,
                  excitement: str = "happiness") -> tuple[list[Utterance], SkipReport]:
-    """Utterances of the sessions assigned to `split`; unlabelled or dropped labels are left out."""
+    """Utterances of the sessions assigned to `split`; unlabelled or dropped labels are left out.
+
+    Raises UsageError for a split without sessions or a missing session folder (config errors, not bad input).
+    """
     if split not in sessions:
-        raise ValueError(f"IEMOCAP split {split!r} has no sessions; configured: {dict(sessions)}")
+        raise UsageError("config.data.split", f"IEMOCAP split {split!r} has no sessions",
+                         f"one of: {', '.join(sessions)}")
     mapping = label_mapping(excitement)
     utterances, skips = [], SkipReport()
     for session in sessions[split]:
         dialog_dir = pathlib.Path(root) / "iemocap" / f"Session{session}" / "dialog"
+        if not (dialog_dir / "EmoEvaluation").is_dir():
+            raise UsageError(dialog_dir / "EmoEvaluation", f"no such IEMOCAP folder (session {session})",
+                             "expected ROOT/iemocap/SessionN/dialog/EmoEvaluation/*.txt; set --config.data.root")
         label_files = sorted((dialog_dir / "EmoEvaluation").glob("*.txt"))
         if not label_files:
             raise MalformedTableError(dialog_dir / "EmoEvaluation", "no label files")

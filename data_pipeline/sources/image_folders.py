@@ -13,7 +13,7 @@ from typing import Mapping
 
 from data_pipeline.sources.base import Utterance, canonical_label
 from emohd_jax.classes import EMOTIONS, FER2013_LABELS
-from emohd_jax.errors import SkipReport, UnknownLabelError
+from emohd_jax.errors import SkipReport, UnknownLabelError, UsageError
 
 IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png", ".bmp", ".webp")
 
@@ -23,11 +23,17 @@ def read_class_folders(root: str | os.PathLike, split: str, *,
                        dataset: str = "fer2013", strict: bool = False) -> tuple[list[Utterance], SkipReport]:
     """Every image under `root/split/<class>/`, sorted; a folder the map lacks is skipped and reported.
 
-    With `strict`, an unknown folder raises UnknownLabelError instead of being skipped.
+    With `strict`, an unknown folder raises UnknownLabelError instead of being skipped; a missing `root` or
+    split folder raises UsageError (a config error, not bad input).
     """
-    split_dir = pathlib.Path(root) / split
+    root = pathlib.Path(root)
+    if not root.is_dir():
+        raise UsageError(root, "no such image folder", f"set --config.data.root to the folder holding {root.name}/")
+    split_dir = root / split
     if not split_dir.is_dir():
-        raise FileNotFoundError(f"{split_dir}: no such split folder (expected {split_dir}/<class>/*.jpg)")
+        splits = sorted(p.name for p in root.iterdir() if p.is_dir())
+        raise UsageError(split_dir, "no such split folder",
+                         f"expected {split_dir}/<class>/*.jpg; splits here: {', '.join(splits) or 'none'}")
     label_map = _lowercase_keys(label_map)
     utterances, skips = [], SkipReport()
     for class_dir in sorted(p for p in split_dir.iterdir() if p.is_dir()):
@@ -53,7 +59,8 @@ def parse_label_map(spec: str) -> dict[str, str | None]:
     else:
         pairs = [item.split("=", 1) for item in spec.split(",") if item.strip()]
         if any(len(pair) != 2 for pair in pairs):
-            raise ValueError(f"label map {spec!r}: expected folder=class pairs separated by commas")
+            raise UsageError("config.data.label_map", f"{spec!r} is not a label map",
+                             "folder=class pairs separated by commas, or a .json file")
         mapping = {folder.strip(): name.strip() or None for folder, name in pairs}
     return _lowercase_keys(mapping)
 
@@ -61,5 +68,6 @@ def parse_label_map(spec: str) -> dict[str, str | None]:
 def _lowercase_keys(mapping: Mapping[str, str | None]) -> dict[str, str | None]:
     unknown = sorted(name for name in mapping.values() if name is not None and name not in EMOTIONS)
     if unknown:
-        raise ValueError(f"label map targets {unknown} are not classes (classes: {', '.join(EMOTIONS)})")
+        raise UsageError("config.data.label_map", f"targets {unknown} are not classes",
+                         f"one of: {', '.join(EMOTIONS)}")
     return {folder.strip().lower(): name for folder, name in mapping.items()}

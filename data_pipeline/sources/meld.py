@@ -8,7 +8,7 @@ import os
 import pathlib
 
 from data_pipeline.sources.base import Utterance, canonical_label
-from emohd_jax.errors import BadInputError, EmptyTranscriptError, MalformedTableError, SkipReport
+from emohd_jax.errors import BadInputError, EmptyTranscriptError, MalformedTableError, SkipReport, UsageError
 from emohd_jax.text_normalize import normalize_text
 
 LABELS: dict[str, str | None] = {
@@ -32,11 +32,12 @@ def clip_path(root: str | os.PathLike, split: str, dialogue: int | str, utteranc
 def read_meld(root: str | os.PathLike, split: str) -> tuple[list[Utterance], SkipReport]:
     """Utterances of one split, in file order; bad rows go to the skip report, the rest is kept.
 
-    Raises MalformedTableError when the file is missing or lacks a required column.
+    Raises UsageError when the split's file is missing, MalformedTableError when it lacks a required column.
     """
     path = csv_path(root, split)
     if not path.is_file():
-        raise MalformedTableError(path, f"no MELD label file for split {split!r}")
+        raise UsageError(path, f"no MELD label file for split {split!r}",
+                         "expected ROOT/meld/{train,dev,test}_sent_emo.csv; set --config.data.root or the split")
     # utf-8-sig drops a byte-order mark (Excel writes one before "Utterance"); surrogateescape keeps
     # undecodable bytes visible per row instead of failing the whole file.
     text = path.read_bytes().decode("utf-8-sig", errors="surrogateescape")

@@ -33,7 +33,7 @@ def read_ravdess(root: str | os.PathLike, *, actors: Iterable[int], split: str,
     Raises UsageError when an actor's folder is missing (a config error, not bad input).
     """
     if calm not in ("drop", "neutral"):
-        raise ValueError(f"calm must be 'drop' or 'neutral', got {calm!r}")
+        raise UsageError("config.data.calm", f"{calm!r} is not a choice", "drop, or neutral to merge calm into it")
     labels = {**RAVDESS_LABELS, "02": "neutral" if calm == "neutral" else None}
     utterances, skips = [], SkipReport()
     for actor in sorted(set(actors)):
