@@ -24,7 +24,7 @@ install-dev: $(BIN)/python
 # Main job on the offline default: the shipped CREMA-D clips → faces, voice, ASR words → three towers →
 # fitted fusion → a table, and JSON + CSV + timeline PNG per clip in reports/predict_cremad.
 predict: install
-	$(BIN)/emohd predict examples/cremad --out reports/predict_cremad
+	$(BIN)/emohd predict examples/cremad --out reports/predict_cremad --overwrite
 
 # Training demo: MELD sample → shards → MiniLM text tower → dev metrics.
 train-demo: install

@@ -152,7 +152,7 @@ def main(argv: Sequence[str] | None = None) -> dict:
     transcriber = make_transcriber(args.backend, **options)
     load_before = os.getloadavg()[0]
     records, summary = evaluate_asr(utterances, transcriber, batch_size=args.batch_size)
-    from emohd_jax.bench.record import machine_info
+    from emohd_jax.measurement import machine_info
 
     # One list of what was left out: files rejected while reading the dataset, then media that failed or were silent.
     skipped = SkipReport([*read_skips.skips, *(Skip(**s) for s in summary.pop("skips")["skipped"])])

@@ -429,7 +429,7 @@ def run(sets: list[str], batches: list[int], dtypes: list[str], *, repeats: int,
         profile_dir: pathlib.Path | None = None) -> dict:
     from tqdm import tqdm
 
-    from emohd_jax.bench.record import save
+    from emohd_jax.measurement import save
     from emohd_jax.bundle import load_bundle
 
     workload = Workload()

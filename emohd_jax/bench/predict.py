@@ -39,7 +39,7 @@ def measure(predictor, paths: list[pathlib.Path]) -> dict:
 
 def run(data_root: pathlib.Path, minutes: float, work: pathlib.Path, out_dir: pathlib.Path) -> dict:
     from emohd_jax.bench.predict_memory import build_recording
-    from emohd_jax.bench.record import save
+    from emohd_jax.measurement import save
     from emohd_jax.inference import Predictor
 
     clips = sorted(p for p in (data_root / "cremad").iterdir() if p.suffix in (".flv", ".mp3", ".wav", ".mp4"))

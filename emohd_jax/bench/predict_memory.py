@@ -116,7 +116,7 @@ def _measure(mode: str, path: pathlib.Path) -> dict:
 def run(data_root: pathlib.Path, minutes: list[float], work: pathlib.Path, out_dir: pathlib.Path) -> dict:
     from tqdm import tqdm
 
-    from emohd_jax.bench.record import save
+    from emohd_jax.measurement import save
 
     work.mkdir(parents=True, exist_ok=True)
     rows = []

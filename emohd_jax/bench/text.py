@@ -16,7 +16,7 @@ import jax.numpy as jnp
 import numpy as np
 from flax import nnx
 
-from emohd_jax.bench.record import save, time_call
+from emohd_jax.measurement import save, time_call
 from emohd_jax.convert.hf_text import load_hf_text_encoder, minilm_dir
 from emohd_jax.errors import CommandLineParser
 

@@ -167,7 +167,7 @@ def run(towers: list[str], size: int, steps: int, seq_len: int, dtypes: list[str
         torch_ref: bool = True, torch_modes: tuple[str, ...] = ("eager", "compile")) -> dict:
     from tqdm import tqdm
 
-    from emohd_jax.bench.record import save
+    from emohd_jax.measurement import save
 
     results = {"what": __doc__.split("\n\n")[1].strip(), "batch": size, "steps_timed": steps, "seq_len": seq_len,
                "load_average_1m": {"start": os.getloadavg()[0]}, "towers": {}}

@@ -1,4 +1,4 @@
-"""Where a benchmark's numbers go: one JSON per run with the machine and package versions."""
+"""Where a measured number goes (benchmarks, the ASR check): one JSON per run with the machine and package versions."""
 
 from __future__ import annotations
 
