@@ -19,7 +19,7 @@ from data_pipeline.prepare import parse_actors
 from data_pipeline.sources.ravdess import read_ravdess
 from emohd_jax.audio_frontend import VGGISH_LOG_MEL, batch_waveforms_to_patches, waveform_to_patches
 from emohd_jax.audio_io import load_audio
-from emohd_jax.bench import record
+from emohd_jax import measurement
 from emohd_jax.errors import CommandLineParser
 
 _BATCH = 32
@@ -73,7 +73,7 @@ def run(root: str | os.PathLike = "../shared/data/ravdess", actors: Iterable[int
         "max_abs_diff_vs_reference": float(diffs.max()),
         "fraction_of_values_over_1e-4": float((diffs > 1e-4).mean()),
     }
-    record.save("audio_prepare", results, out_dir)
+    measurement.save("audio_prepare", results, out_dir)
     return results
 
 

@@ -16,7 +16,7 @@ import time
 import av
 import numpy as np
 
-from emohd_jax.bench import record
+from emohd_jax import measurement
 from emohd_jax.faces import MTCNNDetector, crop_faces
 from emohd_jax.video_io import sample_frames
 from emohd_jax.errors import CommandLineParser
@@ -119,7 +119,7 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--data", type=pathlib.Path, default=DEFAULT_DATA)
     parser.add_argument("--repeats", type=int, default=3)
     args = parser.parse_args(argv)
-    record.save("faces", run(args.data, args.repeats))
+    measurement.save("faces", run(args.data, args.repeats))
 
 
 if __name__ == "__main__":
