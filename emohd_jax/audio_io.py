@@ -47,6 +47,8 @@ def iter_audio(path: str | os.PathLike, *, sample_rate: int = SAMPLE_RATE,
         if resampler is None and source_rate != sample_rate:
             resampler = soxr.ResampleStream(source_rate, sample_rate, 1, dtype="float32", quality="HQ")
         mono = channels.mean(axis=1, dtype=np.float32)
+        if not np.isfinite(mono).all():  # a float file can hold NaN/inf: it would pass the silence check
+            raise CorruptMediaError(path, "audio samples that are not finite numbers (NaN or infinity)")
         pending.append(resampler.resample_chunk(mono) if resampler else mono)
         pending_samples += pending[-1].size
         if pending_samples >= block_s * sample_rate:

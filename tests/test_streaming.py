@@ -32,3 +32,13 @@ def test_frames_streamed_equal_frames_sampled(data_root):
     streamed = list(iter_sampled_frames(data_root / "cremad/1001_DFA_ANG_XX.flv"))
     assert [t for _, t in streamed] == times.tolist()
     np.testing.assert_array_equal(np.stack([f for f, _ in streamed]), frames)
+
+
+def test_a_float_wav_holding_nan_is_corrupt_media(tmp_path):
+    import soundfile
+
+    wave = np.full(16000, 0.1, np.float32)
+    wave[100] = np.nan
+    soundfile.write(tmp_path / "nan.wav", wave, 16000, subtype="FLOAT")
+    with pytest.raises(CorruptMediaError, match="nan.wav: audio samples that are not finite"):
+        load_audio(tmp_path / "nan.wav")
