@@ -135,21 +135,16 @@ def overview() -> str:
 
 
 def _kinds_help(command: str) -> str:
+    from emohd_jax.run_config import first_doc_line
+
     summary, kinds = MODULE_COMMANDS[command]
     lines = [f"usage: emohd {command} {{{','.join(kinds)}}} [flags]", "", summary, "", "Kinds:"]
     for kind, module in kinds.items():
         spec = importlib.util.find_spec(module)
-        doc = _first_doc_line(pathlib.Path(spec.origin)) if spec and spec.origin else ""
+        doc = first_doc_line(pathlib.Path(spec.origin)) if spec and spec.origin else ""
         lines.append(f"  {kind:<15} {doc}")
     lines.append(f"\n`emohd {command} <kind> --help` shows that kind's flags.")
     return "\n".join(lines)
-
-
-def _first_doc_line(path: pathlib.Path) -> str:
-    import ast
-
-    doc = ast.get_docstring(ast.parse(path.read_text(encoding="utf-8"))) or ""
-    return doc.splitlines()[0] if doc else ""
 
 
 def dispatch(argv: list[str]) -> int:

@@ -26,13 +26,13 @@ import jax.numpy as jnp
 import numpy as np
 
 from emohd_jax import fusion
+from emohd_jax.audio_io import SAMPLE_RATE, SILENCE_THRESHOLD_DBFS, iter_audio, peak_dbfs
 from emohd_jax.bundle import Bundle, LoadedTower, load_bundle
 from emohd_jax.classes import EMOTIONS
 from emohd_jax.clip_decision import clip_probabilities
 from emohd_jax.errors import EXIT_NONE, EXIT_OK, EXIT_PARTIAL, BadInputError, CommandLineParser, CorruptMediaError
-from emohd_jax.audio_io import SAMPLE_RATE
 from emohd_jax.input_pipeline import Collate
-from emohd_jax.utterances import Span, plan_utterances
+from emohd_jax.utterances import Span, SpeechSegment, plan_utterances
 
 MEDIA_SUFFIXES = (".mp4", ".flv", ".avi", ".mkv", ".mov", ".webm", ".m4v", ".mpg", ".mpeg",
                   ".wav", ".flac", ".mp3", ".m4a", ".ogg", ".opus", ".aac")
@@ -242,9 +242,6 @@ class Predictor:
 
     def _speech(self, wave: np.ndarray, whole_clip: bool):
         """ASR segments of a block: one transcript for a short clip, timestamped segments otherwise."""
-        from emohd_jax.audio_io import SILENCE_THRESHOLD_DBFS, peak_dbfs
-        from emohd_jax.utterances import SpeechSegment
-
         if wave.size == 0 or peak_dbfs(wave) < SILENCE_THRESHOLD_DBFS:
             return []
         if whole_clip:
@@ -267,12 +264,11 @@ class Predictor:
         """Plans the utterances of one block, runs the voice and word towers on them; returns the samples used.
 
         A block that is not the last stops before a speech segment that runs into its end, so no utterance is
-        cut at a block boundary: those samples start the next block.
+        cut at a block boundary: those samples start the next block. The last block runs to `plan.duration_s`
+        (the longer of the audio and the video).
         """
-        from emohd_jax.utterances import SpeechSegment
-
         length = wave.size / SAMPLE_RATE
-        end = max(plan.duration_s, offset + length) if final else offset + length
+        end = plan.duration_s if final else offset + length
         whole_clip = final and offset == 0.0 and end <= self.max_utterance_s
         if transcript is not None:
             speech = [SpeechSegment(0.0, end, transcript)] if transcript.strip() and offset == 0.0 else []
@@ -366,10 +362,6 @@ class Predictor:
         `block_s`), so memory stays flat however long the recording. `transcript` replaces ASR (a dataset's
         subtitles); with `path=None` only the text is predicted.
         """
-        from emohd_jax.audio_io import iter_audio
-
-        from emohd_jax.utterances import SpeechSegment
-
         plan = _Plan(self.modalities)
         if path is None:
             path = pathlib.Path("<transcript>")

@@ -40,9 +40,14 @@ def available_configs() -> dict[str, str]:
     for path in sorted(CONFIG_DIR.glob("*.py")):
         if path.stem in ("__init__", "common"):
             continue
-        doc = ast.get_docstring(ast.parse(path.read_text(encoding="utf-8"))) or ""
-        found[path.stem] = doc.splitlines()[0] if doc else ""
+        found[path.stem] = first_doc_line(path)
     return found
+
+
+def first_doc_line(path: pathlib.Path) -> str:
+    """The first line of a Python file's module docstring, read without importing it ('' when none)."""
+    doc = ast.get_docstring(ast.parse(path.read_text(encoding="utf-8"))) or ""
+    return doc.splitlines()[0] if doc else ""
 
 
 def find_config(spec: str) -> tuple[pathlib.Path, str]:

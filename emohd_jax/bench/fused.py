@@ -19,11 +19,9 @@ weights where a converter maps them (VGGish, DistilBERT; ResNet50 with torchvisi
 
 from __future__ import annotations
 
-import argparse
 import dataclasses
 import os
 import pathlib
-import tempfile
 import time
 from typing import Callable
 
@@ -34,6 +32,7 @@ from flax import nnx
 
 from emohd_jax import fusion
 from emohd_jax.errors import CommandLineParser
+from emohd_jax.measurement import save, time_call
 
 MODALITIES = ("visual", "audio", "text")
 # Dense bf16 / fp32 peaks (FLOP/s) of accelerators by `device_kind` prefix: NVIDIA spec sheets (SXM), Google docs.
@@ -211,15 +210,8 @@ def peak_flops(dtype: str) -> tuple[float, str]:
     n = 2048
     a = jnp.ones((n, n), dtype)
     matmul = jax.jit(lambda x: x @ x)
-    matmul(a).block_until_ready()
-    best = min(_timed(lambda: matmul(a).block_until_ready()) for _ in range(5))
+    best = time_call(lambda: matmul(a).block_until_ready(), repeats=5)["min_s"]
     return 2 * n ** 3 / best, f"measured: best of 5 {n}×{n} {dtype} matmuls on {kind}"
-
-
-def _timed(fn: Callable) -> float:
-    t0 = time.perf_counter()
-    fn()
-    return time.perf_counter() - t0
 
 
 def time_jax(model_set: ModelSet, workload: Workload, fusion_params, size: int, repeats: int,
@@ -246,14 +238,12 @@ def time_jax(model_set: ModelSet, workload: Workload, fusion_params, size: int, 
     for modality, fields in (("visual", {"face": batch["face"]}), ("audio", {"patches": batch["patches"]}),
                              ("text", {k: batch[k] for k in ("input_ids", "token_type_ids")})):
         fn = jax.jit(lambda s, f, m=modality: tower_probs(m, s, f))
-        jax.block_until_ready(fn(states[modality], fields))
-        stages[modality] = float(np.median([_timed(lambda: jax.block_until_ready(fn(states[modality], fields)))
-                                            for _ in range(repeats)]))
+        stages[modality] = time_call(lambda: jax.block_until_ready(fn(states[modality], fields)),
+                                     repeats=repeats)["median_s"]
     probs = jnp.ones((size, 3, 7), jnp.float32) / 7
     fuse_only = jax.jit(lambda p: fusion.fuse_with(fusion_params, p, jnp.ones(p.shape[:2], bool)))
-    jax.block_until_ready(fuse_only(probs))
-    stages["fusion"] = float(np.median([_timed(lambda: jax.block_until_ready(fuse_only(probs))) for _ in range(repeats)]))
-    decision, scores, out_probs = (np.asarray(x) for x in step(states, jax.device_put(host[0])))
+    stages["fusion"] = time_call(lambda: jax.block_until_ready(fuse_only(probs)), repeats=repeats)["median_s"]
+    out_probs = np.asarray(step(states, jax.device_put(host[0]))[2])
     if profile_dir is not None:
         with jax.profiler.trace(str(profile_dir)):
             jax.block_until_ready(step(states, jax.device_put(host[1])))
@@ -263,7 +253,7 @@ def time_jax(model_set: ModelSet, workload: Workload, fusion_params, size: int, 
 
 # ---- PyTorch: the same paper workload ------------------------------------------------------------------------
 
-def torch_paper_models(model_set: ModelSet, small: bool):
+def torch_paper_models(model_set: ModelSet):
     """PyTorch towers mirroring the paper set; weights copied from the JAX towers where a converter maps them."""
     import torch
 
@@ -416,7 +406,7 @@ def time_torch(forward, batch_np: dict, workload: Workload, repeats: int, *, com
     t0 = time.perf_counter()
     probs = call()
     first_s = time.perf_counter() - t0
-    seconds = float(np.median([_timed(call) for _ in range(repeats)]))
+    seconds = time_call(call, warmup=0, repeats=repeats)["median_s"]
     size = batch_np["input_ids"].shape[0]
     return {"seconds": seconds, "utterances_per_s": size / seconds, "first_call_s": first_s,
             "probs": probs.float().cpu().numpy()}
@@ -429,7 +419,6 @@ def run(sets: list[str], batches: list[int], dtypes: list[str], *, repeats: int,
         profile_dir: pathlib.Path | None = None) -> dict:
     from tqdm import tqdm
 
-    from emohd_jax.measurement import save
     from emohd_jax.bundle import load_bundle
 
     workload = Workload()
@@ -440,7 +429,7 @@ def run(sets: list[str], batches: list[int], dtypes: list[str], *, repeats: int,
     results["peak_flops"] = {d: {"flops_per_s": p, "source": s} for d, (p, s) in peaks.items()}
     for set_name in sets:
         model_set = paper_towers(workdir, small=small) if set_name == "paper" else bundle_towers()
-        torch_side = torch_paper_models(model_set, small) if (torch_ref and set_name == "paper") else None
+        torch_side = torch_paper_models(model_set) if (torch_ref and set_name == "paper") else None
         flops = analytic_flops(model_set, workload)
         per_utt = sum(flops.values()) if flops else _xla_flops_per_utterance(model_set, workload, fusion_params)
         entry = {"towers": model_set.describe, "flops_per_utterance": flops or {"xla_cost_analysis": per_utt},

@@ -22,6 +22,7 @@ import jax
 import numpy as np
 
 from emohd_jax.errors import CommandLineParser
+from emohd_jax.measurement import save, time_call
 
 TOWER_CONFIGS = {
     "resnet50": ["fer_visual:resnet50", "--config.model.pretrained=false"],
@@ -153,12 +154,7 @@ def time_torch(name: str, size: int, steps: int, seq_len: int, *, compile_: bool
     start = time.perf_counter()
     step()
     first = time.perf_counter() - start
-    times = []
-    for _ in range(steps):
-        start = time.perf_counter()
-        step()
-        times.append(time.perf_counter() - start)
-    seconds = float(np.median(times))
+    seconds = time_call(step, warmup=0, repeats=steps)["median_s"]
     unit = "sequences" if name == "text" else "images"
     return {"seconds_per_step": seconds, f"{unit}_per_s": size / seconds, "first_step_s": first, "model": note}
 
@@ -167,7 +163,6 @@ def run(towers: list[str], size: int, steps: int, seq_len: int, dtypes: list[str
         torch_ref: bool = True, torch_modes: tuple[str, ...] = ("eager", "compile")) -> dict:
     from tqdm import tqdm
 
-    from emohd_jax.measurement import save
 
     results = {"what": __doc__.split("\n\n")[1].strip(), "batch": size, "steps_timed": steps, "seq_len": seq_len,
                "load_average_1m": {"start": os.getloadavg()[0]}, "towers": {}}
