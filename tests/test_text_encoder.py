@@ -43,6 +43,21 @@ def test_flops_per_sequence_counts_projections_and_attention():
     # MiniLM at 64 tokens: 6 * (2*64*(4*384^2 + 2*384*1536) + 4*64^2*384) = 1,396,703,232
     config = TextEncoderConfig(vocab_size=30522, hidden_size=384, num_layers=6, num_heads=12, intermediate_size=1536)
     assert config.flops_per_sequence(64) == 1_396_703_232
+    # last layer for the CLS position only: its k, v for 64 tokens, the rest for one query
+    last_full = 2 * 64 * (4 * 384**2 + 2 * 384 * 1536) + 4 * 64**2 * 384
+    last_cls = 2 * 64 * 2 * 384**2 + 2 * (2 * 384**2 + 2 * 384 * 1536) + 4 * 64 * 384
+    assert config.flops_per_sequence(64, last_layer_queries=1) == 1_396_703_232 - last_full + last_cls
+
+
+def test_last_layer_queries_equal_the_full_encoder_at_those_positions():
+    encoder = TextEncoder(SMALL, rngs=nnx.Rngs(0))
+    ids, mask = _batch()
+    full = encoder(ids, mask)
+    first_two = encoder(ids, mask, last_layer_queries=2)
+    assert first_two.shape == (2, 2, SMALL.hidden_size)
+    np.testing.assert_allclose(first_two, full[:, :2], atol=1e-5)
+    model = TextClassifier(SMALL, num_classes=7, pooling="cls", rngs=nnx.Rngs(0))  # CLS pooling takes this path
+    np.testing.assert_allclose(model.features(ids, mask), model.encoder(ids, mask)[:, 0], atol=1e-5)
 
 
 def test_padding_does_not_change_real_positions():

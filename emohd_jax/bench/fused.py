@@ -13,8 +13,10 @@ computes. FLOPs are counted analytically for the paper set (checked against XLA'
 and taken from XLA's cost analysis for the bundle; MFU divides the achieved FLOP/s by the device's peak
 (the spec sheet for known accelerators; on a CPU, the best large matmul measured in the same run).
 The same paper workload runs in PyTorch (transformers ResNetModel — torchvision's resnet50 where it imports —,
-torchvggish's VGGish, transformers DistilBERT; eager and torch.compile; bf16 autocast on GPU), on the same
-weights where a converter maps them (VGGish, DistilBERT; ResNet50 with torchvision), and outputs are compared.
+torchvggish's VGGish, transformers DistilBERT; eager and torch.compile in fp32, torch.compile under bf16 autocast
+(eager too on GPU)), on the same weights where a converter maps them (VGGish, DistilBERT; ResNet50 with
+torchvision), and outputs are compared. Each PyTorch tower is also timed alone, so every row carries the ratio
+JAX / best PyTorch fused and per tower (`jax_over_best_torch`: fp32 against fp32, and best against best).
 """
 
 from __future__ import annotations
@@ -191,7 +193,7 @@ def analytic_flops(model_set: ModelSet, workload: Workload) -> dict[str, int] | 
     text_head = 2 * (encoder.hidden_size * text.head_hidden.out_features + text.head_out.in_features * text.head_out.out_features)
     return {"visual": workload.frames * (flops_per_image(visual.backbone.config, head=False) + mlp),
             "audio": workload.patches * flops_per_patch(model_set.towers["audio"][1].vggish_config()),
-            "text": encoder.flops_per_sequence(workload.seq_len) + text_head}
+            "text": encoder.flops_per_sequence(workload.seq_len, 1 if text.pooling == "cls" else None) + text_head}
 
 
 def xla_flops(fn: Callable, *args) -> float:
@@ -308,19 +310,34 @@ def torch_paper_models(model_set: ModelSet):
     for model in models:
         model.eval()
 
-    def forward(batch: dict, frames: int, patches: int):
-        size = batch["input_ids"].shape[0]
+    def face(batch: dict):  # → [frames in the batch, class]
         faces = batch["face"].permute(0, 3, 1, 2).float() / 255.0
-        faces = (faces - torch.tensor([0.485, 0.456, 0.406]).view(1, 3, 1, 1)) / torch.tensor([0.229, 0.224, 0.225]).view(1, 3, 1, 1)
-        face = torch.softmax(face_head(face_trunk(faces)), -1).view(size, frames, -1).mean(1)
-        x = vggish.features(batch["patches"][:, None])
-        x = x.permute(0, 2, 3, 1).reshape(x.shape[0], -1)
-        voice = torch.softmax(vggish.embeddings(x), -1).view(size, patches, -1).mean(1)
-        hidden = distilbert(input_ids=batch["input_ids"], attention_mask=batch["input_ids"] != 0).last_hidden_state
-        words = torch.softmax(text_head(hidden[:, 0]), -1)
-        return torch.stack([face, voice, words], 1)
+        mean, std = torch.tensor([0.485, 0.456, 0.406]), torch.tensor([0.229, 0.224, 0.225])
+        faces = (faces - mean.to(faces.device).view(1, 3, 1, 1)) / std.to(faces.device).view(1, 3, 1, 1)
+        return torch.softmax(face_head(face_trunk(faces)), -1)
 
-    return forward, models, notes
+    def voice(batch: dict):  # → [patches in the batch, class]
+        x = vggish.features(batch["patches"][:, None])
+        return torch.softmax(vggish.embeddings(x.permute(0, 2, 3, 1).reshape(x.shape[0], -1)), -1)
+
+    def words(batch: dict):  # → [utterances, class]
+        hidden = distilbert(input_ids=batch["input_ids"], attention_mask=batch["input_ids"] != 0).last_hidden_state
+        return torch.softmax(text_head(hidden[:, 0]), -1)
+
+    return {"visual": face, "audio": voice, "text": words}, models, notes
+
+
+def torch_fused(towers: dict[str, Callable], workload: Workload) -> Callable:
+    """The three PyTorch towers and clip pooling → probs: [batch, modality, class], as `make_fused` does in JAX."""
+    import torch
+
+    def forward(batch: dict):
+        size = batch["input_ids"].shape[0]
+        return torch.stack([towers["visual"](batch).view(size, workload.frames, -1).mean(1),
+                            towers["audio"](batch).view(size, workload.patches, -1).mean(1),
+                            towers["text"](batch)], 1)
+
+    return forward
 
 
 def _torch_linear(linear: nnx.Linear):
@@ -388,7 +405,29 @@ def _copy_vggish(classifier, vggish) -> None:
             linear.bias.copy_(torch.from_numpy(np.array(jlinear.bias.value, np.float32)))
 
 
-def time_torch(forward, batch_np: dict, workload: Workload, repeats: int, *, compile_: bool, autocast: bool) -> dict:
+def parity(row: dict) -> dict:
+    """Throughput ratios JAX / best PyTorch (> 1: JAX faster), fused and per tower where both timed the towers:
+    `fp32` compares fp32 with fp32 (PyTorch eager or compile), `any_dtype` the fastest of each side over every dtype."""
+    def seconds(key: str, part: str) -> float | None:
+        entry = row.get(key, {})
+        return entry.get("seconds") if part == "fused" else entry.get("stage_seconds", {}).get(part)
+
+    keys = [k for k in row if k.startswith(("jax_", "torch_")) and isinstance(row[k], dict) and "seconds" in row[k]]
+    ratios = {}
+    for scope, wanted in (("fp32", ("jax_float32", "_fp32")), ("any_dtype", ("jax_", "torch_"))):
+        ratios[scope] = {}
+        for part in ("fused", *MODALITIES):
+            jax_s = [seconds(k, part) for k in keys if k.startswith("jax_") and k.startswith(wanted[0])]
+            torch_s = [seconds(k, part) for k in keys if k.startswith("torch_") and
+                       (k.endswith(wanted[1]) if scope == "fp32" else True)]
+            jax_s, torch_s = [v for v in jax_s if v], [v for v in torch_s if v]
+            if jax_s and torch_s:
+                ratios[scope][part] = min(torch_s) / min(jax_s)
+    return ratios
+
+
+def time_torch(forward: Callable, batch_np: dict, repeats: int, *, compile_: bool, autocast: bool) -> dict:
+    """Median seconds of `forward(batch)` (eager or torch.compile, optionally under bf16 autocast) and its output."""
     import torch
 
     device = "cuda" if torch.cuda.is_available() else "cpu"
@@ -398,7 +437,7 @@ def time_torch(forward, batch_np: dict, workload: Workload, repeats: int, *, com
 
     def call():
         with torch.inference_mode(), torch.autocast(device, dtype=torch.bfloat16, enabled=autocast):
-            out = run(batch, workload.frames, workload.patches)
+            out = run(batch)
         if device == "cuda":
             torch.cuda.synchronize()
         return out
@@ -416,7 +455,8 @@ def time_torch(forward, batch_np: dict, workload: Workload, repeats: int, *, com
 
 def run(sets: list[str], batches: list[int], dtypes: list[str], *, repeats: int, small: bool, torch_ref: bool,
         workdir: pathlib.Path, out_dir: pathlib.Path, torch_modes: tuple[str, ...] = ("eager", "compile"),
-        profile_dir: pathlib.Path | None = None) -> dict:
+        profile_dir: pathlib.Path | None = None, tower_times: bool = True) -> dict:
+    """`tower_times`: time each PyTorch tower alone too (the per-tower ratios; one more compile per tower)."""
     from tqdm import tqdm
 
     from emohd_jax.bundle import load_bundle
@@ -447,26 +487,27 @@ def run(sets: list[str], batches: list[int], dtypes: list[str], *, repeats: int,
                     "tflop_per_s": achieved / 1e12, "mfu": achieved / peaks[dtype][0]}
                 row.setdefault("_probs", {})[f"jax_{dtype}"] = measured["probs"]
             if torch_side:
-                forward = torch_side[0]
+                towers_torch = torch_side[0]
                 batch_np = host_batch(model_set, workload, size, 0)
                 import torch
 
-                variants = [(f"torch_{mode}_{kind}", mode == "compile", kind == "bf16") for kind in
-                            (("fp32", "bf16") if torch.cuda.is_available() else ("fp32",)) for mode in torch_modes]
+                # bf16 autocast on GPU, and on a CPU too: oneDNN runs it on AMX/AVX-512 BF16 where the CPU has them.
+                variants = [(f"torch_{mode}_{kind}", mode == "compile", kind == "bf16") for kind in ("fp32", "bf16")
+                            for mode in torch_modes if kind == "fp32" or mode == "compile" or torch.cuda.is_available()]
                 for name, compile_, autocast in variants:
                     try:
-                        measured = time_torch(forward, batch_np, workload, repeats, compile_=compile_, autocast=autocast)
+                        measured = time_torch(torch_fused(towers_torch, workload), batch_np, repeats,
+                                              compile_=compile_, autocast=autocast)
+                        if tower_times:
+                            measured["stage_seconds"] = {m: time_torch(towers_torch[m], batch_np, repeats,
+                                                                       compile_=compile_, autocast=autocast)["seconds"]
+                                                         for m in MODALITIES}
                     except Exception as error:  # inductor needs a C++ toolchain; say so rather than abort
                         row[name] = {"error": f"{type(error).__name__}: {str(error)[:300]}"}
                         continue
                     row[name] = {k: v for k, v in measured.items() if k != "probs"}
                     row["_probs"][name] = measured["probs"]
-                best_torch = max((row[k]["utterances_per_s"] for k in row if k.startswith("torch_") and "error" not in row[k]),
-                                 default=None)
-                if best_torch:
-                    row["jax_fp32_over_best_torch"] = row["jax_float32"]["utterances_per_s"] / best_torch \
-                        if "jax_float32" in row else None
-                    row["best_jax_over_best_torch"] = max(row[f"jax_{d}"]["utterances_per_s"] for d in dtypes) / best_torch
+                row["jax_over_best_torch"] = parity(row)
                 reference = row["_probs"].get("torch_eager_fp32")
                 if reference is not None and "jax_float32" in row["_probs"]:
                     diff = np.abs(row["_probs"]["jax_float32"] - reference).max(axis=(0, 2))  # per modality
@@ -519,10 +560,13 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--workdir", default="work/bench", help="where the random DistilBERT checkpoint is kept")
     parser.add_argument("--out-dir", default="reports/bench")
     parser.add_argument("--profile", default=None, help="folder for a jax.profiler trace of the largest batch")
+    parser.add_argument("--no-tower-times", action="store_true",
+                        help="time the PyTorch towers only together (no per-tower ratios; fewer compiles)")
     args = parser.parse_args(argv)
     run(args.sets.split(","), [int(b) for b in args.batches.split(",")], args.dtypes.split(","),
         repeats=args.repeats, small=args.small, torch_ref=not args.no_torch, workdir=pathlib.Path(args.workdir),
-        out_dir=pathlib.Path(args.out_dir), profile_dir=pathlib.Path(args.profile) if args.profile else None)
+        out_dir=pathlib.Path(args.out_dir), profile_dir=pathlib.Path(args.profile) if args.profile else None,
+        tower_times=not args.no_tower_times)
 
 
 if __name__ == "__main__":

@@ -30,7 +30,7 @@ def run(out_dir: pathlib.Path, *, small: bool, budget_s: float, workdir: pathlib
     dtypes = ["float32"] if small else ["float32", "bfloat16"]
     modes = ("eager",) if small else ("eager", "compile")
     fused.run(["paper", "bundle"], batches, dtypes, repeats=2 if small else 5, small=small, torch_ref=True,
-              workdir=workdir, out_dir=out_dir, torch_modes=modes)
+              workdir=workdir, out_dir=out_dir, torch_modes=modes, tower_times=not accelerator)
     done["parts"]["fused"] = round(time.perf_counter() - start, 1)
     if time.perf_counter() - start < budget_s:
         towers = ["mini_xception", "text"] if small else ["resnet50", "mini_xception", "text"]
