@@ -5,10 +5,6 @@
 
 __version__ = "0.1.0"
 
-from emohd_jax.xla_cpu import route_kernels as _route_kernels
-
-_route_kernels()  # before any JAX backend starts: the CLI, the library and the tests compile alike
-
 
 def __getattr__(name: str):
     # Lazy: importing the package must not pull JAX, models and Whisper in.

@@ -36,6 +36,7 @@ from emohd_jax.errors import CheckpointLayoutError
 from emohd_jax.models.flat_state import fill
 from emohd_jax.towers import ClassifierTask, make_tower, split_model
 from emohd_jax.train.optim import trainable_labels
+from emohd_jax.xla_cpu import inference_jit
 
 SCHEMA = "emohd.bundle/1"
 MANIFEST = "bundle.json"
@@ -104,11 +105,11 @@ def build_tower_module(config, tensors: Mapping[str, np.ndarray], *, source: str
 def _jitted_probs(task: ClassifierTask, module: nnx.Module) -> Callable[[dict], jax.Array]:
     graphdef, state = nnx.split(module)
 
-    @jax.jit
     def probs(state, batch):  # batch: the tower's model fields → [batch, classes]
         return task.predict_probs(nnx.merge(graphdef, state), batch)
 
-    return lambda batch: probs(state, batch)
+    jitted = inference_jit(probs)
+    return lambda batch: jitted(state, batch)
 
 
 def load_bundle(path: str | os.PathLike | None = None) -> Bundle:

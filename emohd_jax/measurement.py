@@ -60,3 +60,10 @@ def save(name: str, results: dict, out_dir: str | os.PathLike = "reports/bench")
     path.write_text(json.dumps(payload, indent=1))
     print(json.dumps(payload, indent=1))
     return path
+
+
+def torch_variants(modes: tuple[str, ...], *, cuda: bool) -> list[tuple[str, bool, bool]]:
+    """(name, torch.compile?, bf16 autocast?) of the PyTorch references: each mode in fp32, and under bf16
+    autocast compiled (eager too on a GPU). On a CPU oneDNN runs bf16 on AMX / AVX-512 BF16 where it has them."""
+    return [(f"torch_{mode}_{kind}", mode == "compile", kind == "bf16") for kind in ("fp32", "bf16")
+            for mode in modes if kind == "fp32" or mode == "compile" or cuda]

@@ -1,34 +1,32 @@
-"""XLA:CPU kernel routing: set for CPU processes, left alone when the user or an accelerator decides, in effect."""
+"""The CPU compiler options of forward-only tower functions: in effect, and computing what plain jax.jit does."""
 
 import jax
 import jax.numpy as jnp
+import numpy as np
 from flax import nnx
 
-from emohd_jax import xla_cpu
 from emohd_jax.models.vggish import VGGISH_CONFIGS, VGGishClassifier
+from emohd_jax.xla_cpu import inference_jit
 
 
-def test_route_kernels_adds_the_flags_for_a_cpu_process():
-    environ = {"JAX_PLATFORMS": "cpu", "XLA_FLAGS": "--xla_dump_to=/tmp/x"}
-    assert xla_cpu.route_kernels(environ)
-    assert environ["XLA_FLAGS"].split() == ["--xla_dump_to=/tmp/x",
-                                            "--xla_cpu_experimental_xnn_fusion_type=individual_convolution",
-                                            "--xla_cpu_experimental_ynn_fusion_type=individual_dot"]
+def _entry(jitted, *args) -> str:
+    hlo = jitted.lower(*args).compile().as_text()
+    return hlo[hlo.index("ENTRY"):]
 
 
-def test_route_kernels_leaves_user_and_accelerator_choices_alone():
-    mine = {"JAX_PLATFORMS": "cpu", "XLA_FLAGS": "--xla_cpu_experimental_ynn_fusion_type=dot"}
-    assert not xla_cpu.route_kernels(mine) and mine["XLA_FLAGS"] == "--xla_cpu_experimental_ynn_fusion_type=dot"
-    for environ in ({"JAX_PLATFORMS": "cuda"}, {"JAX_PLATFORMS": "tpu,cpu"}, {"EMOHD_XLA_CPU_ROUTING": "0"}):
-        assert not xla_cpu.route_kernels(environ) and "XLA_FLAGS" not in environ
-
-
-def test_convolutions_are_compiled_one_by_one_in_this_process():
-    """Without the routing XLA:CPU folds a whole VGGish into one YNNPACK graph (10x slower on a few patches);
-    with it every convolution stays its own operation in the compiled entry computation."""
+def test_inference_jit_compiles_convolutions_one_by_one_and_agrees_with_jit():
+    """Plain jax.jit folds the whole VGGish into one YNNPACK graph on CPU (10x slower on a few patches);
+    inference_jit keeps every convolution its own operation, with the same probabilities."""
     model = VGGishClassifier(VGGISH_CONFIGS["small"], rngs=nnx.Rngs(0))
     graphdef, state = nnx.split(model)
-    patches = jnp.zeros((4, 96, 64), jnp.float32)
-    hlo = jax.jit(lambda s, x: nnx.merge(graphdef, s)(x)).lower(state, patches).compile().as_text()
-    entry = hlo[hlo.index("ENTRY"):]
-    assert entry.count(" convolution(") == len(model.vggish.conv)
+    forward = lambda s, x: jax.nn.softmax(nnx.merge(graphdef, s)(x))  # noqa: E731
+    patches = jax.random.normal(jax.random.key(0), (4, 96, 64)) - 2.0
+    routed, plain = inference_jit(forward), jax.jit(forward)
+    assert _entry(routed, state, patches).count(" convolution(") == len(model.vggish.conv)
+    assert _entry(plain, state, patches).count(" convolution(") < len(model.vggish.conv)  # the rest in a fusion
+    np.testing.assert_allclose(routed(state, patches), plain(state, patches), atol=1e-6)
+
+
+def test_inference_jit_passes_jit_arguments_through():
+    double = inference_jit(lambda x, n: x * n, static_argnums=1, donate_argnums=0)
+    assert float(double(jnp.ones(()), 3)) == 3.0

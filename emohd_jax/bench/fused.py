@@ -34,7 +34,8 @@ from flax import nnx
 
 from emohd_jax import fusion
 from emohd_jax.errors import CommandLineParser
-from emohd_jax.measurement import save, time_call
+from emohd_jax.measurement import save, time_call, torch_variants
+from emohd_jax.xla_cpu import inference_jit
 
 MODALITIES = ("visual", "audio", "text")
 # Dense bf16 / fp32 peaks (FLOP/s) of accelerators by `device_kind` prefix: NVIDIA spec sheets (SXM), Google docs.
@@ -198,7 +199,7 @@ def analytic_flops(model_set: ModelSet, workload: Workload) -> dict[str, int] | 
 
 def xla_flops(fn: Callable, *args) -> float:
     """XLA's own count for the compiled function (what the analytic count is checked against)."""
-    cost = jax.jit(fn).lower(*args).compile().cost_analysis()
+    cost = inference_jit(fn).lower(*args).compile().cost_analysis()
     cost = cost[0] if isinstance(cost, (list, tuple)) else cost
     return float(cost.get("flops", float("nan")))
 
@@ -221,7 +222,7 @@ def time_jax(model_set: ModelSet, workload: Workload, fusion_params, size: int, 
     """Seconds per batch of the fused function (next batch prefetched), per stage, and its probabilities;
     `profile_dir`: one more call under `jax.profiler.trace` (open it with TensorBoard's profile plugin or Perfetto)."""
     fused, states, tower_probs = make_fused(model_set, fusion_params, workload)
-    step = jax.jit(fused, donate_argnums=1)
+    step = inference_jit(fused, donate_argnums=1)
     host = [host_batch(model_set, workload, size, seed) for seed in range(2)]
     compile_start = time.perf_counter()
     jax.block_until_ready(step(states, jax.device_put(host[0])))
@@ -239,7 +240,7 @@ def time_jax(model_set: ModelSet, workload: Workload, fusion_params, size: int, 
     stages = {}
     for modality, fields in (("visual", {"face": batch["face"]}), ("audio", {"patches": batch["patches"]}),
                              ("text", {k: batch[k] for k in ("input_ids", "token_type_ids")})):
-        fn = jax.jit(lambda s, f, m=modality: tower_probs(m, s, f))
+        fn = inference_jit(lambda s, f, m=modality: tower_probs(m, s, f))
         stages[modality] = time_call(lambda: jax.block_until_ready(fn(states[modality], fields)),
                                      repeats=repeats)["median_s"]
     probs = jnp.ones((size, 3, 7), jnp.float32) / 7
@@ -491,10 +492,7 @@ def run(sets: list[str], batches: list[int], dtypes: list[str], *, repeats: int,
                 batch_np = host_batch(model_set, workload, size, 0)
                 import torch
 
-                # bf16 autocast on GPU, and on a CPU too: oneDNN runs it on AMX/AVX-512 BF16 where the CPU has them.
-                variants = [(f"torch_{mode}_{kind}", mode == "compile", kind == "bf16") for kind in ("fp32", "bf16")
-                            for mode in torch_modes if kind == "fp32" or mode == "compile" or torch.cuda.is_available()]
-                for name, compile_, autocast in variants:
+                for name, compile_, autocast in torch_variants(torch_modes, cuda=torch.cuda.is_available()):
                     try:
                         measured = time_torch(torch_fused(towers_torch, workload), batch_np, repeats,
                                               compile_=compile_, autocast=autocast)

@@ -19,6 +19,7 @@ from flax import nnx
 from emohd_jax.measurement import save, time_call
 from emohd_jax.convert.hf_text import load_hf_text_encoder, minilm_dir
 from emohd_jax.errors import CommandLineParser
+from emohd_jax.xla_cpu import inference_jit
 
 DEFAULT_DATA_ROOT = "../shared/data"
 
@@ -40,11 +41,11 @@ def _flax_forward(encoder) -> Callable[..., jax.Array]:
     """A plain jax.jit over (params, tokens): no per-call NNX graph traversal in the timed path."""
     graphdef, state = nnx.split(encoder)
 
-    @jax.jit
     def forward(state, input_ids, attention_mask, token_type_ids):
         return nnx.merge(graphdef, state)(input_ids, attention_mask, token_type_ids)
 
-    return lambda *tokens: forward(state, *tokens)
+    jitted = inference_jit(forward)
+    return lambda *tokens: jitted(state, *tokens)
 
 
 def _throughput(timing: dict, batch_size: int, flops_per_seq: int) -> dict:

@@ -28,6 +28,7 @@ from emohd_jax.clip_decision import group_by_clip
 from emohd_jax.towers import TOWERS, Task, split_model
 from emohd_jax.train import sharding
 from emohd_jax.train.optim import make_optimizer, trainable_labels
+from emohd_jax.xla_cpu import inference_jit
 
 
 @flax.struct.dataclass
@@ -147,8 +148,8 @@ def _model_inputs(batch: dict, task: Task, extra: tuple[str, ...] = ()) -> dict:
 def make_predict_fn(task: Task, model: Model, weights: dict, mesh):
     """probs = fn(params, other, batch): `predict_step` jitted once over `mesh` for the weights' layout."""
     weights_sharding = jax.tree.map(lambda x: x.sharding, (weights["params"], weights["other"]))
-    step = jax.jit(functools.partial(predict_step, task=task),
-                   in_shardings=(*weights_sharding, sharding.batch_sharding(mesh), None))
+    step = inference_jit(functools.partial(predict_step, task=task),
+                         in_shardings=(*weights_sharding, sharding.batch_sharding(mesh), None))
     return lambda params, other, batch: step(params, other, batch, model)
 
 
