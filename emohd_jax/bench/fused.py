@@ -541,6 +541,7 @@ def _plot(results: dict, path: pathlib.Path) -> None:
         for key in keys:
             ax.plot(batches, [r.get(key, {}).get("utterances_per_s", np.nan) for r in entry["rows"]], "o-", label=key)
         ax.set(xscale="log", xlabel="batch (utterances)", ylabel="utterances / s", title=f"fused V+A+T: {name} set")
+        ax.minorticks_off()
         ax.set_xticks(batches, [str(b) for b in batches])
         ax.legend(fontsize=7)
     figure.tight_layout()
