@@ -63,3 +63,16 @@ def test_gpu_check_dry_run_writes_every_result(tmp_path):
     train = json.loads((tmp_path / "out" / "train.json").read_text())
     assert train["towers"]["text"]["jax_float32"]["sequences_per_s"] > 0
     assert (tmp_path / "out" / "fused.png").stat().st_size > 10_000
+
+
+def test_parity_compares_fp32_with_fp32_and_best_with_best():
+    row = {"batch": 1,
+           "jax_float32": {"seconds": 2.0, "stage_seconds": {"visual": 1.0, "audio": 0.5, "text": 0.4, "fusion": 1e-5}},
+           "jax_bfloat16": {"seconds": 3.0, "stage_seconds": {"visual": 2.0, "audio": 0.25, "text": 0.5}},
+           "torch_eager_fp32": {"seconds": 2.2, "stage_seconds": {"visual": 1.2, "audio": 0.6, "text": 0.2}},
+           "torch_compile_fp32": {"seconds": 1.8, "stage_seconds": {"visual": 0.9, "audio": 0.7, "text": 0.3}},
+           "torch_compile_bf16": {"seconds": 1.0},  # no tower times: only the fused ratio uses it
+           "torch_eager_bf16": {"error": "RuntimeError: no C++ compiler"}}
+    ratios = bench.parity(row)
+    assert ratios["fp32"] == pytest.approx({"fused": 0.9, "visual": 0.9, "audio": 1.2, "text": 0.5})
+    assert ratios["any_dtype"] == pytest.approx({"fused": 0.5, "visual": 0.9, "audio": 2.4, "text": 0.5})

@@ -409,19 +409,17 @@ def _copy_vggish(classifier, vggish) -> None:
 def parity(row: dict) -> dict:
     """Throughput ratios JAX / best PyTorch (> 1: JAX faster), fused and per tower where both timed the towers:
     `fp32` compares fp32 with fp32 (PyTorch eager or compile), `any_dtype` the fastest of each side over every dtype."""
-    def seconds(key: str, part: str) -> float | None:
-        entry = row.get(key, {})
-        return entry.get("seconds") if part == "fused" else entry.get("stage_seconds", {}).get(part)
-
-    keys = [k for k in row if k.startswith(("jax_", "torch_")) and isinstance(row[k], dict) and "seconds" in row[k]]
+    timed = {k: v for k, v in row.items() if k.startswith(("jax_", "torch_")) and isinstance(v, dict) and "seconds" in v}
+    scopes = {"fp32": lambda k: k == "jax_float32" or (k.startswith("torch_") and k.endswith("_fp32")),
+              "any_dtype": lambda k: True}
     ratios = {}
-    for scope, wanted in (("fp32", ("jax_float32", "_fp32")), ("any_dtype", ("jax_", "torch_"))):
+    for scope, included in scopes.items():
         ratios[scope] = {}
         for part in ("fused", *MODALITIES):
-            jax_s = [seconds(k, part) for k in keys if k.startswith("jax_") and k.startswith(wanted[0])]
-            torch_s = [seconds(k, part) for k in keys if k.startswith("torch_") and
-                       (k.endswith(wanted[1]) if scope == "fp32" else True)]
-            jax_s, torch_s = [v for v in jax_s if v], [v for v in torch_s if v]
+            seconds = {k: v["seconds"] if part == "fused" else v.get("stage_seconds", {}).get(part)
+                       for k, v in timed.items() if included(k)}
+            jax_s = [s for k, s in seconds.items() if k.startswith("jax_") and s]
+            torch_s = [s for k, s in seconds.items() if k.startswith("torch_") and s]
             if jax_s and torch_s:
                 ratios[scope][part] = min(torch_s) / min(jax_s)
     return ratios
