@@ -119,7 +119,7 @@ class AudioExtractor:
     name = "audio"
 
     def __init__(self, *, trim_db: float = 0.0):
-        from emohd_jax.audio_frontend import VGGISH_LOG_MEL
+        from emohd_jax.audio.log_mel import VGGISH_LOG_MEL
 
         self.spec, self.trim_db = VGGISH_LOG_MEL, float(trim_db)
         self.features = _base_features(
@@ -136,7 +136,7 @@ class AudioExtractor:
 
         The window is centred on the speech and filled with the clip's own surroundings, not with zeros.
         """
-        from emohd_jax.audio_frontend import num_frames
+        from emohd_jax.audio.log_mel import num_frames
 
         spec = self.spec
         frames = num_frames(wave.size, spec)
@@ -155,7 +155,7 @@ class AudioExtractor:
 
     def patches(self, utterance: Utterance) -> tuple[np.ndarray, float]:
         """(patches: [n, 96, 64] float32, seconds of audio) of one utterance; raises BadInputError naming the file."""
-        from emohd_jax.audio_io import load_audio
+        from emohd_jax.audio.io import load_audio
 
         media = utterance.audio or utterance.video
         if media is None:
@@ -177,8 +177,8 @@ class AudioExtractor:
         Silence check → speech window → log-mel patches: what `prepare` stores and `predict` feeds the
         tower, from one function. SilenceError names `source`.
         """
-        from emohd_jax.audio_frontend import waveform_to_patches
-        from emohd_jax.audio_io import check_not_silent
+        from emohd_jax.audio.log_mel import waveform_to_patches
+        from emohd_jax.audio.io import check_not_silent
 
         check_not_silent(wave, source)
         window = self.speech_window(wave) if self.trim_db > 0 else slice(0, wave.size)
@@ -292,14 +292,14 @@ class VideoFaceExtractor:
     @property
     def detector(self):
         if self._detector is None:  # built on first use: loading + jitting MTCNN costs seconds
-            from emohd_jax.faces import MTCNNDetector
+            from emohd_jax.vision.faces import MTCNNDetector
 
             self._detector = MTCNNDetector()
         return self._detector
 
     def faces(self, video_path: str | os.PathLike) -> tuple[np.ndarray, np.ndarray]:
         """(faces: [m, *FACE_SHAPES[backbone]] uint8, timestamps_s: [m]) of one video."""
-        from emohd_jax.faces import extract_clip_faces
+        from emohd_jax.vision.faces import extract_clip_faces
 
         clip = extract_clip_faces(video_path, self.detector, fps=self.fps, size=FACE_SHAPES[self.backbone][0],
                                   margin=self.margin, select=self.select)
@@ -311,7 +311,7 @@ class VideoFaceExtractor:
 
         NoFaceError (naming `source`) when no frame has a face.
         """
-        from emohd_jax.faces import faces_in_frames
+        from emohd_jax.vision.faces import faces_in_frames
 
         size = FACE_SHAPES[self.backbone][0]
         clip = faces_in_frames(frames, timestamps, self.detector, size=size, margin=self.margin, select=self.select,

@@ -26,7 +26,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from emohd_jax import fusion
-from emohd_jax.audio_io import SAMPLE_RATE, SILENCE_THRESHOLD_DBFS, iter_audio, peak_dbfs
+from emohd_jax.audio.io import SAMPLE_RATE, SILENCE_THRESHOLD_DBFS, iter_audio, peak_dbfs
 from emohd_jax.bundle import Bundle, LoadedTower, load_bundle
 from emohd_jax.classes import EMOTIONS
 from emohd_jax.clip_decision import clip_probabilities
@@ -203,7 +203,7 @@ class Predictor:
 
     def _face_track(self, path: pathlib.Path) -> FaceTrack:
         """The face tower over the whole video, `frame_chunk` frames at a time (bounded memory)."""
-        from emohd_jax.video_io import iter_sampled_frames
+        from emohd_jax.vision.video_io import iter_sampled_frames
 
         track = FaceTrack()
         stamps, chunk = [], []

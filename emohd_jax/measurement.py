@@ -9,7 +9,7 @@ import os
 import pathlib
 import platform
 import time
-from typing import Callable
+from typing import Callable, Mapping
 
 _PACKAGES = ("jax", "jaxlib", "flax", "optax", "numpy", "torch", "transformers", "ctranslate2", "faster-whisper")
 
@@ -60,6 +60,21 @@ def save(name: str, results: dict, out_dir: str | os.PathLike = "reports/bench")
     path.write_text(json.dumps(payload, indent=1))
     print(json.dumps(payload, indent=1))
     return path
+
+
+def speed_ratios(seconds: Mapping[str, float | None]) -> dict[str, float]:
+    """JAX / best PyTorch speed (> 1: JAX faster) from seconds per variant (`jax_float32`, `torch_compile_fp32`, …;
+    None where not timed): `fp32` puts JAX fp32 against PyTorch fp32, `any_dtype` the fastest of each side."""
+    timed = {k: s for k, s in seconds.items() if s}
+    scopes = {"fp32": lambda k: k == "jax_float32" or (k.startswith("torch_") and k.endswith("_fp32")),
+              "any_dtype": lambda k: True}
+    ratios = {}
+    for scope, included in scopes.items():
+        jax_s = [s for k, s in timed.items() if k.startswith("jax_") and included(k)]
+        torch_s = [s for k, s in timed.items() if k.startswith("torch_") and included(k)]
+        if jax_s and torch_s:
+            ratios[scope] = min(torch_s) / min(jax_s)
+    return ratios
 
 
 def torch_variants(modes: tuple[str, ...], *, cuda: bool) -> list[tuple[str, bool, bool]]:

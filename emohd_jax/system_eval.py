@@ -7,7 +7,7 @@ bundle's, fitted on the towers' dev sets — never on the set evaluated here. `t
 live system hears), 'subtitles' (the dataset's own text), or both. A column's metrics cover the
 utterances where at least one of its modalities is present (`coverage` says how many).
 With `meld_sub`, every table is also computed on MELD-sub (SPEC §6): the utterances whose sampled
-frames mostly show at most one confident face (`emohd_jax.faces.meld_sub_keep`, thresholds in config).
+frames mostly show at most one confident face (`emohd_jax.vision.faces.meld_sub_keep`, thresholds in config).
 """
 
 from __future__ import annotations
@@ -76,7 +76,7 @@ def ablation(probs: np.ndarray, present: np.ndarray, decisions: np.ndarray, labe
 
 def meld_sub_mask(results: list[dict], options) -> np.ndarray:
     """keep [n]: SPEC §6's one-person-on-screen filter, from the face probabilities `predict` records per frame."""
-    from emohd_jax.faces import Detections, meld_sub_keep
+    from emohd_jax.vision.faces import Detections, meld_sub_keep
 
     def detections(frame: dict) -> Detections:
         n = len(frame["face_probs"])

@@ -18,7 +18,7 @@ from flax import nnx
 
 from data_pipeline.extract import Extractor
 from data_pipeline.sources.base import CLASS_FOLDER_SETS
-from emohd_jax import face_tta
+from emohd_jax.vision import tta as face_tta
 from emohd_jax.classes import NUM_CLASSES
 from emohd_jax.losses import cross_entropy
 
@@ -137,7 +137,7 @@ class ImageTask(ClassifierTask):
     mini-Xception starts from the committed FER2013 weights (or `model.init`, a safetensors file);
     ResNet50 from `model.init`, a VGGFace2 .pkl or torchvision .pth, with a fresh 7-way head.
     `eval.flip` / `eval.shift`: at evaluation, probabilities are averaged over the mirrored and ±shift px
-    shifted faces (emohd_jax.face_tta).
+    shifted faces (emohd_jax.vision.tta).
     """
 
     padded: dict[str, int] = {}
@@ -145,7 +145,7 @@ class ImageTask(ClassifierTask):
     modality = "visual"
 
     def __init__(self, config):
-        from emohd_jax.face_augment import FaceAugment
+        from emohd_jax.vision.augment import FaceAugment
 
         self.config = config.model
         self.dtype = DTYPES[self.config.get("dtype", "float32")]  # bfloat16 computes in bf16 with bf16 weights
@@ -272,7 +272,7 @@ class AudioTask(ClassifierTask):
     modality = "audio"
 
     def __init__(self, config):
-        from emohd_jax.audio_augment import LogMelAugment
+        from emohd_jax.audio.log_mel_augment import LogMelAugment
 
         self.config = config.model
         self.audio = config.get("audio")

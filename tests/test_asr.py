@@ -12,7 +12,7 @@ import pytest
 
 from emohd_jax.asr import BackendUnavailableError, Transcript, make_transcriber
 from emohd_jax.asr.similarity import summarize, tf_cosine, word_error_rate
-from emohd_jax.text_normalize import normalize_text, word_tokens
+from emohd_jax.text.normalize import normalize_text, word_tokens
 
 
 @pytest.fixture(scope="module")
@@ -100,7 +100,7 @@ def test_silent_and_empty_waves_give_empty_transcripts(whisper):
 
 
 def test_clip_longer_than_whisper_window_is_transcribed_in_pieces(whisper, data_root):
-    from emohd_jax.audio_io import load_audio
+    from emohd_jax.audio.io import load_audio
 
     folder = data_root / "ravdess" / "Actor_17"
     if not folder.is_dir():
@@ -173,7 +173,7 @@ def test_cremad_clips_transcribed(whisper, cremad):
     (cosine 0.45 there, 1.0 elsewhere; beam 5 and the non-batched path do the same), so the bar is:
     every clip shares "don't forget", the neutral readings are exact, the mean stays above 0.65.
     """
-    from emohd_jax.audio_io import load_audio
+    from emohd_jax.audio.io import load_audio
 
     paths = sorted(cremad.glob("1001_DFA_*.flv")) + sorted(cremad.glob("1002_DFA_*.mp3"))
     assert len(paths) == 9
@@ -195,7 +195,7 @@ def test_silent_media_is_skipped_not_scored(tmp_path, kids_clip):
 
     from data_pipeline.sources.base import Utterance
     from emohd_jax.asr import evaluate
-    from emohd_jax.audio_io import load_audio
+    from emohd_jax.audio.io import load_audio
 
     speech, silent, noise = tmp_path / "speech.flac", tmp_path / "silent.wav", tmp_path / "noise.flac"
     shutil.copy(kids_clip, speech)

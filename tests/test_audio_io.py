@@ -4,7 +4,7 @@
 import numpy as np
 import pytest
 
-from emohd_jax.audio_io import SAMPLE_RATE, check_not_silent, load_audio
+from emohd_jax.audio.io import SAMPLE_RATE, check_not_silent, load_audio
 from emohd_jax.errors import CorruptMediaError, NoAudioTrackError, SilenceError
 
 

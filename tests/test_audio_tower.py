@@ -9,9 +9,9 @@ from data_pipeline.extract import AudioExtractor
 from data_pipeline.prepare import parse_actors, prepare
 from data_pipeline.sources.base import Utterance
 from data_pipeline.sources.ravdess import read_ravdess
-from emohd_jax.audio_frontend import num_patches
+from emohd_jax.audio.log_mel import num_patches
 from emohd_jax.classes import CLASS_INDEX
-from emohd_jax.audio_augment import LogMelAugment
+from emohd_jax.audio.log_mel_augment import LogMelAugment
 from tests.train_harness import config_flags
 
 RAVDESS_FILES = ("03-01-05-02-02-01-17.flac", "03-01-01-01-01-01-17.flac", "03-01-08-02-01-02-17.flac")

@@ -4,7 +4,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from emohd_jax import face_tta
+from emohd_jax.vision import tta as face_tta
 
 
 def test_views_shift_and_mirror_exactly():

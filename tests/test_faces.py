@@ -6,11 +6,11 @@ import av
 import numpy as np
 import pytest
 
-from emohd_jax import faces
+from emohd_jax.vision import faces
 from emohd_jax.errors import CorruptMediaError, NoFaceError, NoVideoStreamError
-from emohd_jax.faces import Detections, MTCNNDetector, crop_faces, extract_clip_faces, meld_sub_keep
+from emohd_jax.vision.faces import Detections, MTCNNDetector, crop_faces, extract_clip_faces, meld_sub_keep
 from emohd_jax.models import mtcnn
-from emohd_jax.video_io import sample_frames
+from emohd_jax.vision.video_io import sample_frames
 
 from tests.data_paths import DATA
 CLIPS = ("1001_DFA_ANG_XX.flv", "1001_DFA_HAP_XX.flv", "1001_DFA_NEU_XX.flv")

@@ -94,7 +94,7 @@ def test_bad_inputs_are_listed_and_the_good_ones_predicted(predictor, cremad, da
     (folder / "notes.mp4").write_text("not a video at all\n")
     (folder / "empty.mp4").write_bytes(b"")
     _write_video(folder / "silent wall.mp4", 3.0, audio=np.zeros(3 * 16000, np.float32))
-    from emohd_jax.audio_io import load_audio
+    from emohd_jax.audio.io import load_audio
 
     speech = load_audio(next((data_root / "ravdess" / "Actor_17").glob("03-01-05-*.flac")))
     _write_video(folder / "speaking wall.mp4", speech.size / 16000, audio=speech)
@@ -114,7 +114,7 @@ def test_bad_inputs_are_listed_and_the_good_ones_predicted(predictor, cremad, da
 
 
 def test_long_recording_is_split_into_utterances_covering_it(predictor, data_root, tmp_path):
-    from emohd_jax.audio_io import load_audio
+    from emohd_jax.audio.io import load_audio
 
     clips = sorted((data_root / "ravdess" / "Actor_18").glob("*.flac"))[:24]
     parts = []

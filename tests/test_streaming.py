@@ -4,9 +4,9 @@ whole-file readers (used by `prepare`) return, and a truncated file is refused b
 import numpy as np
 import pytest
 
-from emohd_jax.audio_io import iter_audio, load_audio
+from emohd_jax.audio.io import iter_audio, load_audio
 from emohd_jax.errors import CorruptMediaError
-from emohd_jax.video_io import iter_sampled_frames, sample_frames
+from emohd_jax.vision.video_io import iter_sampled_frames, sample_frames
 
 
 @pytest.mark.parametrize("name", ["cremad/1001_DFA_ANG_XX.flv", "cremad/1002_DFA_SAD_XX.mp3",

@@ -14,13 +14,14 @@ from flax import nnx
 from data_pipeline import shards
 from data_pipeline.extract import load_image, FACE_SHAPES, ImageExtractor
 from data_pipeline.sources.base import Utterance
-from emohd_jax import face_tta, input_pipeline
+from emohd_jax import input_pipeline
+from emohd_jax.vision import tta as face_tta
 from emohd_jax.cli import run_eval, run_prepare, run_train
 from emohd_jax.run_config import load_config
 from emohd_jax.models import mini_xception
 from emohd_jax import checkpointing
 from emohd_jax.train import sharding
-from emohd_jax.face_augment import FaceAugment
+from emohd_jax.vision.augment import FaceAugment
 from emohd_jax.towers import ImageTask
 from emohd_jax.train.trainer import make_task
 from emohd_jax.train.trainer import (
@@ -29,7 +30,7 @@ from emohd_jax.train.trainer import (
     split_model,
     train_step,
 )
-from emohd_jax.video_io import sample_frames
+from emohd_jax.vision.video_io import sample_frames
 from tests.train_harness import REPO
 
 FER_CLASSES = ("angry", "disgust", "fear", "happy", "neutral", "sad", "surprise")

@@ -13,7 +13,7 @@ from typing import Mapping, Sequence
 
 from data_pipeline.sources.base import Utterance, canonical_label
 from emohd_jax.errors import BadInputError, EmptyTranscriptError, MalformedTableError, SkipReport, UsageError
-from emohd_jax.text_normalize import normalize_text
+from emohd_jax.text.normalize import normalize_text
 
 # frustration joins anger; "xxx" (no agreement) and "oth" are dropped (SPEC §1).
 BASE_LABELS: dict[str, str | None] = {

@@ -9,7 +9,7 @@ import pathlib
 
 from data_pipeline.sources.base import Utterance, canonical_label
 from emohd_jax.errors import BadInputError, EmptyTranscriptError, MalformedTableError, SkipReport, UsageError
-from emohd_jax.text_normalize import normalize_text
+from emohd_jax.text.normalize import normalize_text
 
 LABELS: dict[str, str | None] = {
     "neutral": "neutral", "joy": "happiness", "surprise": "surprise", "anger": "anger",

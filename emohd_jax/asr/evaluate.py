@@ -25,10 +25,10 @@ from emohd_jax.asr.similarity import summarize, tf_cosine, word_error_rate
 from emohd_jax.asr.backends import make_transcriber
 from emohd_jax.asr.transcriber import Transcriber, Transcript
 from emohd_jax.asr.whisper import speech_stretches
-from emohd_jax.audio_io import check_not_silent, load_audio
+from emohd_jax.audio.io import check_not_silent, load_audio
 from emohd_jax.errors import (BadInputError, CommandLineParser, EmptyTranscriptError, NoAudioTrackError, SilenceError,
                               Skip, SkipReport)
-from emohd_jax.text_normalize import word_tokens
+from emohd_jax.text.normalize import word_tokens
 
 
 def evaluate_asr(utterances: Sequence[Utterance], transcriber: Transcriber, *,

@@ -14,7 +14,7 @@ from typing import Sequence
 import numpy as np
 
 from emohd_jax.asr.transcriber import SAMPLE_RATE, BackendUnavailableError, Transcript
-from emohd_jax.audio_io import SILENCE_THRESHOLD_DBFS, peak_dbfs
+from emohd_jax.audio.io import SILENCE_THRESHOLD_DBFS, peak_dbfs
 
 _INSTALL_HINT = "pip install 'emohd-jax[nemo]' (or: pip install 'nemo_toolkit[asr]')"
 

@@ -7,7 +7,7 @@ from typing import Protocol, Sequence
 
 import numpy as np
 
-from emohd_jax.text_normalize import normalize_text, word_tokens
+from emohd_jax.text.normalize import normalize_text, word_tokens
 
 SAMPLE_RATE = 16000
 

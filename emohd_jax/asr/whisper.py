@@ -24,7 +24,7 @@ from typing import Sequence
 import numpy as np
 
 from emohd_jax.asr.transcriber import SAMPLE_RATE, BackendUnavailableError, Transcript
-from emohd_jax.audio_io import SILENCE_THRESHOLD_DBFS, peak_dbfs
+from emohd_jax.audio.io import SILENCE_THRESHOLD_DBFS, peak_dbfs
 from emohd_jax.utterances import SpeechSegment
 
 _WINDOW_SAMPLES = 30 * SAMPLE_RATE  # Whisper's fixed 30 s input window

@@ -17,8 +17,8 @@ from tqdm import tqdm
 
 from data_pipeline.prepare import parse_actors
 from data_pipeline.sources.ravdess import read_ravdess
-from emohd_jax.audio_frontend import VGGISH_LOG_MEL, batch_waveforms_to_patches, waveform_to_patches
-from emohd_jax.audio_io import load_audio
+from emohd_jax.audio.log_mel import VGGISH_LOG_MEL, batch_waveforms_to_patches, waveform_to_patches
+from emohd_jax.audio.io import load_audio
 from emohd_jax import measurement
 from emohd_jax.errors import CommandLineParser
 

@@ -17,8 +17,8 @@ import av
 import numpy as np
 
 from emohd_jax import measurement
-from emohd_jax.faces import MTCNNDetector, crop_faces
-from emohd_jax.video_io import sample_frames
+from emohd_jax.vision.faces import MTCNNDetector, crop_faces
+from emohd_jax.vision.video_io import sample_frames
 from emohd_jax.errors import CommandLineParser
 
 DEFAULT_DATA = pathlib.Path(__file__).resolve().parents[2].parent / "shared" / "data"

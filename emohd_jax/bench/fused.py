@@ -34,7 +34,7 @@ from flax import nnx
 
 from emohd_jax import fusion
 from emohd_jax.errors import CommandLineParser
-from emohd_jax.measurement import save, time_call, torch_variants
+from emohd_jax.measurement import save, speed_ratios, time_call, torch_variants
 from emohd_jax.xla_cpu import inference_jit
 
 MODALITIES = ("visual", "audio", "text")
@@ -407,21 +407,14 @@ def _copy_vggish(classifier, vggish) -> None:
 
 
 def parity(row: dict) -> dict:
-    """Throughput ratios JAX / best PyTorch (> 1: JAX faster), fused and per tower where both timed the towers:
-    `fp32` compares fp32 with fp32 (PyTorch eager or compile), `any_dtype` the fastest of each side over every dtype."""
+    """`measurement.speed_ratios` of a row, fused and per tower where both frameworks timed the towers:
+    {"fp32" | "any_dtype": {"fused" | modality: JAX / best PyTorch}}."""
     timed = {k: v for k, v in row.items() if k.startswith(("jax_", "torch_")) and isinstance(v, dict) and "seconds" in v}
-    scopes = {"fp32": lambda k: k == "jax_float32" or (k.startswith("torch_") and k.endswith("_fp32")),
-              "any_dtype": lambda k: True}
-    ratios = {}
-    for scope, included in scopes.items():
-        ratios[scope] = {}
-        for part in ("fused", *MODALITIES):
-            seconds = {k: v["seconds"] if part == "fused" else v.get("stage_seconds", {}).get(part)
-                       for k, v in timed.items() if included(k)}
-            jax_s = [s for k, s in seconds.items() if k.startswith("jax_") and s]
-            torch_s = [s for k, s in seconds.items() if k.startswith("torch_") and s]
-            if jax_s and torch_s:
-                ratios[scope][part] = min(torch_s) / min(jax_s)
+    ratios = {"fp32": {}, "any_dtype": {}}
+    for part in ("fused", *MODALITIES):
+        seconds = {k: v["seconds"] if part == "fused" else v.get("stage_seconds", {}).get(part) for k, v in timed.items()}
+        for scope, ratio in speed_ratios(seconds).items():
+            ratios[scope][part] = ratio
     return ratios
 
 

@@ -33,8 +33,8 @@ def build_recording(data_root: pathlib.Path, minutes: float, out: pathlib.Path) 
     """An mp4 of `minutes` made of the CREMA-D clips in turn, 1.5 s of pause (still frame, silence) between."""
     import av
 
-    from emohd_jax.audio_io import load_audio
-    from emohd_jax.video_io import sample_frames
+    from emohd_jax.audio.io import load_audio
+    from emohd_jax.vision.video_io import sample_frames
 
     pieces = []
     for name in CLIPS:
@@ -96,8 +96,8 @@ def _child(mode: str, path: str) -> None:
                 "faces": len(result["per_second"]), "patches": len(result["per_patch"]),
                 "spoken": sum(u["transcript"] is not None for u in result["utterances"])}
     else:
-        from emohd_jax.audio_io import load_audio
-        from emohd_jax.video_io import sample_frames
+        from emohd_jax.audio.io import load_audio
+        from emohd_jax.vision.video_io import sample_frames
 
         wave, (frames, _) = load_audio(path), sample_frames(path)
         info = {"wave_mb": round(wave.nbytes / 2**20, 1), "frames_mb": round(frames.nbytes / 2**20, 1)}

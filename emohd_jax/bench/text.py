@@ -38,7 +38,8 @@ def meld_token_batch(data_root: str | os.PathLike, batch_size: int, seq_len: int
 
 
 def _flax_forward(encoder) -> Callable[..., jax.Array]:
-    """A plain jax.jit over (params, tokens): no per-call NNX graph traversal in the timed path."""
+    """One jitted function of (params, tokens), compiled as the towers' inference is (`inference_jit`): no
+    per-call NNX graph traversal in the timed path."""
     graphdef, state = nnx.split(encoder)
 
     def forward(state, input_ids, attention_mask, token_type_ids):

@@ -9,12 +9,12 @@ mini-Xception (64×64 grey, everything trains), the MiniLM text tower (64 tokens
 does the same steps in the same run with AdamW: torchvision's resnet50 (transformers' ResNetModel where
 torchvision does not import) with its last stage and a new head trainable, transformers' BertModel on the
 same MiniLM checkpoint; eager and torch.compile in fp32, torch.compile under bf16 autocast (eager too on GPU).
-mini-Xception has no PyTorch
-implementation to compare with (fer ships Keras weights).
+mini-Xception has no PyTorch implementation to compare with (fer ships Keras weights).
 """
 
 from __future__ import annotations
 
+import itertools
 import os
 import pathlib
 import time
@@ -23,7 +23,7 @@ import jax
 import numpy as np
 
 from emohd_jax.errors import CommandLineParser
-from emohd_jax.measurement import save, time_call, torch_variants
+from emohd_jax.measurement import save, speed_ratios, time_call, torch_variants
 
 TOWER_CONFIGS = {
     "resnet50": ["fer_visual:resnet50", "--config.model.pretrained=false"],
@@ -61,13 +61,14 @@ def time_jax(name: str, size: int, steps: int, seq_len: int, dtype: str) -> dict
     state, metrics = step(state, batches[0], model)
     jax.block_until_ready(metrics)
     compile_s = time.perf_counter() - start
-    times = []
-    for k in range(steps):
-        start = time.perf_counter()
-        state, metrics = step(state, batches[k % 2], model)
+    feed = itertools.cycle(batches)
+
+    def train_step():
+        nonlocal state, metrics
+        state, metrics = step(state, next(feed), model)
         jax.block_until_ready(metrics)
-        times.append(time.perf_counter() - start)
-    seconds = float(np.median(times))
+
+    seconds = time_call(train_step, warmup=0, repeats=steps)["median_s"]
     unit = "sequences" if task.modality == "text" else "images"
     return {"seconds_per_step": seconds, f"{unit}_per_s": size / seconds, "compile_s": compile_s,
             "loss": float(metrics["loss"]), "devices": len(jax.devices())}
@@ -164,7 +165,6 @@ def run(towers: list[str], size: int, steps: int, seq_len: int, dtypes: list[str
         torch_ref: bool = True, torch_modes: tuple[str, ...] = ("eager", "compile")) -> dict:
     from tqdm import tqdm
 
-
     results = {"what": __doc__.split("\n\n")[1].strip(), "batch": size, "steps_timed": steps, "seq_len": seq_len,
                "load_average_1m": {"start": os.getloadavg()[0]}, "towers": {}}
     for name in tqdm(towers, desc="bench train", unit="tower"):
@@ -178,14 +178,9 @@ def run(towers: list[str], size: int, steps: int, seq_len: int, dtypes: list[str
                 except Exception as error:  # inductor needs a C++ toolchain; say so rather than abort the run
                     measured = {"error": f"{type(error).__name__}: {str(error)[:300]}"}
                 entry[variant] = measured if measured is not None else "no PyTorch implementation"
-            key = next(k for k in entry["jax_" + dtypes[0]] if k.endswith("_per_s"))
-            rates = {k: v[key] for k, v in entry.items() if isinstance(v, dict) and key in v}
-            torch_fp32 = [r for k, r in rates.items() if k.startswith("torch_") and k.endswith("_fp32")]
-            torch_any = [r for k, r in rates.items() if k.startswith("torch_")]
-            if torch_any:  # > 1: JAX faster; fp32 against fp32, and the fastest of each side over every dtype
-                entry["jax_over_best_torch"] = {
-                    "fp32": rates["jax_float32"] / max(torch_fp32) if "jax_float32" in rates and torch_fp32 else None,
-                    "any_dtype": max(r for k, r in rates.items() if k.startswith("jax_")) / max(torch_any)}
+            ratios = speed_ratios({k: v.get("seconds_per_step") for k, v in entry.items() if isinstance(v, dict)})
+            if ratios:
+                entry["jax_over_best_torch"] = ratios
         results["towers"][name] = entry
     results["load_average_1m"]["end"] = os.getloadavg()[0]
     save("train", results, out_dir)

@@ -146,7 +146,7 @@ class SelfAttention(nnx.Module):
                  ) -> jax.Array:
         # x: [batch, time, hidden]; key_mask: [batch, time] bool, True for real tokens
         # -> [batch, queries or time, hidden]: only the first `queries` positions attend (all are keys).
-        batch, time, hidden = x.shape
+        batch, _, hidden = x.shape
         split = lambda y: y.reshape(batch, y.shape[1], self.num_heads, hidden // self.num_heads)
         q, k, v = split(self.query(x[:, :queries])), split(self.key(x)), split(self.value(x))
         if deterministic or self.dropout.rate == 0:

@@ -1,6 +1,6 @@
 """VGGish (Hershey et al., 2017) in Flax NNX, and the 7-way emotion classifier built on it (SPEC §3.3).
 
-Input: log-mel patches [batch, 96, 64] from `emohd_jax.audio_frontend`, used as a 96×64 one-channel
+Input: log-mel patches [batch, 96, 64] from `emohd_jax.audio.log_mel`, used as a 96×64 one-channel
 image (NHWC). Four conv blocks (3×3 SAME, ReLU; 2×2/2 max pool after each), flatten in NHWC order
 (the TF original's order, which torchvggish reproduces by permuting before `view`), FC 4096 → 4096,
 then the 128-d embedding layer.
@@ -19,7 +19,7 @@ import jax
 import numpy as np
 from flax import nnx
 
-from emohd_jax.audio_frontend import VGGISH_LOG_MEL
+from emohd_jax.audio.log_mel import VGGISH_LOG_MEL
 from emohd_jax.classes import NUM_CLASSES
 from emohd_jax.models.flat_state import fill
 from emohd_jax.models.flops import conv2d

@@ -24,7 +24,7 @@ from flax import nnx
 
 from emohd_jax.errors import NoFaceError
 from emohd_jax.models import mtcnn
-from emohd_jax.video_io import sample_frames
+from emohd_jax.vision.video_io import sample_frames
 
 Selection = Literal["largest", "most_confident"]
 

@@ -24,7 +24,7 @@ import dataclasses
 import grain
 import numpy as np
 
-from emohd_jax.audio_frontend import VGGISH_LOG_MEL
+from emohd_jax.audio.log_mel import VGGISH_LOG_MEL
 
 # |rfft| peak of a full-scale sine through the 400-sample periodic Hann window (N/4): the mel
 # magnitude of a full-scale tone in its band, the 0 dB reference of the noise floor.

@@ -3,7 +3,7 @@
 import numpy as np
 import pytest
 
-from emohd_jax import audio_frontend as af
+from emohd_jax.audio import log_mel as af
 from emohd_jax.errors import SampleRateError
 
 SPEC = af.VGGISH_LOG_MEL

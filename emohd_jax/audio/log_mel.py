@@ -131,7 +131,7 @@ def batch_waveforms_to_patches(waves: list[np.ndarray], sample_rate: int, *,
     """
     if sample_rate != spec.sample_rate:
         raise SampleRateError(source, f"log-mel needs {spec.sample_rate} Hz audio, got {sample_rate} Hz "
-                                      "(resample with emohd_jax.audio_io.load_audio)")
+                                      "(resample with emohd_jax.audio.io.load_audio)")
     if not waves:
         return []
     counts = [num_patches(w.shape[0], spec) for w in waves]
