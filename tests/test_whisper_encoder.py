@@ -4,6 +4,7 @@ faster-whisper's, and the Flax encoder against CTranslate2's on real RAVDESS and
 from __future__ import annotations
 
 import pathlib
+import re
 import sys
 
 import jax.numpy as jnp
@@ -98,6 +99,51 @@ def test_masked_batch_equals_each_clip_alone(name, waves, encoders):
         assert positions[i] == alone.shape[2] == -(-len(m) // 2)
         # float32 sums in another order (other shapes) differ by ≤ 3.5e-4 at values ≈ 1
         np.testing.assert_allclose(hidden[:, i, :positions[i]], alone[:, 0], atol=1e-4, rtol=1e-3)
+
+
+def _int8_copy(name: str, folder: pathlib.Path) -> dict[str, np.ndarray]:
+    """CTranslate2's own writer re-quantises `name`'s weights to int8 (`<weight>_scale` arrays) into `folder`;
+    returns the float weights it started from."""
+    whisper_spec = pytest.importorskip("ctranslate2.specs.whisper_spec")
+    source = whisper_model_dir(name)
+    tensors = read_ct2_model(source)
+    width, layers, _ = _SHAPES[name]
+    spec = whisper_spec.WhisperSpec(layers, width // 64, layers, width // 64)
+    for path, value in tensors.items():
+        *scopes, leaf = path.split("/")
+        node = spec
+        for scope in scopes:  # "layer_0" is item 0 of the list attribute "layer"
+            listed = re.fullmatch(r"(.+)_(\d+)", scope)
+            if listed and isinstance(getattr(node, listed[1], None), list):
+                node = getattr(node, listed[1])[int(listed[2])]
+            else:
+                node = getattr(node, scope)
+        if value.dtype.kind == "f":  # the integer entries are fixed by the spec itself
+            setattr(node, leaf, value.copy())  # a copy: optimize() quantises in place
+    spec.register_vocabulary((source / "vocabulary.txt").read_text(encoding="utf-8").splitlines())
+    spec.validate()
+    spec.optimize("int8")
+    spec.save(str(folder))
+    return tensors
+
+
+@pytest.mark.slow
+def test_int8_weights_are_dequantised_like_ctranslate2(waves, tmp_path, encoders):
+    ctranslate2 = pytest.importorskip("ctranslate2")
+    floats = _int8_copy("tiny.en", tmp_path)
+    dequantised = read_ct2_model(tmp_path)
+    assert not [name for name in dequantised if name.endswith("_scale")]
+    weight = floats["encoder/conv2/weight"]  # [out, in, k]: one scale per output channel
+    step = np.abs(weight).max(axis=(1, 2), keepdims=True) / 127
+    assert np.all(np.abs(dequantised["encoder/conv2/weight"] - weight) <= step / 2 + 1e-6)
+
+    mel = np.asarray(log_mel(waves[0], pad_to_30s=True))[None]  # [1, 3000, 80]
+    reference = ctranslate2.models.Whisper(str(tmp_path), device="cpu", compute_type="float32")
+    theirs = np.asarray(reference.encode(ctranslate2.StorageView.from_array(mel.transpose(0, 2, 1).copy())))
+    ours = np.asarray(_encode(whisper_encoder.load(tmp_path), jnp.asarray(mel), None))[-1]
+    float16_weights = np.asarray(_encode(encoders["tiny.en"], jnp.asarray(mel), None))[-1]
+    assert np.abs(ours - theirs).max() <= 2e-3  # measured 3e-5
+    assert np.abs(float16_weights - theirs).max() > 0.05  # the int8 rounding is visible: the check can fail
 
 
 def test_corrupted_model_bin_is_refused_naming_it(tmp_path):
