@@ -180,6 +180,9 @@ def test_sbatch_script_parses_and_starts_one_task_per_node(tmp_path):
     assert (tmp_path / "srun.txt").read_text().split() == [
         "auto", str(tmp_path), "--nodes=4", "--ntasks=4", "--ntasks-per-node=1", "--kill-on-bad-exit=1",
         ".venv/bin/emohd", "train", "--config", "configs/meld_text.py"]
+    # Sweep workers run as independent processes: a caller's EMOHD_DISTRIBUTED wins over `auto`.
+    subprocess.run(["bash", str(SBATCH), "train"], check=True, env=env | {"EMOHD_DISTRIBUTED": "none"})
+    assert (tmp_path / "srun.txt").read_text().split()[0] == "none"
     no_args = subprocess.run(["bash", str(SBATCH)], env=env, capture_output=True, text=True)
     assert no_args.returncode == 2 and "usage: sbatch tpu/slurm_train.sbatch" in no_args.stderr
 
