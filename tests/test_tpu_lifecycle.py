@@ -7,6 +7,7 @@ import os
 import pathlib
 import shlex
 import subprocess
+import tarfile
 
 import jax
 import pytest
@@ -228,3 +229,15 @@ def test_slurm_one_task_per_gpu_keeps_jax_default(monkeypatch):
 
 def test_no_slurm_means_no_device_restriction():
     assert distributed.slurm_local_device_ids({"CUDA_VISIBLE_DEVICES": "0,1"}) is None
+
+
+def test_install_from_checkout_sends_the_committed_tree(fake_gcloud, tmp_path):
+    archive = tmp_path / "pack" / "emohd-jax.tar.gz"
+    assert lifecycle.main(["install", *SCOPE, "--from-checkout", "--archive", str(archive)]) == 0
+    with tarfile.open(archive) as tar:
+        names = set(tar.getnames())
+    assert {"Makefile", "pyproject.toml", "tpu/lifecycle.py", "emohd_jax/distributed.py"} <= names
+    scp, ssh = (fake_gcloud / "calls.txt").read_text().splitlines()
+    assert scp == f"compute tpus tpu-vm scp {archive} emohd-v5e:emohd-jax.tar.gz {' '.join(AT)} --worker=all"
+    assert ssh.startswith("compute tpus tpu-vm ssh emohd-v5e --zone=us-west4-a --project=my-proj --worker=all "
+                          "--command=set -e && mkdir -p emohd-jax && tar -xzf emohd-jax.tar.gz -C emohd-jax && ")

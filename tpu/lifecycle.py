@@ -111,6 +111,7 @@ def install_commands(tpu: Tpu, *, repo_url: str = "", ref: str = "main", archive
     TPU VM images ship Python 3.10; the project needs ≥ 3.11, hence `python` (installed by apt if absent)."""
     q = shlex.quote
     if archive:
+        archive = str(pathlib.Path(archive).absolute())  # git runs in the checkout, scp where we are
         fetch = [f"mkdir -p {REMOTE_DIR}", f"tar -xzf {REMOTE_DIR}.tar.gz -C {REMOTE_DIR}"]
         copy = [["git", "-C", str(REPO_ROOT), "archive", "--format=tar.gz", f"--output={archive}", "HEAD"],
                 ["gcloud", "compute", "tpus", "tpu-vm", "scp", archive, f"{tpu.name}:{REMOTE_DIR}.tar.gz",
