@@ -122,34 +122,41 @@ def prepare(splits: Mapping[str, Sequence[Utterance]], extractor: Extractor, out
 
 
 def read_source(data, split: str) -> tuple[list[Utterance], SkipReport]:
-    """Dispatches to the dataset adapter named by `data.dataset`, with its root from `data.root`."""
-    if data.dataset == "meld":
+    """Dispatches to the dataset adapter named by `data.split_sources[split]` (shards holding several corpora, one
+    per split) or else `data.dataset`, with its root from `data.root`."""
+    dataset = data.get("split_sources", {}).get(split, data.dataset)
+    if dataset == "meld":
         from data_pipeline.sources.meld import read_meld
 
         return read_meld(data.root, split)
-    if data.dataset == "iemocap":
+    if dataset == "iemocap":
         from data_pipeline.sources.iemocap import read_iemocap
 
         return read_iemocap(data.root, split, excitement=data.get("excitement", "happiness"))
-    if data.dataset in CLASS_FOLDER_SETS:
+    if dataset in CLASS_FOLDER_SETS:
         from data_pipeline.sources.image_folders import FER2013_LABELS, parse_label_map, read_class_folders
 
         label_map = parse_label_map(data.label_map) if data.get("label_map") else FER2013_LABELS
-        return read_class_folders(pathlib.Path(data.root) / data.dataset, split, label_map=label_map,
-                                  dataset=data.dataset)
-    if data.dataset == "ravdess":
+        return read_class_folders(pathlib.Path(data.root) / dataset, split, label_map=label_map,
+                                  dataset=dataset)
+    if dataset == "ravdess":
         from data_pipeline.sources.ravdess import read_ravdess
 
         return read_ravdess(pathlib.Path(data.root) / "ravdess", actors=_split_actors(data, split), split=split,
                             calm=data.get("calm", "drop"))
-    if data.dataset == "cremad":
+    if dataset == "cremad":
         from data_pipeline.sources.cremad import read_cremad
 
         # No actors configured: every clip (the samples); configured: the split must be one of them.
         actors = _split_actors(data, split) if data.get("actors") else None
         return read_cremad(pathlib.Path(data.root) / "cremad", split=split, actors=actors)
-    raise UsageError("config.data.dataset", f"unknown dataset {data.dataset!r}",
-                     f"one of: meld, iemocap, ravdess, cremad, {', '.join(CLASS_FOLDER_SETS)}")
+    if dataset in ("tess", "urdu"):
+        from data_pipeline.sources.tess import read_tess
+        from data_pipeline.sources.urdu import read_urdu
+
+        return {"tess": read_tess, "urdu": read_urdu}[dataset](pathlib.Path(data.root) / dataset, split=split)
+    raise UsageError("config.data.dataset", f"unknown dataset {dataset!r}",
+                     f"one of: meld, iemocap, ravdess, cremad, tess, urdu, {', '.join(CLASS_FOLDER_SETS)}")
 
 
 def parse_actors(spec: str | int, setting: str = "--actors") -> list[int]:
