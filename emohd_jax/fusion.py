@@ -11,6 +11,16 @@ modality is masked out (−inf / 0 where it could otherwise win), never scored a
 The towers' probabilities are not comparable as they come (a tower trained with label smoothing is
 never confident), so `fit_fusion` can also fit one temperature per modality on its dev set
 (p ↦ softmax(log p / T)), applied before the weights: `FusionParams` holds both, `fuse_with` applies them.
+
+Beyond the paper (issue 17): a confident but uninformative modality (the words tower reading a neutral
+carrier sentence) must not outvote an informative one, and DR weights cannot tell the two apart. So:
+- per-class vector scaling of each tower, fitted on its own dev set: p ↦ softmax(a_m ⊙ log p + b_m), which
+  moves a tower's over-confident class (and its dev prior) where its dev labels say, not just softens it;
+- the `stack` rule, a product of experts over the calibrated log-probabilities ℓ_m with the presence mask:
+      fused logits = Σ_m present_m · (w_m ⊙ ℓ_m + c_m) + b        (w, c per modality and class; b per class)
+  fitted by NLL with modality dropout (random presence masks), so any subset of modalities is a case it was
+  fitted for; c_m lets a modality's typical output (a tower's own prior, a constant "neutral") cancel out.
+`fuse_with` dispatches on `FusionParams.rule`: 'paper' | 'max' | 'sum' (the paper's) or 'stack'.
 """
 
 from __future__ import annotations
@@ -23,7 +33,9 @@ import jax
 import jax.numpy as jnp
 import optax
 
-RULES = ("paper", "max", "sum")
+RULES = ("paper", "max", "sum")   # the paper's DR-weighted rules (SPEC §5)
+STACK = "stack"                    # product of experts over vector-scaled log-probabilities
+ALL_RULES = (*RULES, STACK)
 MODALITIES = ("visual", "audio", "text")
 
 
@@ -61,22 +73,42 @@ def fuse(probs: jax.Array, present: jax.Array, weights: jax.Array, rule: str = "
 
 @flax.struct.dataclass
 class FusionParams:
-    """What fusion learns from the dev sets: weights [modality, class], temperatures [modality], and the rule."""
+    """What fusion learns from the dev sets, all [modality, class] unless said: DR `weights`, `temperatures`
+    [modality]; vector scaling `scale`, `shift`; the stacker's `stack_weights` w, `stack_bias` c and `bias` b
+    [class]. A field left None is the identity (scale 1, shift 0; the stack rule needs all three of its own)."""
 
     weights: jax.Array
     temperatures: jax.Array
     rule: str = flax.struct.field(pytree_node=False, default="paper")
+    scale: jax.Array | None = None
+    shift: jax.Array | None = None
+    stack_weights: jax.Array | None = None
+    stack_bias: jax.Array | None = None
+    bias: jax.Array | None = None
 
 
-def calibrate(probs: jax.Array, temperatures: jax.Array) -> jax.Array:
-    """probs [batch, modality, class] → softmax(log p / T_m) per modality (T = 1 leaves them unchanged)."""
-    log_probs = jnp.log(jnp.clip(probs, 1e-7, 1.0))
-    return jax.nn.softmax(log_probs / temperatures[None, :, None], axis=-1)
+def calibrate(probs: jax.Array, temperatures: jax.Array, scale: jax.Array | None = None,
+              shift: jax.Array | None = None) -> jax.Array:
+    """probs [batch, modality, class] → softmax(scale_m ⊙ log p / T_m + shift_m) per modality (identity at T = 1,
+    scale 1, shift 0)."""
+    return jnp.exp(calibrated_log_probs(probs, temperatures, scale, shift))
 
 
-def calibration_nll(probs: jax.Array, present: jax.Array, labels: jax.Array, temperatures: jax.Array) -> jax.Array:
+def calibrated_log_probs(probs: jax.Array, temperatures: jax.Array, scale: jax.Array | None = None,
+                         shift: jax.Array | None = None) -> jax.Array:
+    """log of `calibrate` [batch, modality, class], computed in log space (no underflow to log 0)."""
+    logits = jnp.log(jnp.clip(probs, 1e-7, 1.0)) / temperatures[None, :, None]
+    if scale is not None:
+        logits = logits * scale[None]
+    if shift is not None:
+        logits = logits + shift[None]
+    return jax.nn.log_softmax(logits, axis=-1)
+
+
+def calibration_nll(probs: jax.Array, present: jax.Array, labels: jax.Array, temperatures: jax.Array,
+                    scale: jax.Array | None = None, shift: jax.Array | None = None) -> jax.Array:
     """Mean negative log-likelihood per modality [modality] over the rows where it is present."""
-    log_probs = jnp.log(jnp.clip(calibrate(probs, temperatures), 1e-12, 1.0))
+    log_probs = calibrated_log_probs(probs, temperatures, scale, shift)
     picked = jnp.take_along_axis(log_probs, labels[:, None, None], axis=-1)[..., 0]     # [n, modality]
     return -(picked * present).sum(axis=0) / jnp.maximum(present.sum(axis=0), 1)
 
@@ -111,31 +143,154 @@ def dev_weights(dev_probs: jax.Array, dev_present: jax.Array, dev_labels: jax.Ar
     return detection_ratio_weights(confusions)
 
 
+@functools.partial(jax.jit, static_argnames="steps")
+def fit_vector_scaling(probs: jax.Array, present: jax.Array, labels: jax.Array, steps: int = 500,
+                       l2: float = 1e-3) -> tuple[jax.Array, jax.Array]:
+    """(scale, shift) [modality, class] minimising each modality's dev NLL of softmax(a ⊙ log p + b), with an L2
+    pull to the identity (a small dev set's rare classes otherwise drift); a modality with no rows stays identity.
+
+    probs [n, modality, class], present [n, modality], labels [n].
+    """
+    optimizer = optax.adam(0.05)
+    rows = jnp.maximum(present.sum(axis=0), 1)
+
+    def loss(params):
+        scale, shift = params
+        nll = calibration_nll(probs, present, labels, jnp.ones(probs.shape[1]), scale, shift)
+        return nll.sum() + l2 * (((scale - 1.0) ** 2).sum(-1) + (shift ** 2).sum(-1)).sum() / rows.mean()
+
+    def step(_, carry):
+        params, opt_state = carry
+        updates, opt_state = optimizer.update(jax.grad(loss)(params), opt_state)
+        return optax.apply_updates(params, updates), opt_state
+
+    params = (jnp.ones(probs.shape[1:]), jnp.zeros(probs.shape[1:]))
+    (scale, shift), _ = jax.lax.fori_loop(0, steps, step, (params, optimizer.init(params)))
+    seen = present.any(axis=0)[:, None]
+    return jnp.where(seen, scale, 1.0), jnp.where(seen, shift, 0.0)
+
+
+def stack_logits(log_probs: jax.Array, present: jax.Array, stack_weights: jax.Array, stack_bias: jax.Array,
+                 bias: jax.Array) -> jax.Array:
+    """log_probs [batch, modality, class] (calibrated), present [batch, modality] → fused logits [batch, class].
+
+    An absent modality adds exactly 0 (`where`, not a product: its row may hold anything, even −inf)."""
+    terms = stack_weights[None] * log_probs + stack_bias[None]              # [batch, modality, class]
+    return jnp.where(present[..., None], terms, 0.0).sum(axis=1) + bias[None]
+
+
+def dropout_masks(key: jax.Array, present: jax.Array, rate: float) -> jax.Array:
+    """present [n, modality] with each modality dropped with probability `rate`, never all of a row's: a row
+    that would lose all keeps one of its modalities, drawn uniformly."""
+    keep_key, pick_key = jax.random.split(key)
+    kept = present & (jax.random.uniform(keep_key, present.shape) >= rate)
+    pick = jax.random.categorical(pick_key, jnp.where(present, 0.0, -jnp.inf), axis=-1)   # [n]
+    fallback = jax.nn.one_hot(pick, present.shape[1], dtype=bool) & present
+    return jnp.where(kept.any(axis=1, keepdims=True), kept, fallback)
+
+
+@functools.partial(jax.jit, static_argnames=("steps",))
+def fit_stack(log_probs: jax.Array, present: jax.Array, labels: jax.Array, key: jax.Array, *, dropout: float = 0.5,
+              l2: float = 1e-3, steps: int = 600) -> tuple[jax.Array, jax.Array, jax.Array]:
+    """(stack_weights, stack_bias [modality, class], bias [class]) minimising the NLL of `stack_logits` on
+    calibrated log_probs [n, modality, class], with a fresh modality-dropout mask every step (full batch, Adam)
+    and an L2 pull of w to 1 and the biases to 0. Rows are weighted so each class counts equally: the sets
+    the stacker is fitted on (FER2013, MELD) have priors no user's recordings share."""
+    num_classes = log_probs.shape[-1]
+    counts = jnp.bincount(labels, length=num_classes)
+    row_weights = (labels.shape[0] / (num_classes * jnp.maximum(counts, 1)))[labels]
+    optimizer = optax.adam(0.05)
+
+    def loss(params, mask):
+        w, c, b = params
+        logits = stack_logits(log_probs, mask, w, c, b)
+        nll = -jnp.take_along_axis(jax.nn.log_softmax(logits), labels[:, None], axis=-1)[:, 0]
+        penalty = ((w - 1.0) ** 2).sum() + (c ** 2).sum() + (b ** 2).sum()
+        return (row_weights * nll).mean() + l2 * penalty
+
+    def step(i, carry):
+        params, opt_state = carry
+        mask = dropout_masks(jax.random.fold_in(key, i), present, dropout)
+        updates, opt_state = optimizer.update(jax.grad(loss)(params, mask), opt_state)
+        return optax.apply_updates(params, updates), opt_state
+
+    shape = log_probs.shape[1:]
+    params = (jnp.ones(shape), jnp.zeros(shape), jnp.zeros(num_classes))
+    params, _ = jax.lax.fori_loop(0, steps, step, (params, optimizer.init(params)))
+    return params
+
+
 def fit_fusion(dev_probs: jax.Array, dev_present: jax.Array, dev_labels: jax.Array, *, rule: str = "paper",
-               calibrated: bool = False) -> FusionParams:
-    """DR weights (and, if `calibrated`, temperatures) from dev probs [n, modality, class], present [n, modality]."""
+               calibrated: bool | str = False) -> FusionParams:
+    """DR weights and, by `calibrated`, temperatures (True or 'temperature') or per-class vector scaling ('vector')
+    from each tower's dev probs [n, modality, class], present [n, modality]. The stack rule's own parameters
+    come from `fit_stack` on multimodal rows (`with_stack`)."""
     if rule not in RULES:
-        raise ValueError(f"fusion rule must be one of {RULES}, not {rule!r}")
+        raise ValueError(f"fusion rule must be one of {RULES} here, not {rule!r}"
+                         + (" (fit the stack rule with `with_stack`)" if rule == STACK else ""))
+    if calibrated not in (False, True, "temperature", "vector"):
+        raise ValueError(f"calibrated must be False, True, 'temperature' or 'vector', not {calibrated!r}")
     present = jnp.asarray(dev_present, bool)
-    weights = dev_weights(dev_probs, present, dev_labels, dev_probs.shape[-1])
-    temperatures = fit_temperatures(dev_probs, present, dev_labels) if calibrated else jnp.ones(dev_probs.shape[1])
-    return FusionParams(weights=weights, temperatures=temperatures, rule=rule)
+    probs, labels = jnp.asarray(dev_probs, jnp.float32), jnp.asarray(dev_labels)
+    weights = dev_weights(probs, present, labels, probs.shape[-1])
+    temperatures = jnp.ones(probs.shape[1])
+    scale = shift = None
+    if calibrated in (True, "temperature"):
+        temperatures = fit_temperatures(probs, present, labels)
+    elif calibrated == "vector":
+        scale, shift = fit_vector_scaling(probs, present, labels)
+    return FusionParams(weights=weights, temperatures=temperatures, rule=rule, scale=scale, shift=shift)
+
+
+def with_stack(params: FusionParams, probs: jax.Array, present: jax.Array, labels: jax.Array, *, seed: int = 0,
+               dropout: float = 0.5, l2: float = 1e-3) -> FusionParams:
+    """`params` (its calibration applied first) with the stacker fitted on multimodal rows probs [n, modality,
+    class], present [n, modality], labels [n], and rule 'stack'."""
+    log_probs = calibrated_log_probs(jnp.asarray(probs, jnp.float32), params.temperatures, params.scale, params.shift)
+    w, c, b = fit_stack(log_probs, jnp.asarray(present, bool), jnp.asarray(labels), jax.random.key(seed),
+                        dropout=dropout, l2=l2)
+    return params.replace(rule=STACK, stack_weights=w, stack_bias=c, bias=b)
 
 
 @jax.jit
 def fuse_with(params: FusionParams, probs: jax.Array, present: jax.Array) -> tuple[jax.Array, jax.Array]:
-    """Calibrate, weight and decide: (decision [batch] (−1: nothing present), fused scores [batch, class])."""
-    return fuse(calibrate(probs, params.temperatures), present, params.weights, params.rule)
+    """Calibrate, then the rule: (decision [batch] (−1: nothing present), fused scores [batch, class]);
+    the stack rule's scores are its fused probabilities."""
+    present = jnp.asarray(present, bool)
+    if params.rule != STACK:
+        calibrated = calibrate(probs, params.temperatures, params.scale, params.shift)
+        return fuse(calibrated, present, params.weights, params.rule)
+    if params.stack_weights is None:
+        raise ValueError("rule 'stack' needs stack_weights, stack_bias and bias (fit them with `with_stack`)")
+    log_probs = calibrated_log_probs(probs, params.temperatures, params.scale, params.shift)
+    logits = stack_logits(log_probs, present, params.stack_weights, params.stack_bias, params.bias)
+    decision = jnp.where(present.any(axis=1), jnp.argmax(logits, axis=-1), -1)
+    return decision, jax.nn.softmax(logits, axis=-1)
+
+
+OPTIONAL_FIELDS = ("scale", "shift", "stack_weights", "stack_bias", "bias")
 
 
 def to_json(params: FusionParams) -> dict:
-    return {"rule": params.rule, "weights": jnp.asarray(params.weights).tolist(),
-            "temperatures": jnp.asarray(params.temperatures).tolist()}
+    """The bundle's `fusion` entry: rule, weights, temperatures, and whichever optional fields are fitted."""
+    out = {"rule": params.rule, "weights": jnp.asarray(params.weights).tolist(),
+           "temperatures": jnp.asarray(params.temperatures).tolist()}
+    for name in OPTIONAL_FIELDS:
+        if getattr(params, name) is not None:
+            out[name] = jnp.asarray(getattr(params, name)).tolist()
+    return out
 
 
 def from_json(data: dict) -> FusionParams:
-    return FusionParams(weights=jnp.asarray(data["weights"], jnp.float32),
-                        temperatures=jnp.asarray(data["temperatures"], jnp.float32), rule=data["rule"])
+    """Inverse of `to_json`; a bundle written before the optional fields existed loads with them None."""
+    if data["rule"] not in ALL_RULES:
+        raise ValueError(f"fusion rule must be one of {ALL_RULES}, not {data['rule']!r}")
+    optional = {name: jnp.asarray(data[name], jnp.float32) for name in OPTIONAL_FIELDS if name in data}
+    params = FusionParams(weights=jnp.asarray(data["weights"], jnp.float32),
+                          temperatures=jnp.asarray(data["temperatures"], jnp.float32), rule=data["rule"], **optional)
+    if params.rule == STACK and params.stack_weights is None:
+        raise ValueError("rule 'stack' needs stack_weights, stack_bias and bias in the fusion entry")
+    return params
 
 
 def modality_subsets(names: tuple[str, ...] = MODALITIES) -> dict[str, tuple[int, ...]]:

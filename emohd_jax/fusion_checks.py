@@ -1,0 +1,507 @@
+"""Issue 17's two fusion checks, and the tower outputs they read.
+
+Inputs: one .npz per (set, modality), written by `inputs` from the shipped bundle's towers (or by any other
+tower in the same format, `TowerOutputs`): probs [n, 7] in emohd_jax.classes.EMOTIONS order, labels [n],
+groups [n] (speaker or dialogue: what the half split keeps together), uids [n], transcripts [n] for ASR words.
+
+Checks (`run`), every rule of emohd_jax.fusion with and without calibration, and the stacking rule:
+- real A+T, words carrying nothing: RAVDESS dev actors and TESS (one carrier sentence said in every
+  emotion): fused A+T weighted F1 ≥ A − `margin_at`;
+- label-paired trimodal: each dev example of one tower paired with random same-label dev examples of the
+  other two (FER2013 val faces, RAVDESS voice, MELD dev words), several seeded draws: fused weighted F1 ≥
+  the best single modality + `margin_paired`.
+Whatever fusion learns (DR weights, temperatures, vector scaling, the stacker) is fitted on one half of each
+dev set (split by group, seeded) and scored on the other half; the halves then swap, so every example is
+scored once by parameters that never saw it (two-fold cross-fitting).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import pathlib
+from typing import Sequence
+
+import numpy as np
+
+from emohd_jax.classes import EMOTIONS, FER2013_LABELS, NUM_CLASSES
+from emohd_jax.errors import BadInputError, CorruptMediaError, MalformedTableError, SkipReport, UsageError
+
+TRANSCRIBE_BATCH = 8  # clips per Whisper call
+
+
+@dataclasses.dataclass(frozen=True)
+class TowerOutputs:
+    """One tower's clip-level outputs on one labelled set; `transcripts` only for words from ASR."""
+
+    probs: np.ndarray        # [n, class] float32
+    labels: np.ndarray       # [n] int32, index into EMOTIONS
+    groups: np.ndarray       # [n] str: speaker / dialogue (FER2013: the image itself)
+    uids: np.ndarray         # [n] str
+    transcripts: np.ndarray | None = None  # [n] str
+
+    def __post_init__(self):
+        n = len(self.labels)
+        if self.probs.shape != (n, NUM_CLASSES) or len(self.groups) != n or len(self.uids) != n:
+            raise ValueError(f"tower outputs disagree in length: probs {self.probs.shape}, labels {n}, "
+                             f"groups {len(self.groups)}, uids {len(self.uids)}")
+
+    def save(self, path: str | pathlib.Path) -> None:
+        path = pathlib.Path(path)
+        path.parent.mkdir(parents=True, exist_ok=True)
+        arrays = {"probs": self.probs.astype(np.float32), "labels": self.labels.astype(np.int32),
+                  "groups": self.groups.astype(str), "uids": self.uids.astype(str)}
+        if self.transcripts is not None:
+            arrays["transcripts"] = self.transcripts.astype(str)
+        tmp = path.with_suffix(".tmp.npz")
+        np.savez(tmp, **arrays)
+        tmp.replace(path)
+
+    @classmethod
+    def load(cls, path: str | pathlib.Path) -> "TowerOutputs":
+        """Reads the format above (no pickle); MalformedTableError naming the file and what is wrong."""
+        path = pathlib.Path(path)
+        if not path.is_file():
+            raise UsageError(path, "no such tower-output file",
+                             "write it with `python -m emohd_jax.fusion_checks inputs --config fusion_checks`, "
+                             "or point the config's inputs.* at yours")
+        with np.load(path, allow_pickle=False) as data:
+            missing = [k for k in ("probs", "labels", "groups", "uids") if k not in data.files]
+            if missing:
+                raise MalformedTableError(path, f"missing arrays {missing} (has {data.files})")
+            probs = np.asarray(data["probs"], np.float32)
+            if probs.ndim != 2 or probs.shape[1] != NUM_CLASSES:
+                raise MalformedTableError(path, f"probs has shape {probs.shape}, expected [n, {NUM_CLASSES}]")
+            if not np.all(np.isfinite(probs)) or np.any(probs < 0) or not np.allclose(probs.sum(1), 1, atol=1e-3):
+                raise MalformedTableError(path, "probs rows must be finite, non-negative and sum to 1")
+            labels = np.asarray(data["labels"])
+            if labels.size and (labels.min() < 0 or labels.max() >= NUM_CLASSES):
+                raise MalformedTableError(path, f"labels outside 0..{NUM_CLASSES - 1}")
+            try:
+                return cls(probs, labels.astype(np.int32), data["groups"].astype(str), data["uids"].astype(str),
+                           data["transcripts"].astype(str) if "transcripts" in data.files else None)
+            except ValueError as error:
+                raise MalformedTableError(path, str(error)) from error
+
+
+# ---- tower outputs from the shipped bundle --------------------------------------------------------
+
+def score_utterances(tower, utterances: Sequence, *, extractor=None, batch_size: int = 64,
+                     skips: SkipReport | None = None) -> TowerOutputs:
+    """A bundle tower (`LoadedTower`) over utterances, through its own extractor (the records `prepare`
+    writes) and clip rule (the decision `emohd eval` makes) → clip-level TowerOutputs."""
+    from emohd_jax.clip_decision import group_by_clip
+    from emohd_jax.input_pipeline import collate
+
+    extractor = extractor or tower.task.extractor(utterances[0].dataset if utterances else None)
+    records, groups = [], {}
+    for utterance in utterances:
+        try:
+            records += extractor.records(utterance)
+        except BadInputError as error:
+            if skips is None:
+                raise
+            skips.add(utterance.uid, error)
+            continue
+        groups[utterance.uid] = utterance.dialogue or utterance.speaker or utterance.uid
+    probs = []
+    for start in range(0, len(records), batch_size):
+        batch = collate(records[start:start + batch_size], padded=tower.task.padded)
+        probs.append(np.asarray(tower.probs({k: batch[k] for k in tower.task.model_fields})))
+    uids = [str(r["uid"]) for r in records]
+    clip_uids, labels, _, clip_probs = group_by_clip(uids, np.asarray([int(r["label"]) for r in records]),
+                                                     np.concatenate(probs), tower.config.eval.clip_rule)
+    return TowerOutputs(clip_probs.astype(np.float32), labels.astype(np.int32),
+                        np.asarray([groups[u] for u in clip_uids]), np.asarray(clip_uids))
+
+
+def transcribe_utterances(utterances: Sequence, transcriber, skips: SkipReport,
+                          cache: pathlib.Path | None = None) -> list:
+    """The same utterances with `text` replaced by the recogniser's sentence (what a live system hears);
+    unreadable or silent clips go to `skips`. `cache` (JSON lines uid → sentence) is appended after every
+    batch and read first, so an interrupted run resumes; clips are transcribed in a seeded shuffled order, so
+    the part done at any time covers every speaker and emotion."""
+    import json
+
+    from emohd_jax.audio.io import load_audio
+    from tqdm import tqdm
+
+    said: dict[str, str] = {}
+    if cache is not None and cache.is_file():
+        said = {row["uid"]: row["sentence"] for row in map(json.loads, cache.read_text().splitlines()) if row}
+    todo = [utterances[i] for i in np.random.default_rng(0).permutation(len(utterances))
+            if utterances[i].uid not in said]
+    for start in tqdm(range(0, len(todo), TRANSCRIBE_BATCH), desc="asr", unit="batch"):
+        chunk, waves = [], []
+        for utterance in todo[start:start + TRANSCRIBE_BATCH]:
+            try:
+                waves.append(load_audio(utterance.audio))
+            except BadInputError as error:
+                skips.add(utterance.uid, error)
+                continue
+            chunk.append(utterance)
+        heard = {u.uid: t.sentence for u, t in zip(chunk, transcriber.transcribe(waves) if waves else [])}
+        said.update(heard)
+        if cache is not None and heard:
+            cache.parent.mkdir(parents=True, exist_ok=True)
+            with cache.open("a", encoding="utf-8") as handle:
+                handle.writelines(json.dumps({"uid": u, "sentence": t}) + "\n" for u, t in heard.items())
+    return [dataclasses.replace(u, text=said[u.uid]) for u in utterances if u.uid in said]
+
+
+def read_tess(root: str | pathlib.Path) -> list:
+    """TESS (`ROOT/tess/manifest.csv`: path,label,speaker, labels in FER2013's names) → Utterances, sorted."""
+    import csv
+
+    from emohd_jax.classes import CLASS_INDEX
+    from emohd_jax.extract import Utterance
+
+    folder = pathlib.Path(root) / "tess"
+    manifest = folder / "manifest.csv"
+    if not manifest.is_file():
+        raise UsageError(manifest, "no TESS manifest", "set --config.data.root to the folder holding tess/")
+    utterances = []
+    with manifest.open(newline="", encoding="utf-8") as handle:
+        for row_number, row in enumerate(csv.DictReader(handle), start=2):
+            if row.get("label") not in FER2013_LABELS:
+                raise MalformedTableError(manifest, f"row {row_number}: label {row.get('label')!r} is not one of "
+                                                    f"{sorted(FER2013_LABELS)}")
+            path = folder / row["path"]
+            utterances.append(Utterance(uid=pathlib.Path(row["path"]).stem, dataset="tess", split="test",
+                                        label=CLASS_INDEX[FER2013_LABELS[row["label"]]], audio=str(path),
+                                        speaker=row["speaker"]))
+    return sorted(utterances, key=lambda u: u.uid)
+
+
+def write_inputs(config, *, overwrite: bool = False) -> dict[str, str]:
+    """`inputs`: the shipped bundle's three towers on the checks' six (set, modality) pairs → config.inputs."""
+    import ml_collections
+
+    from data_pipeline.prepare import read_source
+    from emohd_jax.bundle import load_bundle
+
+    bundle = load_bundle(config.bundle or None)
+    root = config.data.root
+    todo = {name: path for name, path in config.inputs.items() if overwrite or not pathlib.Path(path).is_file()}
+    if not todo:
+        return {}
+    skips = SkipReport()
+    transcriber = None
+
+    def source(**data):
+        utterances, read_skips = read_source(ml_collections.ConfigDict({"root": root, **data}), data["split"])
+        skips.extend(read_skips)
+        return utterances
+
+    def heard(utterances, name):
+        nonlocal transcriber
+        if transcriber is None:
+            from emohd_jax.asr.whisper import WhisperTranscriber
+
+            transcriber = WhisperTranscriber()
+        cache = pathlib.Path(config.inputs[name]).with_suffix(".transcripts.jsonl")
+        return transcribe_utterances(utterances, transcriber, skips, cache)
+
+    ravdess = dict(dataset="ravdess", split="dev", actors={"dev": config.data.ravdess_actors}, calm="drop")
+    makers = {
+        "fer_visual": lambda: score_utterances(bundle.towers["visual"], source(dataset="fer2013", split="val",
+                                                                                label_map=""), skips=skips),
+        "meld_text": lambda: score_utterances(bundle.towers["text"], source(dataset="meld", split="dev"),
+                                              skips=skips),
+        "ravdess_audio": lambda: score_utterances(bundle.towers["audio"], source(**ravdess), skips=skips),
+        "ravdess_text": lambda: with_transcripts(bundle.towers["text"], heard(source(**ravdess), "ravdess_text"),
+                                                 skips),
+        "tess_audio": lambda: score_utterances(bundle.towers["audio"], read_tess(root), skips=skips),
+        "tess_text": lambda: with_transcripts(bundle.towers["text"], heard(read_tess(root), "tess_text"), skips),
+    }
+    written = {}
+    for name, path in todo.items():
+        outputs = makers[name]()
+        outputs.save(path)
+        written[name] = str(path)
+        print(f"{name}: {len(outputs.labels)} clips → {path}", flush=True)
+    if len(skips):
+        print(f"skipped {len(skips)}: {skips.to_json()['by_kind']}")
+    return written
+
+
+def with_transcripts(tower, utterances: Sequence, skips: SkipReport) -> TowerOutputs:
+    """The words tower on transcribed utterances, keeping each clip's transcript (an empty one is a skip)."""
+    outputs = score_utterances(tower, utterances, skips=skips)
+    said = {u.uid: u.text for u in utterances}
+    return dataclasses.replace(outputs, transcripts=np.asarray([said[u] for u in outputs.uids]))
+
+
+
+
+# ---- the half split and the label pairing ---------------------------------------------------------
+
+def half_split(groups: np.ndarray, seed: int) -> np.ndarray:
+    """half [n] ∈ {0, 1}: whole groups (speakers, dialogues), in a seeded shuffled order, each to the half
+    with fewer rows so far — no group is ever in both halves."""
+    names, counts = np.unique(groups, return_counts=True)
+    sizes = [0, 0]
+    half_of = {}
+    for k in np.random.default_rng(seed).permutation(len(names)):
+        half = int(sizes[1] < sizes[0])
+        half_of[names[k]] = half
+        sizes[half] += counts[k]
+    return np.asarray([half_of[g] for g in groups], np.int32)
+
+
+def label_pairs(labels: Sequence[np.ndarray], anchor: int, rng: np.random.Generator) -> np.ndarray:
+    """rows [n_anchor, tower]: each row of tower `anchor` (itself in its column) with a random row of the same
+    label from every other tower (drawn with replacement); −1 where a tower has no row of that label."""
+    rows = np.full((len(labels[anchor]), len(labels)), -1)
+    rows[:, anchor] = np.arange(len(labels[anchor]))
+    for tower, tower_labels in enumerate(labels):
+        if tower == anchor:
+            continue
+        for label in np.unique(labels[anchor]):
+            pool = np.flatnonzero(tower_labels == label)
+            need = labels[anchor] == label
+            if len(pool):
+                rows[need, tower] = rng.choice(pool, need.sum())
+    return rows
+
+
+def paired_rows(dev: Sequence[TowerOutputs], rng: np.random.Generator) -> tuple[np.ndarray, np.ndarray]:
+    """Every example of every dev set as an anchor, label-paired (`label_pairs`) → probs [n, tower, class] and
+    labels [n]; an anchor whose label some tower lacks is left out."""
+    labels = [d.labels for d in dev]
+    probs, out_labels = [], []
+    for anchor in range(len(dev)):
+        rows = label_pairs(labels, anchor, rng)
+        rows = rows[(rows >= 0).all(axis=1)]
+        probs.append(np.stack([dev[t].probs[rows[:, t]] for t in range(len(dev))], axis=1))
+        out_labels.append(labels[anchor][rows[:, anchor]])
+    return np.concatenate(probs), np.concatenate(out_labels)
+
+
+def subset(outputs: TowerOutputs, keep: np.ndarray) -> TowerOutputs:
+    return TowerOutputs(outputs.probs[keep], outputs.labels[keep], outputs.groups[keep], outputs.uids[keep],
+                        None if outputs.transcripts is None else outputs.transcripts[keep])
+
+
+def aligned(audio: TowerOutputs, text: TowerOutputs) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Real A+T rows: probs [n, modality, class] (visual absent), present [n, modality], labels [n], one row per
+    voice clip; the words are present where ASR gave the clip a transcript (matched by uid)."""
+    index = {u: i for i, u in enumerate(text.uids)}
+    probs = np.full((len(audio.uids), 3, NUM_CLASSES), 1.0 / NUM_CLASSES, np.float32)
+    present = np.zeros((len(audio.uids), 3), bool)
+    probs[:, 1], present[:, 1] = audio.probs, True
+    for i, uid in enumerate(audio.uids):
+        if uid in index:
+            j = index[uid]
+            if text.labels[j] != audio.labels[i]:
+                raise MalformedTableError(uid, f"label {text.labels[j]} in the words file, {audio.labels[i]} "
+                                               "in the voice file")
+            probs[i, 2], present[i, 2] = text.probs[j], True
+    return probs, present, audio.labels
+
+
+# ---- fitting on one half, scoring the other -------------------------------------------------------
+
+CALIBRATIONS = ("raw", "temperature", "vector")
+
+
+def fitted_rules(dev: Sequence[TowerOutputs], real: tuple[np.ndarray, np.ndarray, np.ndarray] | None, config,
+                 fold: int) -> dict[str, "fusion.FusionParams"]:
+    """Every rule × calibration fitted on `dev` (the fit halves of the face, voice and words dev sets, in
+    fusion.MODALITIES order) → {"rule/calibration": params}; 'stack/vector' is also fitted on the real A+T
+    rows `real` (probs, present, labels of the voice dev half), 'stack/vector (paired only)' without them."""
+    import jax.numpy as jnp
+
+    from emohd_jax import fusion
+
+    modality = np.concatenate([np.full(len(d.labels), m) for m, d in enumerate(dev)])
+    stacked = np.full((len(modality), len(dev), NUM_CLASSES), 1.0 / NUM_CLASSES, np.float32)
+    stacked[np.arange(len(modality)), modality] = np.concatenate([d.probs for d in dev])
+    present = np.eye(len(dev), dtype=bool)[modality]
+    labels = np.concatenate([d.labels for d in dev])
+    out = {}
+    for calibration in CALIBRATIONS:
+        params = fusion.fit_fusion(jnp.asarray(stacked), jnp.asarray(present), jnp.asarray(labels),
+                                   calibrated=False if calibration == "raw" else calibration)
+        for rule in fusion.RULES:
+            out[f"{rule}/{calibration}"] = params.replace(rule=rule)
+    paired = [paired_rows(dev, np.random.default_rng([config.seed, fold, 100 + d])) for d in range(config.fit_draws)]
+    probs = np.concatenate([p for p, _ in paired])
+    paired_labels = np.concatenate([y for _, y in paired])
+    vector = out["paper/vector"]
+    fit = dict(seed=config.seed + fold, dropout=config.dropout, l2=config.stack_l2)
+    everything = np.ones(probs.shape[:2], bool)
+    out["stack/vector (paired only)"] = fusion.with_stack(vector, probs, everything, paired_labels, **fit)
+    if real is not None:
+        real_probs, real_present, real_labels = real
+        out["stack/vector"] = fusion.with_stack(
+            vector, np.concatenate([probs, real_probs]), np.concatenate([everything, real_present]),
+            np.concatenate([paired_labels, real_labels]), **fit)
+    return out
+
+
+def decisions(params, probs: np.ndarray, present: np.ndarray) -> np.ndarray:
+    import jax.numpy as jnp
+
+    from emohd_jax import fusion
+
+    return np.asarray(fusion.fuse_with(params, jnp.asarray(probs), jnp.asarray(present))[0])
+
+
+def run_checks(config) -> dict:
+    """`run`: both checks for every rule (two-fold cross-fitting) → report_dir/{fusion_checks.json, .md, .png}."""
+    from emohd_jax import metrics as metrics_lib
+
+    inputs = {name: TowerOutputs.load(path) for name, path in config.inputs.items()}
+    dev_names = ("fer_visual", "ravdess_audio", "meld_text")   # fusion.MODALITIES order
+    halves = {name: half_split(inputs[name].groups, config.seed) for name in dev_names}
+    real_sets = {"ravdess": ("ravdess_audio", "ravdess_text"), "tess": ("tess_audio", "tess_text")}
+    real = {name: aligned(inputs[a], inputs[t]) for name, (a, t) in real_sets.items()}
+    real_halves = {"ravdess": halves["ravdess_audio"],
+                   "tess": half_split(inputs["tess_audio"].groups, config.seed)}
+    at_decisions: dict[str, dict[str, np.ndarray]] = {name: {} for name in real}
+    paired_truth = [[] for _ in range(config.draws)]
+    paired_decisions: list[dict[str, list]] = [{} for _ in range(config.draws)]
+    paired_singles = [[] for _ in range(config.draws)]
+    rules = None
+    for fold in (0, 1):
+        fit = [subset(inputs[n], halves[n] == fold) for n in dev_names]
+        test = [subset(inputs[n], halves[n] != fold) for n in dev_names]
+        real_fit = tuple(a[real_halves["ravdess"] == fold] for a in real["ravdess"])
+        params = fitted_rules(fit, real_fit, config, fold)
+        rules = rules or list(params)
+        for name, (probs, present, labels) in real.items():
+            held = real_halves[name] != fold
+            for rule, p in params.items():
+                at_decisions[name].setdefault(rule, np.full(len(labels), -1))[held] = \
+                    decisions(p, probs[held], present[held])
+        for draw in range(config.draws):
+            probs, labels = paired_rows(test, np.random.default_rng([config.seed, fold, draw]))
+            paired_truth[draw].append(labels)
+            paired_singles[draw].append(probs.argmax(-1))
+            everything = np.ones(probs.shape[:2], bool)
+            for rule, p in params.items():
+                paired_decisions[draw].setdefault(rule, []).append(decisions(p, probs, everything))
+
+    def f1(labels, decided):
+        return metrics_lib.classification_metrics(labels, decided)["weighted_f1"]
+
+    summary = {"inputs": dict(config.inputs), "seed": config.seed, "draws": config.draws,
+               "margin_at": config.margin_at, "margin_paired": config.margin_paired, "real_at": {}, "paired": {}}
+    for name, (probs, present, labels) in real.items():
+        alone = {"A": f1(labels, probs[:, 1].argmax(-1)),
+                 "T": f1(labels[present[:, 2]], probs[present[:, 2], 2].argmax(-1)),
+                 "T_coverage": int(present[:, 2].sum())}
+        fused = {rule: f1(labels, d) for rule, d in at_decisions[name].items()}
+        summary["real_at"][name] = {
+            "n": int(len(labels)), **alone, "A+T": fused,
+            "pass": {rule: bool(v >= alone["A"] - config.margin_at) for rule, v in fused.items()}}
+    singles = np.asarray([[f1(np.concatenate(paired_truth[d]), np.concatenate(paired_singles[d])[:, m])
+                           for m in range(3)] for d in range(config.draws)])            # [draw, modality]
+    best = singles.max(axis=1)                                                             # [draw]
+    fused = {rule: np.asarray([f1(np.concatenate(paired_truth[d]), np.concatenate(paired_decisions[d][rule]))
+                               for d in range(config.draws)]) for rule in rules}
+    summary["paired"] = {
+        "n": int(np.mean([len(np.concatenate(t)) for t in paired_truth])),
+        "single": {m: float(singles[:, i].mean()) for i, m in enumerate(("V", "A", "T"))},
+        "best_single": float(best.mean()),
+        "fused": {rule: {"mean": float(v.mean()), "std": float(v.std()), "min_margin": float((v - best).min())}
+                  for rule, v in fused.items()},
+        "pass": {rule: bool((v - best).mean() >= config.margin_paired) for rule, v in fused.items()}}
+    summary["both_pass"] = {rule: all(summary["real_at"][s]["pass"][rule] for s in real)
+                            and summary["paired"]["pass"][rule] for rule in rules}
+    summary["default_rule"] = config.default_rule
+    write_report(summary, pathlib.Path(config.report_dir))
+    return summary
+
+
+def markdown(summary: dict) -> str:
+    """Both checks, every rule, pass/fail, as tables."""
+    real, paired = summary["real_at"], summary["paired"]
+    rules = list(paired["fused"])
+    lines = ["# Fusion checks (issue 17)", "",
+             f"Inputs: {', '.join(f'`{k}` = `{pathlib.Path(v).name}`' for k, v in summary['inputs'].items())}. "
+             "Fitted on one half of each dev set (split by speaker / dialogue), scored on the other, halves "
+             f"swapped (two-fold cross-fitting); seed {summary['seed']}.", "",
+             f"## Real A+T, words carrying nothing: fused ≥ A − {summary['margin_at']} (weighted F1, %)", "",
+             "| rule / calibration | " + " | ".join(f"{s} A+T | {s} Δ vs A" for s in real) + " | pass |",
+             "|---|" + "---|---|" * len(real) + "---|"]
+    lines.append("| tower alone | " + " | ".join(
+        f"A {r['A']:.2f}, T {r['T']:.2f} | — " for r in real.values()) + "| |")
+    for rule in rules:
+        cells = " | ".join(f"{r['A+T'][rule]:.2f} | {r['A+T'][rule] - r['A']:+.2f}" for r in real.values())
+        ok = all(r["pass"][rule] for r in real.values())
+        lines.append(f"| {rule} | {cells} | {'pass' if ok else 'FAIL'} |")
+    single = paired["single"]
+    lines += ["", f"## Label-paired trimodal dev check: fused ≥ best single + {summary['margin_paired']} "
+                  f"(weighted F1, %, mean of {summary['draws']} draws, ≈{paired['n']} rows each)", "",
+              f"Towers alone: V {single['V']:.2f}, A {single['A']:.2f}, T {single['T']:.2f}; best "
+              f"{paired['best_single']:.2f}.", "",
+              "| rule / calibration | V+A+T | ± std | Δ vs best | worst draw Δ | pass | both checks |",
+              "|---|---|---|---|---|---|---|"]
+    for rule in rules:
+        f = paired["fused"][rule]
+        lines.append(f"| {rule} | {f['mean']:.2f} | {f['std']:.2f} | {f['mean'] - paired['best_single']:+.2f} | "
+                     f"{f['min_margin']:+.2f} | {'pass' if paired['pass'][rule] else 'FAIL'} | "
+                     f"{'**pass**' if summary['both_pass'][rule] else 'fail'} |")
+    default = summary["default_rule"]
+    lines += ["", f"Shipped default named by the config: `{default}` — "
+                  + ("passes both checks." if summary["both_pass"].get(default) else "does NOT pass both checks.")]
+    return "\n".join(lines) + "\n"
+
+
+def write_report(summary: dict, out: pathlib.Path) -> None:
+    """fusion_checks.json, fusion_checks.md and fusion_checks.png (each rule's margin on each check)."""
+    import json
+
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    out.mkdir(parents=True, exist_ok=True)
+    (out / "fusion_checks.json").write_text(json.dumps(summary, indent=1))
+    text = markdown(summary)
+    (out / "fusion_checks.md").write_text(text)
+    rules = list(summary["paired"]["fused"])
+    panels = [(f"{s}: A+T − A", [r["A+T"][k] - r["A"] for k in rules], -summary["margin_at"])
+              for s, r in summary["real_at"].items()]
+    panels.append(("label-paired: V+A+T − best single",
+                   [summary["paired"]["fused"][k]["mean"] - summary["paired"]["best_single"] for k in rules],
+                   summary["margin_paired"]))
+    fig, axes = plt.subplots(1, len(panels), figsize=(5 * len(panels), 0.45 * len(rules) + 1.5), sharey=True)
+    for ax, (title, values, threshold) in zip(axes, panels):
+        ax.barh(range(len(rules)), values, color=["tab:green" if v >= threshold else "tab:red" for v in values])
+        ax.axvline(threshold, color="k", linestyle="--", linewidth=1)
+        ax.set_title(title, fontsize=10)
+        ax.set_xlabel("weighted F1 points")
+    axes[0].set_yticks(range(len(rules)), rules, fontsize=8)
+    axes[0].invert_yaxis()
+    fig.tight_layout()
+    fig.savefig(out / "fusion_checks.png", dpi=110)
+    plt.close(fig)
+    print(text)
+    print(f"wrote {out / 'fusion_checks.json'}")
+
+def main(argv: Sequence[str] | None = None) -> dict:
+    """`python -m emohd_jax.fusion_checks {inputs,run} --config fusion_checks [--config.x=y ...]`."""
+    import sys
+
+    from emohd_jax.run_config import emohd_home, load_config
+
+    argv = list(sys.argv[1:] if argv is None else argv)
+    if not argv or argv[0] not in ("inputs", "run"):
+        raise UsageError("emohd_jax.fusion_checks", "first argument must be `inputs` or `run`",
+                         "e.g. python -m emohd_jax.fusion_checks run --config fusion_checks")
+    command, rest = argv[0], argv[1:]
+    overwrite = "--overwrite" in rest
+    config = load_config([a for a in rest if a != "--overwrite"])
+    with config.unlocked():
+        for name, path in config.inputs.items():
+            config.inputs[name] = str(emohd_home() / path) if not pathlib.Path(path).is_absolute() else path
+    if command == "inputs":
+        return write_inputs(config, overwrite=overwrite)
+    return run_checks(config)
+
+
+if __name__ == "__main__":
+    main()
