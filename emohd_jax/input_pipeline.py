@@ -1,8 +1,8 @@
 """grain loaders over feature shards: seeded shuffle, sharded by JAX process, checkpointable state.
 
 Records come out of the shards as dicts of NumPy arrays. Fixed-shape fields are stacked;
-1-D variable-length fields (token ids) are padded to a bucketed length so jit compiles once
-per bucket, not once per batch.
+variable-length fields (token ids, frames of features) are padded along their first axis to a
+bucketed length so jit compiles once per bucket, not once per batch.
 """
 
 from __future__ import annotations
@@ -36,7 +36,7 @@ def collate(records: Sequence[Mapping[str, np.ndarray]], *, padded: Mapping[str,
         values = [np.asarray(r[key]) for r in records]
         if key in padded:
             length = bucket_length(max(len(v) for v in values), buckets)
-            out = np.full((len(values), length), padded[key], dtype=values[0].dtype)
+            out = np.full((len(values), length, *values[0].shape[1:]), padded[key], dtype=values[0].dtype)
             for i, v in enumerate(values):
                 out[i, :min(len(v), length)] = v[:length]
             batch[key] = out
@@ -71,7 +71,8 @@ def agree_on_lengths(batch: Batch, padded: Mapping[str, int]) -> Batch:
     for key, length in zip(fields, longest):
         extra = int(length) - out[key].shape[1]
         if extra > 0:
-            out[key] = np.pad(out[key], ((0, 0), (0, extra)), constant_values=padded[key])
+            out[key] = np.pad(out[key], ((0, 0), (0, extra)) + ((0, 0),) * (out[key].ndim - 2),
+                              constant_values=padded[key])
     return out
 
 

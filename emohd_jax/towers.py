@@ -324,7 +324,110 @@ class AudioTask(ClassifierTask):
         return model(patches.astype(DTYPES[self.config.get("dtype", "float32")]), train=train)  # → logits: [batch, classes]
 
 
-TOWERS: dict[str, type] = {"text": TextTask, "image": ImageTask, "feature_mlp": FeatureMLPTask, "audio": AudioTask}
+class VoiceWhisperTask(ClassifierTask):
+    """Voice on the frozen Whisper encoder: stored features (emohd_jax.audio.whisper_features) → VoiceHead.
+
+    Features are standardised per `model.normalize`: 'global' with the training splits' statistics (one clip
+    at predict time), 'corpus' / 'speaker' with each record's group's own (a folder of clips from one source).
+    Statistics of every clean split come from the shards once (`<shards>/stats_<key>.npz`); `finish` writes
+    the global ones beside the checkpoints (`voice_normalization.npz`) for the bundle.
+    """
+
+    padded = {"hidden": 0}
+    model_fields = ("hidden", "corpus_id", "speaker_id")
+    augment = None
+    modality = "audio"
+
+    def __init__(self, config):
+        self.config = config
+        self._tables: dict[str, tuple] = {}
+
+    def extractor(self, stills: bool = False) -> Extractor:
+        from emohd_jax.audio.whisper_features import WhisperFeatureExtractor
+
+        return WhisperFeatureExtractor(**self.config.features.to_dict())
+
+    def build_model(self, rngs: nnx.Rngs) -> nnx.Module:
+        from emohd_jax.models.voice_head import VoiceHead
+        from emohd_jax.models.whisper_encoder import CONFIGS
+
+        encoder, m = CONFIGS[self.config.features.model], self.config.model
+        return VoiceHead(encoder.layers + 1, encoder.width, NUM_CLASSES, hidden=m.hidden,
+                         attention_hidden=m.attention_hidden, dropout=m.dropout, input_dropout=m.input_dropout,
+                         rngs=rngs)
+
+    def load_pretrained(self, model: nnx.Module) -> None:
+        """Nothing: the encoder is frozen and ran at prepare time; the head starts fresh."""
+
+    def statistics(self, key: str):
+        """GroupStatistics of every clean split in the shards grouped by `key` ('corpus_id' | 'speaker_id')."""
+        import numpy as np
+        from etils import epath
+
+        from emohd_jax.audio.whisper_features import GroupStatistics
+
+        path = epath.Path(self.config.model.stats or epath.Path(self.config.data.shards) / f"stats_{key}.npz")
+        if not path.exists():
+            import json
+
+            from data_pipeline import shards
+
+            manifest = json.loads((epath.Path(self.config.data.shards) / "manifest.json").read_text())
+            clean = [s for s in manifest["counts"] if not s.endswith(self.config.features.augmented_suffix)]
+            records = (shards.open_split(self.config.data.shards, s)[i] for s in clean
+                       for i in range(len(shards.open_split(self.config.data.shards, s))))
+            for name, stats in GroupStatistics.from_records(records).items():
+                with (epath.Path(self.config.data.shards) / f"stats_{name}.npz").open("wb") as f:
+                    stats.save(f)
+        with path.open("rb") as f:
+            return GroupStatistics.load(f)
+
+    def global_normalization(self):
+        """(mean, std): [layers, width] over the clean frames of the corpora the run trains on."""
+        from emohd_jax.audio.whisper_features import group_id
+
+        suffix = self.config.features.augmented_suffix
+        splits = {s.removesuffix(suffix) for s in self.config.data.train_split.split("+")}
+        ids = [group_id(f"{self.config.data.split_sources[s]}:{s}") for s in sorted(splits)]
+        return self.statistics("corpus_id").mean_std(ids)
+
+    def normalization(self) -> tuple:
+        """(ids [groups] int32 sorted, means, stds [groups, layers, width]) of `model.normalize`, NumPy (constants
+        of the jitted step, never tracers); 'global': one row."""
+        import numpy as np
+
+        mode = self.config.model.normalize
+        if mode not in self._tables:
+            if mode == "global":
+                mean, std = self.global_normalization()
+                self._tables[mode] = (np.zeros((1,), np.int32), mean[None], std[None])
+            elif mode in ("corpus", "speaker"):
+                self._tables[mode] = self.statistics(f"{mode}_id").table()
+            else:
+                raise ValueError(f"model.normalize={mode!r} (known: global, corpus, speaker)")
+        return self._tables[mode]
+
+    def logits(self, model: nnx.Module, batch: dict, *, train: bool) -> jax.Array:
+        from emohd_jax.models.voice_head import frame_mask
+
+        hidden = batch["hidden"]  # [batch, frames, layers, width] float16, zero-padded
+        ids, means, stds = map(jnp.asarray, self.normalization())
+        mode = self.config.model.normalize
+        rows = jnp.zeros(hidden.shape[:1], jnp.int32) if mode == "global" else \
+            jnp.clip(jnp.searchsorted(ids, batch[f"{mode}_id"]), 0, ids.shape[0] - 1)
+        return model(hidden, frame_mask(hidden), means[rows], stds[rows], deterministic=not train)
+
+    def finish(self, model: nnx.Module, workdir: pathlib.Path) -> None:
+        """The global normalisation beside the checkpoints: what predict standardises a lone clip with."""
+        import numpy as np
+
+        mean, std = self.global_normalization()
+        with (workdir / "voice_normalization.npz").open("wb") as f:
+            np.savez(f, mean=mean, std=std, layer_weights=np.asarray(model.layer_weights()))
+
+
+TOWERS: dict[str, type] = {"text": TextTask, "image": ImageTask, "feature_mlp": FeatureMLPTask, "audio": AudioTask,
+                           "voice_whisper": VoiceWhisperTask}
 
 
 def make_tower(config) -> ClassifierTask:

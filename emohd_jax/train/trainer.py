@@ -8,6 +8,7 @@ uninterrupted run does. I/O, logging and checkpoints stay in the loop, outside t
 
 from __future__ import annotations
 
+import collections
 import functools
 import json
 from typing import Any
@@ -199,7 +200,10 @@ def train_and_evaluate(config) -> dict:
     eval_every = config.train.eval_every or steps_per_epoch
 
     model, state, state_shardings, tx = create_train_state(task, config, mesh, total_steps)
-    weights = class_weights(manifest["counts"][config.data.train_split]["records_per_class"], config.train.class_weights)
+    train_counts = collections.Counter()
+    for part in config.data.train_split.split("+"):  # a tfds union of splits ("a+b") counts each part
+        train_counts.update(manifest["counts"][part]["records_per_class"])
+    weights = class_weights(dict(train_counts), config.train.class_weights)
     data_iter = iter(input_pipeline.train_loader(
         train_source, global_batch_size=global_bs, seed=config.seed,
         collate_fn=input_pipeline.Collate(task.padded), augment=task.augment))
