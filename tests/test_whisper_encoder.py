@@ -101,9 +101,9 @@ def test_masked_batch_equals_each_clip_alone(name, waves, encoders):
         np.testing.assert_allclose(hidden[:, i, :positions[i]], alone[:, 0], atol=1e-4, rtol=1e-3)
 
 
-def _int8_copy(name: str, folder: pathlib.Path) -> dict[str, np.ndarray]:
-    """CTranslate2's own writer re-quantises `name`'s weights to int8 (`<weight>_scale` arrays) into `folder`;
-    returns the float weights it started from."""
+def _requantised_copy(name: str, folder: pathlib.Path, quantization: str) -> dict[str, np.ndarray]:
+    """CTranslate2's own writer stores `name`'s weights as `quantization` ("int8": int8 with `<weight>_scale`
+    arrays, "bfloat16") in `folder`; returns the float weights it started from."""
     whisper_spec = pytest.importorskip("ctranslate2.specs.whisper_spec")
     source = whisper_model_dir(name)
     tensors = read_ct2_model(source)
@@ -122,7 +122,7 @@ def _int8_copy(name: str, folder: pathlib.Path) -> dict[str, np.ndarray]:
             setattr(node, leaf, value.copy())  # a copy: optimize() quantises in place
     spec.register_vocabulary((source / "vocabulary.txt").read_text(encoding="utf-8").splitlines())
     spec.validate()
-    spec.optimize("int8")
+    spec.optimize(quantization)
     spec.save(str(folder))
     return tensors
 
@@ -130,7 +130,7 @@ def _int8_copy(name: str, folder: pathlib.Path) -> dict[str, np.ndarray]:
 @pytest.mark.slow
 def test_int8_weights_are_dequantised_like_ctranslate2(waves, tmp_path, encoders):
     ctranslate2 = pytest.importorskip("ctranslate2")
-    floats = _int8_copy("tiny.en", tmp_path)
+    floats = _requantised_copy("tiny.en", tmp_path, "int8")
     dequantised = read_ct2_model(tmp_path)
     assert not [name for name in dequantised if name.endswith("_scale")]
     weight = floats["encoder/conv2/weight"]  # [out, in, k]: one scale per output channel
@@ -144,6 +144,15 @@ def test_int8_weights_are_dequantised_like_ctranslate2(waves, tmp_path, encoders
     float16_weights = np.asarray(_encode(encoders["tiny.en"], jnp.asarray(mel), None))[-1]
     assert np.abs(ours - theirs).max() <= 2e-3  # measured 3e-5
     assert np.abs(float16_weights - theirs).max() > 0.05  # the int8 rounding is visible: the check can fail
+
+
+@pytest.mark.slow
+def test_bfloat16_weights_are_read(tmp_path):
+    floats = _requantised_copy("tiny.en", tmp_path, "bfloat16")
+    read = read_ct2_model(tmp_path)
+    for name in ("encoder/conv2/weight", "encoder/layer_3/ffn/linear_1/bias", "decoder/embeddings/weight"):
+        assert read[name].dtype == np.float32
+        np.testing.assert_allclose(read[name], floats[name], rtol=2 ** -8, atol=0)  # bfloat16 keeps 8 bits
 
 
 def test_corrupted_model_bin_is_refused_naming_it(tmp_path):

@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import hashlib
 import importlib.util
+import math
 import os
 import pathlib
 import shutil
@@ -28,6 +29,7 @@ import struct
 import tempfile
 from typing import BinaryIO
 
+import ml_dtypes
 import numpy as np
 
 from emohd_jax.errors import BadInputError, CheckpointLayoutError
@@ -45,7 +47,8 @@ _CHUNK = 1 << 22
 
 # The DataType enum of CTranslate2's include/ctranslate2/types.h, by id.
 _CT2_DTYPES = {0: np.dtype("<f4"), 1: np.dtype("i1"), 2: np.dtype("<i2"), 3: np.dtype("<i4"), 4: np.dtype("<f2"),
-               5: "bfloat16"}
+               5: np.dtype(ml_dtypes.bfloat16)}
+_HALF_FLOATS = (_CT2_DTYPES[4], _CT2_DTYPES[5])
 _verified: dict[str, tuple[int, int]] = {}  # model.bin path → (size, mtime_ns) already hashed in this process
 
 
@@ -69,28 +72,28 @@ def whisper_model_dir(name: str, *, cache_dir: str | os.PathLike | None = None) 
 def read_ct2_model(path: str | os.PathLike) -> dict[str, np.ndarray]:
     """A CTranslate2 `model.bin` (or its folder) → {variable name: array}, aliases included.
 
-    float16/float32/bfloat16 come back as float32; int8 weights with a `<name>_scale` [rows] array are
-    dequantised (`w / scale` per output row) to float32 and their scale dropped; other integers stay as stored.
+    float16/float32/bfloat16 come back as float32; quantised weights with a `<name>_scale` array are dequantised
+    to float32 (`w / scale`: per output row for int8, one scalar for int16) and the scale dropped; other integers
+    (`num_heads`, flags) stay as stored.
     """
     path = pathlib.Path(path)
     if path.is_dir():
         path = path / "model.bin"
     with open(path, "rb") as f:
-        raw = _read_variables(f, path)
-    for name in [n for n in raw if n.endswith("_scale") and n[:-len("_scale")] in raw]:
+        variables = _read_variables(f, path)
+    for name in [n for n in variables if n.endswith("_scale") and n[:-len("_scale")] in variables]:
         weight_name = name[:-len("_scale")]
-        weight, scale = raw[weight_name], raw.pop(name)
-        if weight.dtype == np.int8:
-            scale = scale.reshape(scale.shape + (1,) * (weight.ndim - scale.ndim))
-            raw[weight_name] = (weight.astype(np.float32) / scale).astype(np.float32)
-        else:  # int16 (one scalar scale) or a weight stored in float with a leftover scale
-            raw[weight_name] = weight.astype(np.float32) / scale
-    return {name: value.astype(np.float32) if value.dtype.kind == "f" else value for name, value in raw.items()}
+        weight, scale = variables[weight_name], variables.pop(name)
+        scale = scale.reshape(scale.shape + (1,) * (weight.ndim - scale.ndim))  # [rows] or [] → broadcastable
+        variables[weight_name] = weight.astype(np.float32) / scale.astype(np.float32)
+    return variables
 
 
 def _read_variables(f: BinaryIO, path: pathlib.Path) -> dict[str, np.ndarray]:
-    """Header (binary version, spec name, revision), then each variable's name, rank, dims, dtype id, byte count
-    and bytes, then aliases; a file that ends early or names an unknown dtype is a CheckpointLayoutError."""
+    """Header (binary version, spec name, revision, variable count), then each variable's name, rank, dims, dtype
+    id, byte count and bytes, then the aliases (name → variable); little-endian, strings length-prefixed and
+    NUL-terminated; float16 and bfloat16 are widened to float32 here. A file that ends early, names an unknown
+    dtype or whose byte count does not fit its shape is a CheckpointLayoutError."""
 
     def read(n: int) -> bytes:
         data = f.read(n)
@@ -105,33 +108,25 @@ def _read_variables(f: BinaryIO, path: pathlib.Path) -> dict[str, np.ndarray]:
         return read(uint("H")).rstrip(b"\0").decode("utf-8")
 
     version = uint("I")
-    if not 1 <= version <= 6:
-        raise CheckpointLayoutError(path, f"not a CTranslate2 model.bin (binary version {version})")
-    if version >= 2:
-        string(), uint("I")  # spec name and revision: the caller knows which model it expects
+    if not 4 <= version <= 6:  # 4 introduced dtype ids and byte counts; 6 is what CTranslate2 4.x writes
+        raise CheckpointLayoutError(path, f"not a CTranslate2 model.bin of binary version 4–6 (read {version}); "
+                                    "convert it again with a current ct2-transformers-converter")
+    string(), uint("I")  # spec name and revision: the caller knows which model it expects
     variables: dict[str, np.ndarray] = {}
     for _ in range(uint("I")):
         name = string()
         shape = tuple(uint("I") for _ in range(uint("B")))
-        if version >= 4:
-            dtype_id, n_bytes = uint("B"), uint("I")
-            if dtype_id not in _CT2_DTYPES:
-                raise CheckpointLayoutError(path, f"{name}: unknown CTranslate2 dtype id {dtype_id}")
-            dtype = _CT2_DTYPES[dtype_id]
-        else:  # versions 1–3: item size and an int8 flag
-            item_size, is_int8 = uint("B"), uint("B")
-            dtype = np.dtype("i1") if is_int8 else np.dtype({2: "<i2", 4: "<f4"}[item_size])
-            n_bytes = int(np.prod(shape, dtype=np.int64)) * item_size
-        data = read(n_bytes)
-        if dtype == "bfloat16":  # the upper half of a float32
-            bits = np.frombuffer(data, np.dtype("<u2")).astype(np.uint32) << 16
-            variables[name] = bits.view(np.float32).reshape(shape)
-        else:
-            variables[name] = np.frombuffer(data, dtype).reshape(shape)
-    if version >= 3:
-        for _ in range(uint("I")):
-            alias, target = string(), string()
-            variables[alias] = variables[target]
+        dtype_id, n_bytes = uint("B"), uint("I")
+        if dtype_id not in _CT2_DTYPES:
+            raise CheckpointLayoutError(path, f"{name}: unknown CTranslate2 dtype id {dtype_id}")
+        dtype = _CT2_DTYPES[dtype_id]
+        if n_bytes != math.prod(shape) * dtype.itemsize:
+            raise CheckpointLayoutError(path, f"{name}: {n_bytes} bytes for shape {shape} of {dtype}")
+        value = np.frombuffer(read(n_bytes), dtype).reshape(shape)
+        variables[name] = value.astype(np.float32) if dtype in _HALF_FLOATS else value
+    for _ in range(uint("I")):
+        alias, target = string(), string()
+        variables[alias] = variables[target]
     return variables
 
 
