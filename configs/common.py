@@ -33,7 +33,8 @@ def run(task: str, name: str, *, report: str | None = None) -> ml_collections.Co
         "batch_size": 64,
         "clip_rule": "mean",        # records of one clip → its decision: mean of probabilities | vote
     })
-    c.mesh = ml_collections.ConfigDict({"model": 1})
+    # model: devices per model shard; rules: partition table (emohd_jax.train.sharding.PARTITION_RULES: default | fsdp)
+    c.mesh = ml_collections.ConfigDict({"model": 1, "rules": "default"})
     return c
 
 

@@ -27,7 +27,7 @@ def get_config(arg: str = "") -> ml_collections.ConfigDict:
     c.model.variant = "vggface2"    # ResNet50 layout: vggface2 | torchvision
     c.model.init = ""               # "" = committed FER2013 mini-Xception; ResNet50: .pkl / .pth path
     c.model.pretrained = True
-    c.model.dtype = "float32"       # compute dtype of the face input: float32 | bfloat16 (with bf16 weights)
+    c.model.dtype = "float32"       # compute dtype of every layer: float32 | bfloat16 (weights stay fp32)
 
     c.visual = ml_collections.ConfigDict()
     c.visual.input = c.model.get_ref("backbone")  # faces are stored at this backbone's input size

@@ -46,7 +46,7 @@ def get_config(arg: str = "") -> ml_collections.ConfigDict:
     # without batch norm trains from scratch only on centred inputs. The published VGGish takes raw log-mel.
     c.model.input_mean = -3.3
     c.model.input_std = 1.6
-    c.model.dtype = "float32"       # compute dtype of the patches: float32 | bfloat16 (with bf16 weights)
+    c.model.dtype = "float32"       # compute dtype of every layer: float32 | bfloat16 (weights stay fp32)
     c.model.init = ""               # converted VGGish weights (.safetensors, .pth or TF .npz); '' = from scratch
     c.model.pretrained = False      # load `init` into the VGGish trunk (the 7-way head stays random)
 

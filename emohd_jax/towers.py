@@ -25,6 +25,11 @@ from emohd_jax.losses import cross_entropy
 DTYPES = {"float32": jnp.float32, "bfloat16": jnp.bfloat16}
 
 
+def model_dtypes(model) -> dict:
+    """A tower's `dtype` (compute) and `param_dtype` (storage, fp32 unless set) from `config.model`."""
+    return {"dtype": DTYPES[model.get("dtype", "float32")], "param_dtype": DTYPES[model.get("param_dtype", "float32")]}
+
+
 def split_model(module: nnx.Module):
     """(graphdef, params, RNG state, other variables such as BatchNorm statistics)."""
     return nnx.split(module, nnx.Param, nnx.RngState, ...)
@@ -112,7 +117,7 @@ class TextTask(ClassifierTask):
 
         return TextClassifier(text_encoder_config(self._source_dir()), NUM_CLASSES, pooling=self.config.model.pooling,
                               head_hidden_size=self.config.model.head_hidden, head_dropout=self.config.model.head_dropout,
-                              lora_rank=self.config.model.get("lora_rank", 0), dtype=DTYPES[self.config.model.dtype],
+                              lora_rank=self.config.model.get("lora_rank", 0), **model_dtypes(self.config.model),
                               rngs=rngs)
 
     def load_pretrained(self, model: nnx.Module) -> None:
@@ -148,7 +153,6 @@ class ImageTask(ClassifierTask):
         from emohd_jax.vision.augment import FaceAugment
 
         self.config = config.model
-        self.dtype = DTYPES[self.config.get("dtype", "float32")]  # bfloat16 computes in bf16 with bf16 weights
         self.visual = config.get("visual")
         self.flip = bool(config.eval.get("flip", False))
         self.shift = int(config.eval.get("shift", 0))
@@ -169,11 +173,12 @@ class ImageTask(ClassifierTask):
         if self.config.backbone == "mini_xception":
             from emohd_jax.models.mini_xception import MiniXception
 
-            return MiniXception(NUM_CLASSES, rngs=rngs)
+            return MiniXception(NUM_CLASSES, **model_dtypes(self.config), rngs=rngs)
         if self.config.backbone == "resnet50":
             from emohd_jax.models.resnet50 import ResNet50, ResNetConfig
 
-            return ResNet50(ResNetConfig(variant=self.config.variant, num_classes=NUM_CLASSES), rngs=rngs)
+            return ResNet50(ResNetConfig(variant=self.config.variant, num_classes=NUM_CLASSES),
+                            **model_dtypes(self.config), rngs=rngs)
         raise ValueError(f"unknown face backbone {self.config.backbone!r} (known: mini_xception, resnet50)")
 
     def load_pretrained(self, model: nnx.Module) -> None:
@@ -191,14 +196,14 @@ class ImageTask(ClassifierTask):
         nnx.update(model, nnx.state(source))
 
     def inputs(self, faces: jax.Array) -> jax.Array:
-        """Stored uint8 faces [batch, h, w, c] → the backbone's float input."""
+        """Stored uint8 faces [batch, h, w, c] → the backbone's fp32 input (its first conv casts to its dtype)."""
         if self.config.backbone == "mini_xception":
             from emohd_jax.models.mini_xception import normalize
 
-            return normalize(faces).astype(self.dtype)
+            return normalize(faces)
         from emohd_jax.models.resnet50 import preprocess_faces
 
-        return preprocess_faces(faces, self.config.variant).astype(self.dtype)
+        return preprocess_faces(faces, self.config.variant)
 
     def logits(self, model: nnx.Module, batch: dict, *, train: bool) -> jax.Array:
         if train or not (self.flip or self.shift):
@@ -248,7 +253,8 @@ class FeatureMLPTask(ClassifierTask):
         from emohd_jax.models.frozen_backbone import FrozenBackboneMLP
 
         return FrozenBackboneMLP(self.backbone_task.build_model(rngs), self.feature_dim, self.config.head_hidden,
-                                 self.config.head_dropout, pooled=self.config.features == "pooled", rngs=rngs)
+                                 self.config.head_dropout, pooled=self.config.features == "pooled",
+                                 **model_dtypes(self.config), rngs=rngs)
 
     def load_pretrained(self, model: nnx.Module) -> None:
         if not self.config.init:
@@ -299,7 +305,7 @@ class AudioTask(ClassifierTask):
     def build_model(self, rngs: nnx.Rngs) -> nnx.Module:
         from emohd_jax.models.vggish import VGGishClassifier
 
-        return VGGishClassifier(self.vggish_config(), rngs=rngs)
+        return VGGishClassifier(self.vggish_config(), **model_dtypes(self.config), rngs=rngs)
 
     def load_pretrained(self, model: nnx.Module) -> None:
         """VGGish trunk from `init`: a converted .safetensors, a torchvggish .pth, or TF variables (.npz / ckpt)."""
@@ -321,7 +327,7 @@ class AudioTask(ClassifierTask):
 
     def logits(self, model: nnx.Module, batch: dict, *, train: bool) -> jax.Array:
         patches = (batch["patches"] - self.config.input_mean) / self.config.input_std  # [batch, 96, 64]
-        return model(patches.astype(DTYPES[self.config.get("dtype", "float32")]), train=train)  # → logits: [batch, classes]
+        return model(patches, train=train)  # → logits: [batch, classes]; the first conv casts to the model's dtype
 
 
 class VoiceWhisperTask(ClassifierTask):

@@ -65,7 +65,8 @@ class ModelSet:
     describe: dict
 
     def with_dtype(self, dtype: str) -> "ModelSet":
-        """The same weights cast to `dtype`, in towers built to compute in it (`model.dtype`)."""
+        """The same fp32 weights in towers built to compute in `dtype` (`model.dtype`): each layer casts its inputs
+        and weights itself, as in training."""
         from ml_collections import ConfigDict
 
         from emohd_jax.towers import make_tower
@@ -76,7 +77,7 @@ class ModelSet:
             config.model.dtype = dtype
             task = make_tower(config)
             graphdef, _ = nnx.split(nnx.eval_shape(lambda: task.build_model(nnx.Rngs(0))))
-            towers[modality] = (config, task, nnx.merge(graphdef, cast_state(nnx.state(module), jnp.dtype(dtype))))
+            towers[modality] = (config, task, nnx.merge(graphdef, nnx.state(module)))
         return dataclasses.replace(self, towers=towers)
 
 
@@ -173,10 +174,6 @@ def host_batch(model_set: ModelSet, workload: Workload, size: int, seed: int) ->
     return {"face": rng.integers(0, 256, (size * workload.frames, *model_set.face_shape), dtype=np.uint8),
             "patches": (rng.standard_normal((size * workload.patches, 96, 64)) - 2.0).astype(np.float32),
             "input_ids": ids, "token_type_ids": np.zeros_like(ids)}
-
-
-def cast_state(states, dtype):
-    return jax.tree.map(lambda x: x.astype(dtype) if jnp.issubdtype(x.dtype, jnp.floating) else x, states)
 
 
 def analytic_flops(model_set: ModelSet, workload: Workload) -> dict[str, int] | None:

@@ -8,6 +8,7 @@ BatchNorm always uses running statistics and no gradient flows into it, so only 
 from __future__ import annotations
 
 import jax
+import jax.numpy as jnp
 from flax import nnx
 
 from emohd_jax.classes import NUM_CLASSES
@@ -21,29 +22,32 @@ class MLPHead(nnx.Module):
     """
 
     def __init__(self, in_features: int, hidden: int, dropout: float, num_classes: int = NUM_CLASSES, *,
-                 rngs: nnx.Rngs):
-        self.norm = nnx.BatchNorm(in_features, rngs=rngs)
-        self.hidden = nnx.Linear(in_features, hidden, rngs=rngs)
+                 dtype=jnp.float32, param_dtype=jnp.float32, rngs: nnx.Rngs):
+        layer = dict(dtype=dtype, param_dtype=param_dtype, rngs=rngs)
+        self.norm = nnx.BatchNorm(in_features, **layer)
+        self.hidden = nnx.Linear(in_features, hidden, **layer)
         self.dropout = nnx.Dropout(dropout, rngs=rngs)
-        self.out = nnx.Linear(hidden, num_classes, rngs=rngs)
+        self.out = nnx.Linear(hidden, num_classes, **layer)
 
     def __call__(self, x: jax.Array, *, train: bool) -> jax.Array:
         x = self.norm(x, use_running_average=not train)
-        return self.out(self.dropout(nnx.relu(self.hidden(x)), deterministic=not train))
+        # fp32 logits, so the loss and the softmax are stable under bf16 compute
+        return self.out(self.dropout(nnx.relu(self.hidden(x)), deterministic=not train)).astype(jnp.float32)
 
 
 class FrozenBackboneMLP(nnx.Module):
     """faces: [batch, h, w, c] normalised for `backbone` → logits [batch, classes].
 
     `pooled`: the backbone's pooled `features()`; otherwise its last `feature_map()` flattened, which
-    keeps where on the face a feature fired (mini-Xception: 4×4×128 → 2048).
+    keeps where on the face a feature fired (mini-Xception: 4×4×128 → 2048). `dtype` / `param_dtype` are the
+    head's; the backbone is built with its own (normally the same).
     """
 
     def __init__(self, backbone: nnx.Module, feature_dim: int, hidden: int, dropout: float, *, pooled: bool = True,
-                 rngs: nnx.Rngs):
+                 dtype=jnp.float32, param_dtype=jnp.float32, rngs: nnx.Rngs):
         self.backbone = backbone
         self.pooled = pooled
-        self.head = MLPHead(feature_dim, hidden, dropout, rngs=rngs)
+        self.head = MLPHead(feature_dim, hidden, dropout, dtype=dtype, param_dtype=param_dtype, rngs=rngs)
 
     def features(self, x: jax.Array) -> jax.Array:
         """[batch, feature_dim] backbone features, always in inference mode."""

@@ -44,31 +44,32 @@ class ResNetConfig:
             raise ValueError(f"unknown ResNet variant {self.variant!r} (choose from {', '.join(VARIANTS)})")
 
 
-def _conv(in_features: int, out_features: int, kernel: int, stride: int, rngs: nnx.Rngs) -> nnx.Conv:
+def _conv(in_features: int, out_features: int, kernel: int, stride: int, layer: dict) -> nnx.Conv:
     # PyTorch's symmetric padding: "SAME" would pad strided convs asymmetrically and shift the grid.
     pad = kernel // 2
     return nnx.Conv(in_features, out_features, (kernel, kernel), strides=stride,
-                    padding=((pad, pad), (pad, pad)), use_bias=False, rngs=rngs)
+                    padding=((pad, pad), (pad, pad)), use_bias=False, **layer)
 
 
-def _batch_norm(features: int, rngs: nnx.Rngs) -> nnx.BatchNorm:
-    return nnx.BatchNorm(features, epsilon=_BN_EPSILON, momentum=_BN_MOMENTUM, rngs=rngs)
+def _batch_norm(features: int, layer: dict) -> nnx.BatchNorm:
+    # `layer`: dtype, param_dtype and rngs; statistics are computed and kept in fp32 whatever the dtype.
+    return nnx.BatchNorm(features, epsilon=_BN_EPSILON, momentum=_BN_MOMENTUM, **layer)
 
 
 class Bottleneck(nnx.Module):
     """1×1 reduce → 3×3 → 1×1 expand, plus a projected shortcut when shape changes."""
 
-    def __init__(self, in_features: int, width: int, stride: int, *, stride_on_first: bool, rngs: nnx.Rngs):
+    def __init__(self, in_features: int, width: int, stride: int, *, stride_on_first: bool, layer: dict):
         out_features = 4 * width
-        self.conv1 = _conv(in_features, width, 1, stride if stride_on_first else 1, rngs)
-        self.bn1 = _batch_norm(width, rngs)
-        self.conv2 = _conv(width, width, 3, 1 if stride_on_first else stride, rngs)
-        self.bn2 = _batch_norm(width, rngs)
-        self.conv3 = _conv(width, out_features, 1, 1, rngs)
-        self.bn3 = _batch_norm(out_features, rngs)
+        self.conv1 = _conv(in_features, width, 1, stride if stride_on_first else 1, layer)
+        self.bn1 = _batch_norm(width, layer)
+        self.conv2 = _conv(width, width, 3, 1 if stride_on_first else stride, layer)
+        self.bn2 = _batch_norm(width, layer)
+        self.conv3 = _conv(width, out_features, 1, 1, layer)
+        self.bn3 = _batch_norm(out_features, layer)
         if stride != 1 or in_features != out_features:
-            self.downsample_conv = _conv(in_features, out_features, 1, stride, rngs)
-            self.downsample_bn = _batch_norm(out_features, rngs)
+            self.downsample_conv = _conv(in_features, out_features, 1, stride, layer)
+            self.downsample_bn = _batch_norm(out_features, layer)
         else:
             self.downsample_conv = self.downsample_bn = None
 
@@ -83,27 +84,34 @@ class Bottleneck(nnx.Module):
 
 
 class ResNet50(nnx.Module):
-    """images: [batch, h, w, 3] preprocessed (see `preprocess_faces`) → logits [batch, num_classes]."""
+    """images: [batch, h, w, 3] preprocessed (see `preprocess_faces`) → logits [batch, num_classes] fp32.
 
-    def __init__(self, config: ResNetConfig = ResNetConfig(), *, rngs: nnx.Rngs):
+    `dtype`: the compute dtype of every layer (images are cast by the first conv); `param_dtype`: storage.
+    """
+
+    def __init__(self, config: ResNetConfig = ResNetConfig(), *, dtype=jnp.float32, param_dtype=jnp.float32,
+                 rngs: nnx.Rngs):
         self.config = config
-        self.conv1 = _conv(3, 64, 7, 2, rngs)
-        self.bn1 = _batch_norm(64, rngs)
+        self.dtype, self.param_dtype = dtype, param_dtype
+        layer = dict(dtype=dtype, param_dtype=param_dtype, rngs=rngs)
+        self.conv1 = _conv(3, 64, 7, 2, layer)
+        self.bn1 = _batch_norm(64, layer)
         stride_on_first = config.variant == "vggface2"
         stages, in_features = [], 64
         for s, (depth, width) in enumerate(zip(config.depths, config.widths)):
             blocks = []
             for b in range(depth):
                 stride = 2 if s > 0 and b == 0 else 1
-                blocks.append(Bottleneck(in_features, width, stride, stride_on_first=stride_on_first, rngs=rngs))
+                blocks.append(Bottleneck(in_features, width, stride, stride_on_first=stride_on_first, layer=layer))
                 in_features = 4 * width
             stages.append(nnx.List(blocks))
         self.stages = nnx.List(stages)
-        self.fc = nnx.Linear(in_features, config.num_classes, rngs=rngs)
+        self.fc = nnx.Linear(in_features, config.num_classes, **layer)
 
     def replace_head(self, num_classes: int, *, rngs: nnx.Rngs) -> None:
         """A fresh classifier for a new task (stage 1: 7 expressions instead of 8631 identities)."""
-        self.fc = nnx.Linear(self.fc.in_features, num_classes, rngs=rngs)
+        self.fc = nnx.Linear(self.fc.in_features, num_classes, dtype=self.dtype, param_dtype=self.param_dtype,
+                             rngs=rngs)
         self.config = dataclasses.replace(self.config, num_classes=num_classes)
 
     def _stem_pool(self, x: jax.Array) -> jax.Array:
@@ -127,7 +135,8 @@ class ResNet50(nnx.Module):
         return x.mean(axis=(1, 2))
 
     def __call__(self, x: jax.Array, *, train: bool = False) -> jax.Array:
-        return self.fc(self.features(x, train=train))
+        # fp32 logits, so the loss and the softmax are stable under bf16 compute
+        return self.fc(self.features(x, train=train)).astype(jnp.float32)
 
 
 def resize_faces(images: np.ndarray) -> np.ndarray:

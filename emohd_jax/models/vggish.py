@@ -16,6 +16,7 @@ from __future__ import annotations
 import dataclasses
 
 import jax
+import jax.numpy as jnp
 import numpy as np
 from flax import nnx
 
@@ -61,23 +62,28 @@ def trainable_patterns(freeze_conv: bool) -> tuple[str, ...]:
 
 
 class VGGish(nnx.Module):
-    """patches: [batch, 96, 64] → embedding: [batch, 128], or the last FC features without the embedding layer."""
+    """patches: [batch, 96, 64] → embedding: [batch, 128], or the last FC features without the embedding layer.
 
-    def __init__(self, config: VGGishConfig = VGGishConfig(), *, with_embedding: bool = True, rngs: nnx.Rngs):
+    `dtype`: the compute dtype of every layer (patches are cast by the first conv); `param_dtype`: storage.
+    """
+
+    def __init__(self, config: VGGishConfig = VGGishConfig(), *, with_embedding: bool = True, dtype=jnp.float32,
+                 param_dtype=jnp.float32, rngs: nnx.Rngs):
         self.config = config
+        layer = dict(dtype=dtype, param_dtype=param_dtype, rngs=rngs)
         convs, in_features = [], 1
         for block in config.conv_blocks:
             for width in block:
-                convs.append(nnx.Conv(in_features, width, (3, 3), padding="SAME", kernel_init=_HE, rngs=rngs))
+                convs.append(nnx.Conv(in_features, width, (3, 3), padding="SAME", kernel_init=_HE, **layer))
                 in_features = width
         self.conv = nnx.List(convs)
         # index of the last conv of each block, after which a 2×2 max pool halves the grid
         self.pool_after = tuple(int(i) for i in np.cumsum([len(block) for block in config.conv_blocks]) - 1)
         pooled = 2 ** len(config.conv_blocks)
         widths = ((INPUT_FRAMES // pooled) * (INPUT_BANDS // pooled) * in_features,) + tuple(config.fc_widths)
-        self.fc = nnx.List([nnx.Linear(a, b, kernel_init=_HE, rngs=rngs) for a, b in zip(widths[:-1], widths[1:])])
+        self.fc = nnx.List([nnx.Linear(a, b, kernel_init=_HE, **layer) for a, b in zip(widths[:-1], widths[1:])])
         self.dropout = nnx.Dropout(config.dropout, rngs=rngs)
-        self.embedding = nnx.Linear(widths[-1], config.embedding_size, rngs=rngs) if with_embedding else None
+        self.embedding = nnx.Linear(widths[-1], config.embedding_size, **layer) if with_embedding else None
 
     @property
     def output_size(self) -> int:
@@ -99,14 +105,17 @@ class VGGish(nnx.Module):
 
 
 class VGGishClassifier(nnx.Module):
-    """patches: [batch, 96, 64] → logits: [batch, 7] (canonical class order; softmax gives the probabilities)."""
+    """patches: [batch, 96, 64] → logits: [batch, 7] fp32 (canonical class order; softmax gives the probabilities)."""
 
-    def __init__(self, config: VGGishConfig = VGGishConfig(), *, rngs: nnx.Rngs):
-        self.vggish = VGGish(config, with_embedding=config.keep_embedding, rngs=rngs)
-        self.head = nnx.Linear(self.vggish.output_size, config.num_classes, rngs=rngs)
+    def __init__(self, config: VGGishConfig = VGGishConfig(), *, dtype=jnp.float32, param_dtype=jnp.float32,
+                 rngs: nnx.Rngs):
+        layer = dict(dtype=dtype, param_dtype=param_dtype, rngs=rngs)
+        self.vggish = VGGish(config, with_embedding=config.keep_embedding, **layer)
+        self.head = nnx.Linear(self.vggish.output_size, config.num_classes, **layer)
 
     def __call__(self, patches: jax.Array, *, train: bool = False) -> jax.Array:
-        return self.head(self.vggish(patches, train=train))
+        # fp32 logits, so the loss and the softmax are stable under bf16 compute
+        return self.head(self.vggish(patches, train=train)).astype(jnp.float32)
 
 
 def load_vggish_weights(model: VGGish | VGGishClassifier, tensors: dict[str, np.ndarray], *,

@@ -119,13 +119,17 @@ def create_train_state(task: Task, config, mesh, total_steps: int):
         return TrainState(step=jnp.zeros((), jnp.int32), params=params, other=other, opt_state=tx.init(params)), rngs
 
     abstract_state, abstract_rngs = jax.eval_shape(init)
-    state_shardings = sharding.state_shardings(abstract_state, mesh)
-    rng_shardings = sharding.state_shardings(abstract_rngs, mesh)
+    rules = sharding.partition_rules(config.mesh.get("rules", "default"))
+    state_shardings = sharding.state_shardings(abstract_state, mesh, rules)
+    rng_shardings = sharding.state_shardings(abstract_rngs, mesh, rules)
     state, rng_state = jax.jit(init, out_shardings=(state_shardings, rng_shardings))()
     if config.model.pretrained:
         host = build_module(task, config.seed)
         task.load_pretrained(host)
         _, params, _, other = split_model(host)
+        # Loaded weights come as stored (fp32); the state keeps the model's param_dtype.
+        params, other = jax.tree.map(lambda x, a: x.astype(a.dtype), (params, other),
+                                     (abstract_state.params, abstract_state.other))
         state = state.replace(params=jax.device_put(params, state_shardings.params),
                               other=jax.device_put(other, state_shardings.other))
     return Model(graphdef=graphdef, rng_state=rng_state), state, state_shardings, tx
@@ -266,7 +270,7 @@ def restore_for_eval(config, task: Task, mesh) -> tuple[Model, dict]:
     abstract_module = nnx.eval_shape(lambda: build_module(task, config.seed))
     graphdef, abstract_params, _, abstract_other = split_model(abstract_module)
     abstract = {"params": abstract_params, "other": abstract_other}
-    shardings = sharding.state_shardings(abstract, mesh)
+    shardings = sharding.state_shardings(abstract, mesh, sharding.partition_rules(config.mesh.get("rules", "default")))
     if config.checkpoint == "pretrained":
         host = build_module(task, config.seed)
         task.load_pretrained(host)
