@@ -92,6 +92,7 @@ def test_masked_batch_equals_each_clip_alone(name, waves, encoders):
         batch[i, :len(m)], mask[i, :len(m)] = m, True
     hidden = np.asarray(_encode(encoders[name], jnp.asarray(batch), jnp.asarray(mask)))
     width, layers, _ = _SHAPES[name]
+    assert encoders[name].config == whisper_encoder.CONFIGS[name]
     assert hidden.shape == (layers + 1, len(mels), -(-frames // 2), width) and np.isfinite(hidden).all()
     positions = np.asarray(whisper_encoder.output_mask(jnp.asarray(mask))).sum(axis=1)
     for i, m in enumerate(mels):

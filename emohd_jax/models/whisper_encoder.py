@@ -42,6 +42,7 @@ class WhisperEncoderConfig:
             raise ValueError(f"width {self.width} is not divisible by heads {self.heads}")
 
 
+# The packaged models' shapes, for code that sizes a head before loading (`load` reads them from the file).
 CONFIGS = {
     "base": WhisperEncoderConfig(width=512, layers=6, heads=8),
     "tiny.en": WhisperEncoderConfig(width=384, layers=4, heads=6),
