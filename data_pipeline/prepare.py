@@ -20,10 +20,10 @@ from etils import epath
 from tqdm import tqdm
 
 from data_pipeline import shards
-from data_pipeline.extract import Extractor, Record
-from data_pipeline.sources.base import CLASS_FOLDER_SETS, Utterance
+from data_pipeline.sources.base import CLASS_FOLDER_SETS
 from emohd_jax.classes import EMOTIONS
 from emohd_jax.errors import BadInputError, Skip, SkipReport, UsageError
+from emohd_jax.extract import Extractor, Record, Utterance
 
 MANIFEST = "manifest.json"
 
@@ -111,7 +111,7 @@ def prepare(splits: Mapping[str, Sequence[Utterance]], extractor: Extractor, out
             for i, record in enumerate(records):
                 yield f"{utterance.uid}#{i}", record
 
-    shards.write_shards(out, extractor.features,
+    shards.write_shards(out, extractor.fields,
                         {split: (lambda s=split, u=utts: stream(s, u)) for split, utts in splits.items()},
                         file_format=file_format, description=f"emohd {extractor.name} features")
     manifest = {"options": options, "file_format": file_format, "counts": counts, "input_utterances": n_utterances,

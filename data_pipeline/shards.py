@@ -1,7 +1,7 @@
 """Feature shards: `tf.train.Example` records in ArrayRecord (default) or TFRecord files, via tfds.
 
-One tfds `GeneratorBasedBuilder` writes every kind of shard, so the record schema is the tfds
-`FeaturesDict` the extractor declares (stored beside the shards in `features.json`), the files
+One tfds `GeneratorBasedBuilder` writes every kind of shard; the record schema is the tfds `FeaturesDict`
+made from the fields the extractor declares (`features_dict`, stored beside the shards in `features.json`), the files
 are readable by grain (ArrayRecord, random access) and by `tf.data` (both containers), and
 TensorFlow is needed only for `file_format='tfrecord'` (the `[tfrecord]` extra).
 """
@@ -11,8 +11,12 @@ from __future__ import annotations
 import os
 from typing import Callable, Iterable, Mapping
 
+import numpy as np
 import tensorflow_datasets as tfds
 from etils import epath
+
+from emohd_jax.classes import EMOTIONS
+from emohd_jax.extract import CLASS, TEXT, Field
 
 BUILDER_NAME = "feature_shards"
 FILE_FORMATS = ("array_record", "tfrecord")
@@ -47,7 +51,24 @@ class FeatureShards(tfds.core.GeneratorBasedBuilder):
         pass
 
 
-def write_shards(out_dir: str | os.PathLike, features: tfds.features.FeaturesDict,
+def features_dict(fields: Mapping[str, Field]) -> tfds.features.FeaturesDict:
+    """An extractor's plain field specs → the tfds schema its records are stored with."""
+
+    def feature(field: Field) -> tfds.features.FeatureConnector:
+        if field.dtype == TEXT:
+            return tfds.features.Text()
+        if field.dtype == CLASS:
+            return tfds.features.ClassLabel(names=list(EMOTIONS))
+        if field.shape == ():
+            return tfds.features.Scalar(dtype=np.dtype(field.dtype))
+        # float16 (frozen-encoder features) as raw bytes: a float list costs 4 bytes a value and 0.25 s a record
+        encoding = tfds.features.Encoding.BYTES if field.dtype == "float16" else tfds.features.Encoding.NONE
+        return tfds.features.Tensor(shape=field.shape, dtype=np.dtype(field.dtype), encoding=encoding)
+
+    return tfds.features.FeaturesDict({name: feature(field) for name, field in fields.items()})
+
+
+def write_shards(out_dir: str | os.PathLike, fields: Mapping[str, Field],
                  splits: Mapping[str, Callable[[], Iterable[tuple[str, dict]]]], *,
                  file_format: str = "array_record", description: str = "") -> epath.Path:
     """Writes all splits under `out_dir`; returns the directory holding the shard files."""
@@ -58,7 +79,7 @@ def write_shards(out_dir: str | os.PathLike, features: tfds.features.FeaturesDic
             import tensorflow  # noqa: F401  (tfds writes TFRecord through TensorFlow)
         except ImportError as error:
             raise ImportError("TFRecord shards need TensorFlow: pip install 'emohd-jax[tfrecord]'") from error
-    builder = FeatureShards(features=features, splits=splits, description=description, data_dir=str(out_dir),
+    builder = FeatureShards(features=features_dict(fields), splits=splits, description=description, data_dir=str(out_dir),
                             file_format=file_format)
     builder.download_and_prepare(download_config=tfds.download.DownloadConfig(
         download_mode=tfds.download.GenerateMode.REUSE_DATASET_IF_EXISTS))

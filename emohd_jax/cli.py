@@ -18,11 +18,18 @@ import sys
 from emohd_jax.errors import EXIT_INTERNAL, EXIT_NONE, EXIT_OK, EXIT_PARTIAL, EXIT_USAGE, BadInputError, UsageError
 
 
-def run_prepare(config) -> None:
-    from data_pipeline.prepare import prepare_from_config
+def _extractor(config):
+    """The extractor of the config's tower, for its dataset's media (still face images or recordings)."""
+    from data_pipeline.sources.base import CLASS_FOLDER_SETS
     from emohd_jax.train.trainer import make_task
 
-    manifest = prepare_from_config(config, make_task(config).extractor(config.data.dataset))
+    return make_task(config).extractor(stills=config.data.dataset in CLASS_FOLDER_SETS)
+
+
+def run_prepare(config) -> None:
+    from data_pipeline.prepare import prepare_from_config
+
+    manifest = prepare_from_config(config, _extractor(config))
     print(json.dumps({"counts": manifest["counts"], "skips": manifest["skips"]["by_kind"]}, indent=1))
 
 
@@ -40,10 +47,10 @@ def run_eval(config, split: str | None = None) -> dict:
 
     from data_pipeline.prepare import shards_for_split
     from emohd_jax.reports import write_report
-    from emohd_jax.train.trainer import evaluate_shards, make_task
+    from emohd_jax.train.trainer import evaluate_shards
 
     split = split or config.data.split
-    shards_dir = shards_for_split(config, split, make_task(config).extractor(config.data.dataset))
+    shards_dir = shards_for_split(config, split, _extractor(config))
     metrics, predictions = evaluate_shards(config, shards_dir, split)
     if jax.process_index() == 0:
         checkpoint = config.checkpoint or config.workdir

@@ -16,11 +16,10 @@ import jax
 import jax.numpy as jnp
 from flax import nnx
 
-from data_pipeline.extract import Extractor
-from data_pipeline.sources.base import CLASS_FOLDER_SETS
-from emohd_jax.vision import tta as face_tta
 from emohd_jax.classes import NUM_CLASSES
+from emohd_jax.extract import Extractor
 from emohd_jax.losses import cross_entropy
+from emohd_jax.vision import tta as face_tta
 
 DTYPES = {"float32": jnp.float32, "bfloat16": jnp.bfloat16}
 
@@ -42,7 +41,7 @@ class Task(Protocol):
     augment: grain.transforms.RandomMap | None  # per-record training augmentation
     evaluates: bool                 # predicts the seven classes: dev metrics select the best checkpoint
 
-    def extractor(self, dataset: str | None = None) -> Extractor: ...
+    def extractor(self, stills: bool = False) -> Extractor: ...  # stills: a set of face images, not media
 
     def build_model(self, rngs: nnx.Rngs) -> nnx.Module: ...
 
@@ -103,9 +102,9 @@ class TextTask(ClassifierTask):
     def _source_dir(self) -> pathlib.Path:
         return resolve_text_dir(self.config.model.init)
 
-    def extractor(self, dataset: str | None = None) -> Extractor:
+    def extractor(self, stills: bool = False) -> Extractor:
         """Tokens of the utterance (and its dialogue context): the encoder's own tokenizer unless `text.tokenizer`."""
-        from data_pipeline.extract import TextExtractor
+        from emohd_jax.text.extract import TextExtractor
 
         text = self.config.text
         return TextExtractor(resolve_text_dir(text.tokenizer or self.config.model.init), max_length=text.max_length,
@@ -160,11 +159,11 @@ class ImageTask(ClassifierTask):
         self.augment = FaceAugment(**{k: v for k, v in augment.items() if k != "enabled"}) \
             if augment is not None and augment.enabled else None
 
-    def extractor(self, dataset: str | None = None) -> Extractor:
-        """Still images of a class-folder set, else 1 fps MTCNN faces of a video (`None`: predict's media)."""
-        from data_pipeline.extract import ImageExtractor, VideoFaceExtractor
+    def extractor(self, stills: bool = False) -> Extractor:
+        """Still face images (a class-folder set), else 1 fps MTCNN faces of a video (predict's media)."""
+        from emohd_jax.vision.extract import ImageExtractor, VideoFaceExtractor
 
-        if dataset in CLASS_FOLDER_SETS:
+        if stills:
             return ImageExtractor(self.visual.input)
         return VideoFaceExtractor(self.visual.input, fps=self.visual.fps, margin=self.visual.margin,
                                   select=self.visual.select)
@@ -286,8 +285,8 @@ class AudioTask(ClassifierTask):
         self.augment = LogMelAugment(**{k: v for k, v in augment.items() if k != "enabled"}) \
             if augment is not None and augment.enabled else None
 
-    def extractor(self, dataset: str | None = None) -> Extractor:
-        from data_pipeline.extract import AudioExtractor
+    def extractor(self, stills: bool = False) -> Extractor:
+        from emohd_jax.audio.extract import AudioExtractor
 
         return AudioExtractor(trim_db=self.audio.trim_db)
 

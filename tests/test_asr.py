@@ -144,7 +144,7 @@ def _noise(seconds: float) -> np.ndarray:
 
 
 def test_evaluate_asr_skips_bad_media_and_goes_on(tmp_path, kids_clip):
-    from data_pipeline.sources.base import Utterance
+    from emohd_jax.extract import Utterance
     from emohd_jax.asr import evaluate
 
     good = tmp_path / "good.flac"
@@ -193,7 +193,7 @@ def test_silent_media_is_skipped_not_scored(tmp_path, kids_clip):
     mean cosine down nor reach the recogniser, and their length stays out of the real-time factor."""
     import soundfile
 
-    from data_pipeline.sources.base import Utterance
+    from emohd_jax.extract import Utterance
     from emohd_jax.asr import evaluate
     from emohd_jax.audio.io import load_audio
 

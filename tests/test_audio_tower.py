@@ -5,9 +5,9 @@ import json
 import numpy as np
 import pytest
 
-from data_pipeline.extract import AudioExtractor
+from emohd_jax.audio.extract import AudioExtractor
 from data_pipeline.prepare import parse_actors, prepare
-from data_pipeline.sources.base import Utterance
+from emohd_jax.extract import Utterance
 from data_pipeline.sources.ravdess import read_ravdess
 from emohd_jax.audio.log_mel import num_patches
 from emohd_jax.classes import CLASS_INDEX

@@ -233,8 +233,8 @@ def test_detector_interface_is_what_extraction_needs(cremad):
 
 
 def test_an_audio_only_utterance_is_reported_by_its_file():
-    from data_pipeline.extract import VideoFaceExtractor
-    from data_pipeline.sources.base import Utterance
+    from emohd_jax.extract import Utterance
+    from emohd_jax.vision.extract import VideoFaceExtractor
 
     utterance = Utterance(uid="cremad/1002_DFA_SAD_XX", dataset="cremad", split="test", label=3, text="x",
                           audio="/data/cremad/1002_DFA_SAD_XX.mp3", video=None)

@@ -11,7 +11,7 @@ import zlib
 import numpy as np
 import pytest
 
-from data_pipeline.sources.base import Utterance
+from emohd_jax.extract import Utterance
 from data_pipeline.sources.image_folders import parse_label_map, read_class_folders
 from emohd_jax.classes import CLASS_INDEX
 from emohd_jax.errors import UnknownLabelError, UsageError
@@ -101,7 +101,7 @@ def test_bad_images_are_skipped_with_their_reason_and_the_batch_goes_on(tmp_path
     never decoded, without PIL's decompression-bomb warning); a 4000×4000 face is resized and kept."""
     from PIL import Image
 
-    from data_pipeline.extract import ImageExtractor
+    from emohd_jax.vision.extract import ImageExtractor
     from data_pipeline.prepare import extract_split, _cache_path, _load_records
 
     folder = tmp_path / "happy"

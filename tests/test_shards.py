@@ -9,11 +9,11 @@ from etils import epath
 
 from data_pipeline import prepare as prepare_lib
 from data_pipeline import shards
-from data_pipeline.extract import TextExtractor
 from data_pipeline.sources.meld import read_meld
 from emohd_jax import input_pipeline
 from emohd_jax.convert.hf_text import minilm_dir
 from emohd_jax.errors import EmptyTranscriptError
+from emohd_jax.text.extract import TextExtractor
 
 
 @pytest.fixture(scope="module")
@@ -151,11 +151,11 @@ def test_tfrecord_container(sample, extractor, tmp_path):
 
 def test_writing_shards_says_nothing_about_downloading(tmp_path, capfd):
     import numpy as np
-    import tensorflow_datasets as tfds
 
-    features = tfds.features.FeaturesDict({"uid": tfds.features.Text(),
-                                           "x": tfds.features.Tensor(shape=(2,), dtype=np.float32)})
-    shards.write_shards(tmp_path, features, {"train": lambda: iter([("a", {"uid": "a", "x": np.ones(2, np.float32)})])})
+    from emohd_jax.extract import Field
+
+    fields = {"uid": Field((), "text"), "x": Field((2,), "float32")}
+    shards.write_shards(tmp_path, fields, {"train": lambda: iter([("a", {"uid": "a", "x": np.ones(2, np.float32)})])})
     printed = capfd.readouterr()
     assert "Downloading" not in printed.out + printed.err and "download" not in printed.out.lower()
     assert len(shards.open_split(tmp_path, "train")) == 1

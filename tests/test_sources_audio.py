@@ -126,7 +126,7 @@ def test_two_splits_reading_one_folder_list_each_skip_once_with_both_splits(tmp_
 
     from ml_collections import ConfigDict
 
-    from data_pipeline.extract import AudioExtractor
+    from emohd_jax.audio.extract import AudioExtractor
     from data_pipeline.prepare import prepare_from_config
 
     actor = tmp_path / "ravdess" / "Actor_17"

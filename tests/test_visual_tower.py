@@ -12,8 +12,8 @@ import pytest
 from flax import nnx
 
 from data_pipeline import shards
-from data_pipeline.extract import load_image, FACE_SHAPES, ImageExtractor
-from data_pipeline.sources.base import Utterance
+from emohd_jax.vision.extract import FACE_SHAPES, ImageExtractor, load_image
+from emohd_jax.extract import Utterance
 from emohd_jax import input_pipeline
 from emohd_jax.vision import tta as face_tta
 from emohd_jax.cli import run_eval, run_prepare, run_train

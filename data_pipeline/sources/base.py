@@ -2,32 +2,14 @@
 
 from __future__ import annotations
 
-import dataclasses
 import os
 from typing import Mapping
 
 from emohd_jax.classes import CLASS_INDEX
 from emohd_jax.errors import UnknownLabelError
+from emohd_jax.extract import Utterance  # noqa: F401  (what every adapter produces)
 
 CLASS_FOLDER_SETS = ("fer2013", "cife")  # ROOT/<set>/<split>/<class>/*.jpg: still faces rather than media
-
-@dataclasses.dataclass(frozen=True)
-class Utterance:
-    """One labelled item of a dataset; media fields hold paths, absent ones are None."""
-
-    uid: str                      # unique within the dataset, stable across runs (used as record key)
-    dataset: str
-    split: str
-    label: int | None             # index into emohd_jax.classes.EMOTIONS; None when unlabelled
-    text: str | None = None       # the dataset's own transcript / subtitle
-    video: str | None = None
-    audio: str | None = None
-    image: str | None = None
-    speaker: str | None = None
-    dialogue: str | None = None   # conversation id, for dialogue context
-    turn: int | None = None       # position in the dialogue
-    start_s: float | None = None  # span inside a longer recording (IEMOCAP dialogues)
-    end_s: float | None = None
 
 
 def canonical_label(raw: str, mapping: Mapping[str, str | None], where: str | os.PathLike) -> int | None:

@@ -20,7 +20,7 @@ from typing import Sequence
 import numpy as np
 from tqdm import tqdm
 
-from data_pipeline.sources.base import Utterance
+from emohd_jax.extract import Utterance
 from emohd_jax.asr.similarity import summarize, tf_cosine, word_error_rate
 from emohd_jax.asr.backends import make_transcriber
 from emohd_jax.asr.transcriber import Transcriber, Transcript

@@ -39,7 +39,7 @@ def _random_batch(task, config, size: int, seq_len: int, seed: int) -> dict[str,
         ids = rng.integers(1000, 30000, (size, seq_len)).astype(np.int32)
         ids[:, 0] = 101
         return {"input_ids": ids, "token_type_ids": np.zeros_like(ids), "label": labels}
-    from data_pipeline.extract import FACE_SHAPES
+    from emohd_jax.vision.extract import FACE_SHAPES
 
     shape = FACE_SHAPES[config.model.backbone]
     return {"face": rng.integers(0, 256, (size, *shape), dtype=np.uint8), "label": labels}
