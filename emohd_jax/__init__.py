@@ -1,6 +1,6 @@
 """emohd-jax: emotion from the face, voice and words of a person talking, fused late (EmoHD, in JAX/Flax).
 
-    results = emohd_jax.predict(["clip.mp4"])   # the shipped offline bundle; see emohd_jax.inference
+    results = emohd_jax.predict(["clip.mp4"])   # the shipped offline bundle; see emohd_jax.serve
 """
 
 __version__ = "0.1.0"
@@ -9,7 +9,7 @@ __version__ = "0.1.0"
 def __getattr__(name: str):
     # Lazy: importing the package must not pull JAX, models and Whisper in.
     if name == "predict":
-        from emohd_jax.inference import predict
+        from emohd_jax.serve.batch import predict
 
         return predict
     raise AttributeError(f"module 'emohd_jax' has no attribute {name!r}")

@@ -15,7 +15,8 @@ import os
 import pathlib
 import sys
 
-from emohd_jax.errors import EXIT_INTERNAL, EXIT_NONE, EXIT_OK, EXIT_PARTIAL, EXIT_USAGE, BadInputError, UsageError
+from emohd_jax.errors import (EXIT_INTERNAL, EXIT_NONE, EXIT_OK, EXIT_PARTIAL, EXIT_USAGE, BadInputError,
+                              CommandLineParser, UsageError)
 
 
 def _extractor(config):
@@ -87,6 +88,48 @@ def run_system_eval(config) -> dict:
     return evaluate_system(config)
 
 
+def run_predict(argv: list[str]) -> int:
+    """`emohd predict PATH... [--bundle DIR] [--out DIR] [--modalities face,voice,words]`: prints a table,
+    returns the documented exit code."""
+    parser = CommandLineParser(prog="emohd predict", description=(
+        "Emotions of the person in each video or audio file: per utterance (face, voice, words and their fusion), "
+        "per second (face) and per 0.96 s (voice). Writes <name>.json, <name>.csv and <name>.png per input. "
+        f"Exit code {EXIT_OK}: all inputs predicted; {EXIT_PARTIAL}: some failed (listed); "
+        f"{EXIT_NONE}: none could be predicted."))
+    parser.add_argument("paths", nargs="+", help="media files, folders (searched recursively) or quoted globs")
+    parser.add_argument("--bundle", default=None, help="model bundle folder (default: the one shipped in the package)")
+    parser.add_argument("--out", default="emohd_predictions", help="output folder (default: %(default)s)")
+    parser.add_argument("--modalities", default="face,voice,words",
+                        help="which modalities to compute, comma-separated (default: %(default)s); the others are "
+                             "reported missing, 'not requested', and cost nothing: without face no face detection, "
+                             "without words no speech recognition")
+    parser.add_argument("--max-utterance-s", type=float, default=8.0,
+                        help="a recording up to this long is one utterance; longer ones are cut at speech segments")
+    parser.add_argument("--window-s", type=float, default=4.0, help="window length over stretches without speech")
+    parser.add_argument("--block-s", type=float, default=120.0,
+                        help="seconds of audio decoded and processed at once: memory stays flat however long the input")
+    parser.add_argument("--overwrite", action="store_true",
+                        help="predict inputs again even when --out already holds their result (default: skip them)")
+    parser.add_argument("--quiet", action="store_true", help="no progress bar and no table")
+    args = parser.parse_args(argv)
+    from emohd_jax.serve.predictor import requested_modalities
+
+    modalities = requested_modalities(args.modalities)  # a typo is a usage error before any model loads
+    from rich.console import Console
+
+    from emohd_jax.serve.outputs import summary_table
+    from emohd_jax.serve.batch import predict
+
+    run = predict(args.paths, args.bundle, out_dir=args.out, progress=not args.quiet, overwrite=args.overwrite,
+                  modalities=modalities, max_utterance_s=args.max_utterance_s, window_s=args.window_s,
+                  block_s=args.block_s)
+    if not args.quiet:
+        Console().print(summary_table(run.results, run.failures))
+        again = f" ({len(run.resumed)} done by an earlier run: --overwrite redoes them)" if run.resumed else ""
+        print(f"{len(run.results)} predicted{again}, {len(run.failures)} failed → {args.out}")
+    return run.exit_code
+
+
 @dataclasses.dataclass(frozen=True)
 class ConfigCommand:
     summary: str
@@ -105,8 +148,8 @@ CONFIG_COMMANDS = {
     "system-eval": ConfigCommand("Run the whole system (V, A, T and their fusions, every rule) on a labelled set "
                                  "and write the paper's tables.", run_system_eval),
 }
-# `emohd <command> ...` → `<module>.main(argv)`, a command with its own flags.
-PLAIN_COMMANDS = {"predict": ("emohd_jax.inference", "Emotions of the person in videos or audio files: per "
+# `emohd <command> ...` → `run(argv)`, a command with its own flags.
+PLAIN_COMMANDS = {"predict": (run_predict, "Emotions of the person in videos or audio files: per "
                               "utterance, per second and per 0.96 s; JSON, CSV and a timeline PNG per input.")}
 # `emohd <command> <kind> ...` → `<module>.main(argv)`; each module parses its own flags.
 MODULE_COMMANDS = {
@@ -173,7 +216,7 @@ def dispatch(argv: list[str]) -> int:
         CONFIG_COMMANDS[command].run(config)
         return EXIT_OK
     if command in PLAIN_COMMANDS:
-        return importlib.import_module(PLAIN_COMMANDS[command][0]).main(rest) or EXIT_OK
+        return PLAIN_COMMANDS[command][0](rest) or EXIT_OK
     if command in MODULE_COMMANDS:
         kinds = MODULE_COMMANDS[command][1]
         if not rest or rest[0] in ("-h", "--help"):

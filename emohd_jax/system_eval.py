@@ -1,11 +1,12 @@
 """System evaluation (the paper's Tables 2/3): every utterance of a labelled set through the whole system.
 
-Each utterance goes through the same `Predictor` as `emohd predict` (one utterance per dataset item),
-then per-class F1, weighted F1, accuracy and macro F1 are computed for V, A, T, V+A, A+T, V+A+T under
-each fusion rule, with and without temperature calibration. The DR weights and temperatures are the
-bundle's, fitted on the towers' dev sets — never on the set evaluated here. `transcripts`: 'asr' (what a
+Each utterance goes through the same `Predictor` as `emohd predict` (one utterance per dataset item, their
+tower calls batched across items), then per-class F1, weighted F1, accuracy and macro F1 are computed for
+V, A, T, V+A, A+T, V+A+T under each fusion rule, with and without temperature calibration. The DR weights
+and temperatures are the bundle's, fitted on the towers' dev sets — never on the set evaluated here. `transcripts`: 'asr' (what a
 live system hears), 'subtitles' (the dataset's own text), or both. A column's metrics cover the
 utterances where at least one of its modalities is present (`coverage` says how many).
+Scores and fusion read the Predictions' arrays (full precision), not the rounded JSON.
 With `meld_sub`, every table is also computed on MELD-sub (SPEC §6): the utterances whose sampled
 frames mostly show at most one confident face (`emohd_jax.vision.faces.meld_sub_keep`, thresholds in config).
 """
@@ -15,6 +16,7 @@ from __future__ import annotations
 import dataclasses
 import json
 import pathlib
+from typing import Sequence
 
 import jax.numpy as jnp
 import numpy as np
@@ -23,22 +25,17 @@ from tqdm import tqdm
 from emohd_jax import fusion, metrics as metrics_lib
 from emohd_jax.classes import EMOTIONS
 from emohd_jax.errors import BadInputError, SkipReport
+from emohd_jax.serve.prediction import Prediction
 
 
-def utterance_probs(results: list[dict], modalities: tuple[str, ...]) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """Predict results (one utterance each) → probs [n, modality, class], present [n, modality] and each
+def utterance_probs(predictions: list[Prediction]) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Predictions (one utterance each) → probs [n, modality, class], present [n, modality] and each
     tower's own decision [n, modality] (−1 when absent; the face tower's is its majority vote)."""
-    probs = np.full((len(results), len(modalities), len(EMOTIONS)), 1.0 / len(EMOTIONS), np.float32)
-    present = np.zeros((len(results), len(modalities)), bool)
-    decisions = np.full((len(results), len(modalities)), -1)
-    for i, result in enumerate(results):
-        (utterance,) = result["utterances"]
-        for j, modality in enumerate(modalities):
-            entry = utterance["modalities"][modality]
-            if entry["present"]:
-                probs[i, j], present[i, j] = entry["probs"], True
-                decisions[i, j] = EMOTIONS.index(entry["label"])
-    return probs, present, decisions
+    for p in predictions:
+        if p.num_utterances != 1:
+            raise ValueError(f"{p.input}: {p.num_utterances} utterances; system-eval scores one per item")
+    return (np.concatenate([p.probs for p in predictions]), np.concatenate([p.present for p in predictions]),
+            np.concatenate([p.decisions for p in predictions]))
 
 
 def ablation(probs: np.ndarray, present: np.ndarray, decisions: np.ndarray, labels: np.ndarray,
@@ -74,18 +71,19 @@ def ablation(probs: np.ndarray, present: np.ndarray, decisions: np.ndarray, labe
     return table
 
 
-def meld_sub_mask(results: list[dict], options) -> np.ndarray:
-    """keep [n]: SPEC §6's one-person-on-screen filter, from the face probabilities `predict` records per frame."""
+def meld_sub_mask(frame_face_probs: Sequence[Sequence[np.ndarray]], options) -> np.ndarray:
+    """keep [n]: SPEC §6's one-person-on-screen filter, from each utterance's detector probabilities per
+    sampled frame ([frames] each [faces], `Prediction.frame_face_probs`)."""
     from emohd_jax.vision.faces import Detections, meld_sub_keep
 
-    def detections(frame: dict) -> Detections:
-        n = len(frame["face_probs"])
-        return Detections(np.zeros((n, 4), np.float32), np.asarray(frame["face_probs"], np.float32),
+    def detections(face_probs: np.ndarray) -> Detections:
+        n = len(face_probs)
+        return Detections(np.zeros((n, 4), np.float32), np.asarray(face_probs, np.float32),
                           np.zeros((n, 5, 2), np.float32))
 
-    return np.asarray([meld_sub_keep([detections(f) for f in r["frames"]], min_prob=options.min_prob,
+    return np.asarray([meld_sub_keep([detections(f) for f in frames], min_prob=options.min_prob,
                                      max_faces=options.max_faces, min_fraction=options.min_fraction)
-                       for r in results], bool)
+                       for frames in frame_face_probs], bool)
 
 
 def markdown(table: dict, rule: str, calibration: str, title: str) -> str:
@@ -113,7 +111,7 @@ def evaluate_system(config) -> dict:
     """`emohd system-eval --config configs/system_eval.py[:variant]` → report_dir/{system.json, system.md, PNGs}."""
     from data_pipeline.prepare import read_source
     from emohd_jax.bundle import load_bundle
-    from emohd_jax.inference import Predictor
+    from emohd_jax.serve.predictor import Predictor
     from emohd_jax.reports import plot_confusion
 
     bundle = load_bundle(config.bundle or None)
@@ -127,28 +125,31 @@ def evaluate_system(config) -> dict:
                "fusion_fitted_on": {m: t["dev"]["dataset"] + " " + t["dev"]["split"]
                                     for m, t in bundle.manifest["towers"].items()}}
     for source in config.transcripts:
-        results, labels = [], []
-        for utt in tqdm(utterances, desc=f"system-eval {source}", unit="utt"):
+        items, inputs = [], []
+        for utt in utterances:
             media = utt.video or utt.audio
             media = media if media and pathlib.Path(media).is_file() else None
             if media is None and source == "asr":
                 skips.add(utt.uid, BadInputError(utt.video or utt.uid, "no media file to transcribe"))
                 continue
-            try:
-                result = predictor.predict_file(media, transcript=utt.text if source == "subtitles" else None)
-            except BadInputError as error:
-                skips.add(utt.uid, error)
+            items.append(utt)
+            inputs.append((media, utt.text if source == "subtitles" else None))
+        results, labels = [], []
+        outcomes = predictor.predict_many(inputs)
+        for utt, outcome in tqdm(zip(items, outcomes), total=len(items), desc=f"system-eval {source}", unit="utt"):
+            if isinstance(outcome, BadInputError):
+                skips.add(utt.uid, outcome)
                 continue
-            results.append(result)
+            results.append(outcome)
             labels.append(utt.label)
         if not results:
             raise ValueError(f"{config.data.dataset} {config.data.split}: no utterance could be evaluated "
                              f"({len(skips)} skipped)")
-        probs, present, decisions = utterance_probs(results, modalities)
+        probs, present, decisions = utterance_probs(results)
         labels = np.asarray(labels)
         subsets = {source: np.ones(len(results), bool)}
         if config.get("meld_sub"):
-            subsets[f"{source}_meld_sub"] = meld_sub_mask(results, config.meld_sub)
+            subsets[f"{source}_meld_sub"] = meld_sub_mask([r.frame_face_probs for r in results], config.meld_sub)
         for name, keep in subsets.items():
             if not keep.any():
                 summary[name] = "no utterance passes the filter"
@@ -163,7 +164,7 @@ def evaluate_system(config) -> dict:
                 plot_confusion(np.asarray(result["confusion"]), report_dir / f"confusion_{name}_{column}.png",
                                title=f"{column} ({rule}, {calibration}, {name})")
         (report_dir / f"transcripts_{source}.json").write_text(json.dumps(
-            [{"input": r["input"], "transcript": r["utterances"][0]["transcript"]} for r in results], indent=0))
+            [{"input": r.input, "transcript": r.transcripts[0]} for r in results], indent=0))
     summary["skips"] = skips.to_json()
     (report_dir / "system.json").write_text(json.dumps(summary, indent=1))
     for markdown_path in sorted(report_dir.glob("system_*.md")):

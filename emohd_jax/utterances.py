@@ -1,9 +1,10 @@
 """How a recording is cut into utterances for `predict`: pure planning, no I/O.
 
-A short clip is one utterance. A long recording follows the speech: each ASR segment is an utterance
-(cut into near-equal pieces when longer than `max_utterance_s`, its words shared out by time), and
-the stretches between segments become fixed windows with face and voice only, so the spans tile the
-recording: contiguous, from 0 to its end, none longer than `max_utterance_s`.
+A short clip is one utterance. A long recording follows the speech: each speech segment (from ASR, or
+from the voice activity detector alone when the words are not requested) is an utterance (cut into
+near-equal pieces when longer than `max_utterance_s`, its words shared out by time), and the stretches
+between segments become fixed windows with face and voice only, so the spans tile the recording:
+contiguous, from 0 to its end, none longer than `max_utterance_s`.
 """
 
 from __future__ import annotations
@@ -15,18 +16,20 @@ from typing import Sequence
 
 @dataclasses.dataclass(frozen=True)
 class SpeechSegment:
-    """A stretch the recogniser heard words in, seconds from the start of the recording."""
+    """A stretch of speech, seconds from the start of the recording, with the words heard in it (None: found by
+    the voice activity detector, no words recognised)."""
 
     start_s: float
     end_s: float
-    text: str
+    text: str | None
 
 
 @dataclasses.dataclass(frozen=True)
 class Span:
     start_s: float
     end_s: float
-    source: str            # 'clip' (the whole short input) | 'asr' (a speech segment) | 'window' (no speech)
+    source: str            # 'clip' (the whole short input) | 'asr' (a segment with words) | 'vad' (speech,
+    #                        words not recognised) | 'window' (no speech)
     text: str | None = None
 
 
@@ -47,20 +50,21 @@ def _split_words(text: str, n: int) -> list[str]:
 
 def plan_utterances(duration_s: float, speech: Sequence[SpeechSegment] | None, *, max_utterance_s: float = 8.0,
                     window_s: float = 4.0, min_span_s: float = 0.5) -> list[Span]:
-    """Spans tiling [0, duration_s]: one 'clip' span if short, else ASR segments plus windows over the gaps.
+    """Spans tiling [0, duration_s]: one 'clip' span if short, else the speech segments ('asr' with words,
+    'vad' without) plus windows over the gaps.
 
     Segments are clamped to the recording, sorted, and overlaps trimmed; a gap shorter than
     `min_span_s` is absorbed by the span before it (or after it, at the start).
     """
-    speech = [s for s in (speech or []) if s.text.strip()]
+    speech = [s for s in (speech or []) if s.text is None or s.text.strip()]
     if duration_s <= max_utterance_s:
-        text = " ".join(s.text.strip() for s in sorted(speech, key=lambda s: s.start_s)) or None
+        text = " ".join(s.text.strip() for s in sorted(speech, key=lambda s: s.start_s) if s.text) or None
         return [Span(0.0, max(duration_s, 0.0), "clip", text)]
     segments, cursor = [], 0.0
     for seg in sorted(speech, key=lambda s: (s.start_s, s.end_s)):
         start, end = max(seg.start_s, cursor, 0.0), min(seg.end_s, duration_s)
         if end - start > 1e-6:
-            segments.append(SpeechSegment(start, end, seg.text.strip()))
+            segments.append(SpeechSegment(start, end, seg.text and seg.text.strip()))
             cursor = end
     spans: list[Span] = []
 
@@ -78,8 +82,9 @@ def plan_utterances(duration_s: float, speech: Sequence[SpeechSegment] | None, *
         if not spans:
             seg = dataclasses.replace(seg, start_s=0.0)
         pieces = _pieces(seg.start_s, seg.end_s, max_utterance_s)
-        for (a, b), words in zip(pieces, _split_words(seg.text, len(pieces))):
-            spans.append(Span(a, b, "asr", words or None))
+        texts = _split_words(seg.text, len(pieces)) if seg.text else [None] * len(pieces)
+        for (a, b), words in zip(pieces, texts):
+            spans.append(Span(a, b, "asr" if seg.text else "vad", words or None))
         cursor = seg.end_s
     add_gap(cursor, duration_s)
     if spans[-1].end_s < duration_s:

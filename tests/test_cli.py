@@ -73,6 +73,7 @@ def _error_line(argv, capsys) -> str:
     (["bench", "gpu"], "emohd bench gpu: unknown kind"),
     (["frob"], "frob: unknown command"),
     (["predict"], "emohd predict: the following arguments are required: paths"),
+    (["predict", "clip.mp4", "--modalities", "face,speech"], "modality 'speech': unknown modality (use face, voice"),
     (["asr", "eval", "--bogus"], "emohd asr eval: the following arguments are required: --root, --out"),
 ])
 def test_each_mistake_is_one_line_with_exit_code_2(argv, expected, capsys):

@@ -13,7 +13,8 @@ import pytest
 from emohd_jax.bundle import load_bundle
 from emohd_jax.classes import EMOTIONS
 from emohd_jax.errors import EXIT_NONE, EXIT_PARTIAL
-from emohd_jax.inference import Predictor, predict
+from emohd_jax.serve.batch import predict
+from emohd_jax.serve.predictor import Predictor
 
 pytestmark = pytest.mark.slow
 
@@ -184,8 +185,8 @@ def test_meld_sub_keeps_clips_with_one_confident_face_in_most_frames():
     from emohd_jax.system_eval import meld_sub_mask
     from ml_collections import ConfigDict
 
-    def result(*frames):
-        return {"frames": [{"t": float(i), "face_probs": list(f)} for i, f in enumerate(frames)]}
+    def result(*frames):  # one utterance's sampled frames: each the detector's probability of every face
+        return [np.asarray(f, np.float32) for f in frames]
 
     options = ConfigDict({"min_prob": 0.95, "max_faces": 1, "min_fraction": 0.5})
     results = [result([0.99], [0.99], [0.99, 0.98]),          # one person, a second face in one frame
@@ -241,3 +242,64 @@ def test_overwrite_and_same_names_from_two_folders(predictor, cremad, tmp_path):
     assert len(again.resumed) == 2 and again.results == run.results
     redo = predict([tmp_path / "a"], predictor.bundle, out_dir=tmp_path / "out", progress=False, overwrite=True)
     assert not redo.resumed and len(redo.results) == 1
+
+
+class _NoRecogniser:
+    """A transcriber that fails the test if speech recognition is asked for."""
+
+    def transcribe(self, waves):
+        raise AssertionError("ASR ran although the words were not requested")
+
+    segments = transcribe
+
+
+def test_a_modality_not_requested_costs_nothing_and_is_missing_with_its_reason(cremad):
+    predictor = Predictor(load_bundle(), modalities="voice", transcriber=_NoRecogniser())
+    prediction = predictor.predict_file(cremad / "1001_DFA_ANG_XX.flv")
+    assert predictor.modalities == ("visual", "audio", "text") and prediction.requested == ("audio",)
+    assert prediction.present.tolist() == [[False, True, False]]
+    assert prediction.reasons == (("not requested", None, "not requested"),)
+    assert prediction.transcripts == (None,) and prediction.counts[0, 1] == len(prediction.patch_probs) >= 2
+    # No frame decoded, no face detected: the face track never ran.
+    assert len(prediction.frame_times) == 0 and predictor.clock.seconds["decode_video"] == 0
+    assert predictor.clock.seconds["faces"] == predictor.clock.seconds["visual_tower"] == 0
+    assert prediction.fused[0] >= 0  # fused from the voice alone
+
+
+def test_without_words_a_long_recording_is_cut_by_the_voice_activity_detector(data_root, tmp_path):
+    from emohd_jax.audio.io import load_audio
+
+    parts = []
+    for clip in sorted((data_root / "ravdess" / "Actor_18").glob("*.flac"))[:8]:
+        parts += [load_audio(clip), np.zeros(3 * 16000, np.float32)]
+    parts.insert(4, np.zeros(12 * 16000, np.float32))  # a 12 s stretch with nobody speaking
+    import soundfile
+
+    soundfile.write(tmp_path / "talk.wav", np.concatenate(parts), 16000)
+    predictor = Predictor(load_bundle(), modalities=["face", "voice"], transcriber=_NoRecogniser())
+    prediction = predictor.predict_file(tmp_path / "talk.wav")
+    assert prediction.duration_s > 40 and predictor.clock.seconds["vad"] > 0
+    assert prediction.spans[0, 0] == 0 and prediction.spans[-1, 1] == pytest.approx(prediction.duration_s)
+    assert np.allclose(prediction.spans[1:, 0], prediction.spans[:-1, 1])
+    sources = list(prediction.sources)
+    assert sources.count("vad") >= 8 and "asr" not in sources and "window" in sources  # the silent stretch
+    assert all(r[2] == "not requested" for r in prediction.reasons)
+    assert all(prediction.present[i, 1] for i, s in enumerate(sources) if s == "vad")  # speech has a voice
+
+
+def test_predict_imports_no_dataset_library(cremad, tmp_path):
+    """The serving path (all three modalities on a real clip) never loads TensorFlow or tfds: they are prepare's."""
+    import os
+    import subprocess
+    import sys
+
+    code = ("import sys; from emohd_jax import cli; code = cli.dispatch(sys.argv[1:]); "
+            "print('loaded:', sorted({m.split('.')[0] for m in sys.modules} & "
+            "{'tensorflow', 'tensorflow_datasets', 'data_pipeline'})); sys.exit(code)")
+    done = subprocess.run([sys.executable, "-c", code, "predict", str(cremad / "1001_DFA_ANG_XX.flv"),
+                           "--out", str(tmp_path), "--quiet"], capture_output=True, text=True, timeout=600,
+                          env={**os.environ, "JAX_PLATFORMS": "cpu", "HF_HUB_OFFLINE": "1"})
+    assert done.returncode == 0, done.stderr[-2000:]
+    assert "loaded: []" in done.stdout
+    (utterance,) = json.loads((tmp_path / "1001_DFA_ANG_XX.json").read_text())["utterances"]
+    assert all(utterance["modalities"][m]["present"] for m in ("visual", "audio", "text"))

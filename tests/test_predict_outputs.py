@@ -13,7 +13,7 @@ from matplotlib.figure import Figure
 from rich.console import Console
 
 from emohd_jax.classes import CLASS_INDEX, EMOTIONS
-from emohd_jax.predict_outputs import CSV_COLUMNS, DPI, MAX_WIDTH_IN, SCHEMA, summary_table, write_result
+from emohd_jax.serve.outputs import CSV_COLUMNS, DPI, MAX_WIDTH_IN, SCHEMA, summary_table, write_result
 
 
 def _probs(label: str, p: float = 0.8) -> list[float]:

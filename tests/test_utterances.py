@@ -50,3 +50,13 @@ def test_any_plan_tiles_the_recording(duration, segments):
     speech = [SpeechSegment(a, a + length, "w " * 3) for a, length in segments]
     spans = plan_utterances(duration, speech)
     _check_tiling(spans, duration)
+
+
+def test_speech_without_words_is_planned_as_vad_spans():
+    """Words not requested: the VAD's stretches (no text) still cut a long recording, as 'vad' spans."""
+    spans = plan_utterances(40.0, [SpeechSegment(2.0, 5.0, None), SpeechSegment(20.0, 31.0, None)])
+    _check_tiling(spans, 40.0)
+    vad = [(s.start_s, s.end_s) for s in spans if s.source == "vad"]
+    assert vad == [(2.0, 5.0), (20.0, 25.5), (25.5, 31.0)] and all(s.text is None for s in spans)
+    assert {s.source for s in spans} == {"window", "vad"}
+    assert plan_utterances(3.0, [SpeechSegment(0.5, 2.0, None)]) [0].text is None  # a clip: one utterance

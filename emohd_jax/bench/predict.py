@@ -20,14 +20,12 @@ from emohd_jax.run_config import default_data_root
 
 
 def measure(predictor, paths: list[pathlib.Path]) -> dict:
-    from emohd_jax.inference import StageClock
-
-    predictor.clock = StageClock()
+    predictor.clock.reset()
     start, media_s, utterances = time.perf_counter(), 0.0, 0
     for path in paths:
-        result = predictor.predict_file(path)
-        media_s += result["duration_s"]
-        utterances += len(result["utterances"])
+        prediction = predictor.predict_file(path)
+        media_s += prediction.duration_s
+        utterances += prediction.num_utterances
     wall = time.perf_counter() - start
     stages = predictor.clock.seconds
     other = wall - sum(stages.values())
@@ -40,7 +38,7 @@ def measure(predictor, paths: list[pathlib.Path]) -> dict:
 def run(data_root: pathlib.Path, minutes: float, work: pathlib.Path, out_dir: pathlib.Path) -> dict:
     from emohd_jax.bench.predict_memory import build_recording
     from emohd_jax.measurement import save
-    from emohd_jax.inference import Predictor
+    from emohd_jax.serve.predictor import Predictor
 
     clips = sorted(p for p in (data_root / "cremad").iterdir() if p.suffix in (".flv", ".mp3", ".wav", ".mp4"))
     work.mkdir(parents=True, exist_ok=True)

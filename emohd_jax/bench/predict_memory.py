@@ -88,7 +88,7 @@ def _child(mode: str, path: str) -> None:
     threading.Thread(target=watch, daemon=True).start()
     info = {}
     if mode == "predict":
-        from emohd_jax.inference import predict
+        from emohd_jax.serve.batch import predict
 
         run = predict([path], progress=False)
         result = run.results[0]

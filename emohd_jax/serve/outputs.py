@@ -1,5 +1,7 @@
 """What `emohd predict` writes per input (`<name>.json`, `<name>.csv`, `<name>.png`) and the terminal table.
 
+`result_json` turns the predictor's `Prediction` (arrays) into the JSON form below; the CSV, the PNG and
+the table are drawn from that form, so a result read back from disk renders as a fresh one does.
 Schema "emohd.predict/1" (`<name>.json`); times are seconds from the start of the input, every probability
 vector has seven entries in the order of `classes`:
     schema         "emohd.predict/1"; a change that breaks readers bumps the number
@@ -8,10 +10,13 @@ vector has seven entries in the order of `classes`:
     classes        ["neutral", "happiness", "anger", "sadness", "fear", "disgust", "surprise"]
     fusion         {rule: "paper" | "max" | "sum", calibrated: per-modality temperatures applied,
                     modalities: the towers fused, of "visual", "audio", "text"}
+    requested      the modalities computed (`--modalities`); the other fused ones are missing, reason
+                   "not requested" (absent in results of older versions: all of them)
     utterances     in time order, tiling [0, duration_s), each:
         index          position in this list, from 0
         start_s, end_s the span [start_s, end_s)
-        source         "clip" (the whole short input) | "asr" (a speech segment) | "window" (no speech heard)
+        source         "clip" (the whole short input) | "asr" (a speech segment) | "vad" (speech found by the voice
+                       activity detector, words not requested) | "window" (no speech heard)
         transcript     what the recogniser heard, or null
         modalities     per fused modality, either
                          {present: true, probs, label, frames (visual) | patches (audio): how many were used}
@@ -39,6 +44,7 @@ import textwrap
 import uuid
 from typing import Callable, Sequence
 
+import numpy as np
 from matplotlib.backends.backend_agg import FigureCanvasAgg
 from matplotlib.colors import to_rgba
 from matplotlib.figure import Figure
@@ -48,6 +54,7 @@ from rich.table import Table
 from rich.text import Text
 
 from emohd_jax.classes import CLASS_INDEX, EMOTIONS
+from emohd_jax.serve.prediction import Prediction
 
 SCHEMA = "emohd.predict/1"
 MODALITIES: tuple[str, ...] = ("visual", "audio", "text")
@@ -65,6 +72,50 @@ MAX_TRANSCRIPT_LABELS = 40
 _FONT_PT = 7.0
 _CHAR_PT = 0.6 * _FONT_PT  # mean glyph width of the default sans font: decides what text fits where
 _MIN_ALPHA = 0.25          # a cell of a very unsure decision stays visible
+COUNT_KEYS = {"visual": "frames", "audio": "patches"}  # what a present modality says it used
+
+
+def result_json(prediction: Prediction) -> dict:
+    """A Prediction → its "emohd.predict/1" dict (probabilities to 5 decimals, times to the millisecond)."""
+    p = prediction
+    utterances = []
+    for i, (start, end) in enumerate(p.spans):
+        entries, used = {}, []
+        for j, modality in enumerate(p.modalities):
+            if not p.present[i, j]:
+                entries[modality] = {"present": False, "reason": p.reasons[i][j]}
+                continue
+            used.append(modality)
+            entries[modality] = {"present": True, "probs": _rounded(p.probs[i, j]),
+                                 "label": EMOTIONS[p.decisions[i, j]],
+                                 **({COUNT_KEYS[modality]: int(p.counts[i, j])} if modality in COUNT_KEYS else {})}
+        fused = {"label": EMOTIONS[p.fused[i]] if p.fused[i] >= 0 else None,
+                 "scores": _rounded(p.fused_scores[i]) if used else None, "modalities_used": used}
+        utterances.append({"index": i, "start_s": round(float(start), 3), "end_s": round(float(end), 3),
+                           "source": p.sources[i], "transcript": p.transcripts[i], "modalities": entries,
+                           "fused": fused})
+    return {"schema": SCHEMA, "input": p.input, "duration_s": round(p.duration_s, 3), "classes": list(EMOTIONS),
+            "fusion": {"rule": p.fusion_rule, "calibrated": p.calibrated, "modalities": list(p.modalities)},
+            "requested": list(p.requested), "utterances": utterances,
+            "per_second": [{"t": round(float(t), 3), "probs": _rounded(q), "label": _label(q)}
+                           for t, q in zip(p.face_times, p.face_probs)],
+            "per_patch": [{"start_s": round(float(a), 3), "end_s": round(float(b), 3), "probs": _rounded(q),
+                           "label": _label(q)} for (a, b), q in zip(p.patch_spans, p.patch_probs)],
+            "frames": [{"t": round(float(t), 3), "face_probs": [round(float(x), 4) for x in probs]}
+                       for t, probs in zip(p.frame_times, p.frame_face_probs)]}
+
+
+def requested_in(result: dict) -> tuple[str, ...]:
+    """The modalities a result was computed with (all fused ones for results written before `requested`)."""
+    return tuple(result.get("requested", result["fusion"]["modalities"]))
+
+
+def _rounded(probs) -> list[float]:
+    return [round(float(p), 5) for p in probs]
+
+
+def _label(probs) -> str:
+    return EMOTIONS[int(np.argmax(probs))]
 
 
 def write_result(result: dict, out_dir: str | os.PathLike, *, stem: str) -> dict[str, pathlib.Path]:

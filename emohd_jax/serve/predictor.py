@@ -1,0 +1,252 @@
+"""The whole system over one bundle: decode → plan utterances → one step per modality → fuse → `Prediction`.
+
+Each input is decoded once (1 fps frames for the face track, 16 kHz audio in blocks), cut into
+utterances (the whole clip when short; speech segments and fixed windows over silence when long),
+and fed through the same extractors that `prepare` uses. Each modality is one step (`_face`,
+`_voice`, `_words`) that either queues tower work for an utterance or says why it is missing; the
+queued work runs in bucketed tower calls, batched across the inputs of a group (`predict_many`), and
+the fitted fusion runs once per group. A modality that is not requested costs nothing: no face
+detection without the face, no ASR without the words (long recordings are then cut by the VAD).
+"""
+
+from __future__ import annotations
+
+import itertools
+import os
+import pathlib
+from typing import Iterable, Iterator, Sequence
+
+import jax
+import numpy as np
+
+from emohd_jax import fusion
+from emohd_jax.bundle import Bundle, load_bundle
+from emohd_jax.classes import EMOTIONS
+from emohd_jax.clip_decision import clip_probabilities
+from emohd_jax.errors import BadInputError, CorruptMediaError, UsageError
+from emohd_jax.input_pipeline import Collate
+from emohd_jax.serve.audio_stream import AudioStream
+from emohd_jax.serve.clock import StageClock
+from emohd_jax.serve.face_track import FaceTrack, decide_faces, track_faces
+from emohd_jax.serve.plan import NOT_REQUESTED, Plan, bucket, run_tower
+from emohd_jax.serve.prediction import Prediction
+from emohd_jax.utterances import SpeechSegment
+
+# What a person asks for (`--modalities face,voice,words`) → the fused modality it is.
+MODALITY_NAMES = {"face": "visual", "voice": "audio", "words": "text"}
+MAX_BATCH = 256  # rows per tower call
+_fusion = jax.jit(fusion.fuse_with)  # params, probs [spans, modality, class], present [spans, modality]
+
+
+def requested_modalities(names: Iterable[str] | str | None) -> tuple[str, ...]:
+    """'face,voice,words' (or visual, audio, text; None: all) → fused modality names, in fusion order."""
+    if names is None:
+        return fusion.MODALITIES
+    if isinstance(names, str):
+        names = [n for n in names.split(",") if n.strip()]
+    wanted = set()
+    for name in names:
+        key = name.strip().lower()
+        if key not in MODALITY_NAMES and key not in fusion.MODALITIES:
+            raise UsageError(f"modality {name!r}", "unknown modality", "use face, voice and/or words, e.g. "
+                             "--modalities voice,words")
+        wanted.add(MODALITY_NAMES.get(key, key))
+    if not wanted:
+        raise UsageError("--modalities", "no modality named", "use face, voice and/or words")
+    return tuple(m for m in fusion.MODALITIES if m in wanted)
+
+
+class Predictor:
+    """`block_s`: seconds of audio planned and run at once (a longer recording is a stream of blocks);
+    `frame_chunk`: sampled frames through the face detector at once. Both bound the memory a recording needs.
+    `modalities`: those to compute (default all the bundle has); the others are missing, "not requested".
+    """
+
+    def __init__(self, bundle: Bundle | None = None, *, modalities: Iterable[str] | str | None = None,
+                 transcriber=None, max_utterance_s: float = 8.0, window_s: float = 4.0, block_s: float = 120.0,
+                 frame_chunk: int = 16, carry_s: float = 1.0):
+        self.bundle = bundle or load_bundle()
+        self.towers = self.bundle.towers
+        self.modalities = tuple(self.bundle.manifest["modalities"])  # fused, in the order of the arrays
+        self.requested = tuple(m for m in requested_modalities(modalities) if m in self.towers)
+        self.frame_chunk = frame_chunk
+        self.clock = StageClock()
+        # The extractors `prepare` uses, built from each tower's own recipe (train/serve skew cannot creep in).
+        extractor = {m: self.towers[m].task.extractor() for m in self.requested}
+        self.faces, self.voice, self.words = (extractor.get(m) for m in fusion.MODALITIES)
+        self.audio = AudioStream(self.clock, words=self.words is not None, transcriber=transcriber,
+                                 max_utterance_s=max_utterance_s, window_s=window_s, block_s=block_s, carry_s=carry_s)
+
+    # ---- inputs ------------------------------------------------------------------------------------
+
+    def predict_file(self, path: str | os.PathLike | None, *, transcript: str | None = None) -> Prediction:
+        """One input → its Prediction; BadInputError naming the file when no modality is usable.
+
+        `transcript` replaces ASR (a dataset's subtitles); with `path=None` only the words are predicted.
+        """
+        (result,) = self.predict_many([(path, transcript)])
+        if isinstance(result, BadInputError):
+            raise result
+        return result
+
+    def predict_many(self, inputs: Iterable[tuple[str | os.PathLike | None, str | None]], *,
+                     group: int = 64) -> Iterator[Prediction | BadInputError]:
+        """(path, transcript) pairs → a Prediction, or the BadInputError that stopped it, each in input order.
+
+        Inputs are planned `group` at a time and their queued tower work runs in shared batches: thousands
+        of short clips (`emohd system-eval`) cost a few tower calls per group, not a few per clip.
+        """
+        iterator = iter(inputs)
+        while batch := list(itertools.islice(iterator, group)):
+            plans: list[Plan | BadInputError] = []
+            for path, transcript in batch:
+                try:
+                    plans.append(self._plan(path, transcript))
+                except BadInputError as error:
+                    plans.append(error)
+            self._run_towers([p for p in plans if isinstance(p, Plan)])
+            yield from self._fused([p for p in plans if isinstance(p, Plan)], plans)
+
+    def _plan(self, path: str | os.PathLike | None, transcript: str | None) -> Plan:
+        """Decodes one input and runs each requested modality's step on its utterances (towers queued)."""
+        if path is None:
+            plan = Plan("<transcript>", self.modalities)
+            said = [SpeechSegment(0.0, 0.0, transcript)] if transcript and transcript.strip() else []
+            indices = self.audio.cover(plan, 0.0, 0.0, said)
+            self._words(plan, indices, "no transcript")
+            for i in indices:
+                plan.miss("visual", i, "no media file")
+                plan.miss("audio", i, "no media file")
+            return self._unrequested(plan)
+        path = pathlib.Path(path)
+        plan = Plan(str(path), self.modalities)
+        track = self._face_track(path)
+        plan.duration_s = track.duration_s if track else 0.0
+        audio_reason = None
+        if self.voice is not None or self.words is not None:
+            try:
+                for wave, offset, indices, final in self.audio.blocks(path, plan, transcript):
+                    self._voice(plan, wave, offset, indices)
+                    self._words(plan, indices, "no speech recognised")
+                    if not final:  # a long recording: its towers run block by block (flat memory)
+                        self._run_towers([plan])
+            except BadInputError as error:
+                audio_reason = error.reason
+        if audio_reason is not None or (self.voice is None and self.words is None):
+            if track is not None and track.reason and not len(track.frame_times) and not plan.spans:
+                raise CorruptMediaError(path, f"audio: {audio_reason}; visual: {track.reason}")
+            covered = plan.spans[-1].end_s if plan.spans else 0.0  # audio that failed part-way: windows on
+            for i in self.audio.cover(plan, covered, max(plan.duration_s, covered), []):
+                plan.miss("audio", i, audio_reason or NOT_REQUESTED)
+                plan.miss("text", i, audio_reason or NOT_REQUESTED)
+        if track is not None:
+            self._face(plan, track)
+        return self._unrequested(plan)
+
+    def _unrequested(self, plan: Plan) -> Plan:
+        for modality in set(self.modalities) - set(self.requested):
+            for i in range(len(plan.spans)):
+                plan.miss(modality, i, NOT_REQUESTED)
+        return plan
+
+    # ---- one step per modality ---------------------------------------------------------------------
+
+    def _face_track(self, path: pathlib.Path) -> FaceTrack | None:
+        """The face tower over the whole video (None when the face is not requested)."""
+        if self.faces is None:
+            return None
+        return track_faces(path, self.faces, self.towers["visual"], self.clock, frame_chunk=self.frame_chunk)
+
+    def _face(self, plan: Plan, track: FaceTrack) -> None:
+        """Each utterance's face from the track: a majority vote over its frames, or why there is none."""
+        decide_faces(plan, track)
+
+    def _voice(self, plan: Plan, wave: np.ndarray, offset: float, indices: range) -> None:
+        """Log-mel patches of each utterance queued for the voice tower, or why it has no voice (silence)."""
+        if self.voice is None:
+            return
+        rate = self.voice.spec.sample_rate
+        patch_s = self.voice.spec.patch_samples / rate
+        for i in indices:
+            span = plan.spans[i]
+            piece = wave[int(round((span.start_s - offset) * rate)):int(round((span.end_s - offset) * rate))]
+            try:
+                with self.clock("log_mel"):
+                    patches, first = self.voice.wave_patches(piece, plan.input)
+            except BadInputError as error:
+                plan.miss("audio", i, error.reason)
+                continue
+            plan.queued_voice.append((i, patches, span.start_s + first + patch_s * np.arange(len(patches))))
+
+    def _words(self, plan: Plan, indices: range, reason: str) -> None:
+        """Tokens of each utterance's transcript queued for the words tower, or `reason` when it has none."""
+        if self.words is None:
+            return
+        for i in indices:
+            text = plan.spans[i].text
+            if not text:
+                plan.miss("text", i, reason)
+                continue
+            with self.clock("text_tokens"):
+                plan.queued_words.append((i, self.words.encode(text)))
+
+    # ---- towers and fusion -------------------------------------------------------------------------
+
+    def _run_towers(self, plans: Sequence[Plan]) -> None:
+        """The queued voice and words work of `plans` through their towers, in shared bucketed batches."""
+        voice = [(plan, *queued) for plan in plans for queued in plan.queued_voice]
+        if voice:
+            tower = self.towers["audio"]
+            with self.clock("audio_tower"):
+                probs = run_tower(tower, {"patches": np.concatenate([patches for _, _, patches, _ in voice])},
+                                  MAX_BATCH)
+            patch_s = self.voice.spec.patch_samples / self.voice.spec.sample_rate
+            bounds = np.cumsum([0] + [len(patches) for _, _, patches, _ in voice])
+            for (plan, i, _, starts), a, b in zip(voice, bounds[:-1], bounds[1:]):
+                decided, mean = clip_probabilities(probs[a:b], tower.config.eval.clip_rule)
+                plan.put("audio", i, mean, decision=decided, count=int(b - a))
+                plan.patch_spans.append(np.stack([starts, starts + patch_s], axis=1))
+                plan.patch_probs.append(probs[a:b])
+        words = [(plan, *queued) for plan in plans for queued in plan.queued_words]
+        if words:
+            tower = self.towers["text"]
+            order = sorted(range(len(words)), key=lambda k: len(words[k][2]["input_ids"]))  # alike lengths together
+            for start in range(0, len(order), MAX_BATCH):
+                chunk = order[start:start + MAX_BATCH]
+                with self.clock("text_tokens"):
+                    batch = Collate(tower.task.padded)([words[k][2] for k in chunk])
+                with self.clock("text_tower"):
+                    probs = run_tower(tower, {k: batch[k] for k in tower.task.model_fields}, MAX_BATCH)
+                for k, p in zip(chunk, probs):
+                    plan, i, _ = words[k]
+                    plan.put("text", i, p)
+        for plan in plans:
+            plan.queued_voice.clear()
+            plan.queued_words.clear()
+
+    def _fused(self, plans: Sequence[Plan], order: Sequence[Plan | BadInputError]
+              ) -> Iterator[Prediction | BadInputError]:
+        """One fusion call over every utterance of `plans`; yields `order` with each plan's Prediction."""
+        arrays = {id(plan): plan.arrays() for plan in plans}
+        usable = [plan for plan in plans if arrays[id(plan)][1].any()]
+        fused: dict[int, tuple[np.ndarray, np.ndarray]] = {}
+        if usable:
+            probs = np.concatenate([arrays[id(p)][0] for p in usable])
+            present = np.concatenate([arrays[id(p)][1] for p in usable])
+            with self.clock("fusion"):
+                n, padded = len(probs), bucket(len(probs))  # one compiled fusion per bucket of utterances
+                probs = np.concatenate([probs, np.full((padded - n, *probs.shape[1:]), 1 / len(EMOTIONS),
+                                                       np.float32)])
+                present = np.concatenate([present, np.zeros((padded - n, present.shape[1]), bool)])
+                decision, scores = (np.asarray(x)[:n] for x in _fusion(self.bundle.fusion, probs, present))
+            bounds = np.cumsum([0] + [len(p.spans) for p in usable])
+            fused = {id(p): (decision[a:b], scores[a:b]) for p, a, b in zip(usable, bounds[:-1], bounds[1:])}
+        calibrated = bool(np.any(np.asarray(self.bundle.fusion.temperatures) != 1.0))
+        for item in order:
+            if isinstance(item, BadInputError):
+                yield item
+            elif id(item) not in fused:
+                yield BadInputError(item.input, "no usable modality: " + "; ".join(item.missing_reasons()))
+            else:
+                yield item.prediction(*arrays[id(item)], *fused[id(item)], requested=self.requested,
+                                      rule=self.bundle.fusion.rule, calibrated=calibrated)
