@@ -50,12 +50,19 @@ class Model:
 
 def make_task(config) -> Task:
     """What `config.task` trains: a tower, or the text encoder's masked-LM stage."""
+    from emohd_jax.train.feature_head import FeatureHeadTask
     from emohd_jax.train.mlm import MaskedLMTask
 
-    tasks = {**TOWERS, "mlm": MaskedLMTask}
+    tasks = {**TOWERS, "mlm": MaskedLMTask, "feature_head": FeatureHeadTask}
     if config.task not in tasks:
         raise ValueError(f"unknown task {config.task!r}; known: {sorted(tasks)}")
     return tasks[config.task](config)
+
+
+def shuffle_seed(config) -> int:
+    """The seed of the training data order: `train.shuffle_seed` when set (a sweep's trials vary `seed`, the
+    initialisation and dropout, over one shared data stream), else `seed`."""
+    return config.train.get("shuffle_seed", config.seed)
 
 
 def class_weights(counts: dict[str, int], mode: str) -> np.ndarray:
@@ -209,7 +216,7 @@ def train_and_evaluate(config) -> dict:
         train_counts.update(manifest["counts"][part]["records_per_class"])
     weights = class_weights(dict(train_counts), config.train.class_weights)
     data_iter = iter(input_pipeline.train_loader(
-        train_source, global_batch_size=global_bs, seed=config.seed,
+        train_source, global_batch_size=global_bs, seed=shuffle_seed(config),
         collate_fn=input_pipeline.Collate(task.padded), augment=task.augment))
     latest = checkpointing.latest_manager(workdir, config.train.checkpoint_every)
     best = checkpointing.best_manager(workdir)
