@@ -12,4 +12,8 @@ def __getattr__(name: str):
         from emohd_jax.serve.batch import predict
 
         return predict
+    if name == "sweep":
+        from emohd_jax.study.driver import sweep
+
+        return sweep
     raise AttributeError(f"module 'emohd_jax' has no attribute {name!r}")
