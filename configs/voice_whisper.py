@@ -68,7 +68,7 @@ def get_config(arg: str = "ravdess") -> ml_collections.ConfigDict:
     c.model = ml_collections.ConfigDict()
     c.model.pretrained = False      # the encoder is frozen and ran at prepare time; the head starts fresh
     c.model.normalize = normalize or "corpus"  # global | corpus | speaker (see the module docstring)
-    c.model.stats = ""              # feature statistics (.npz, GroupStatistics); "" = <shards>/stats_<key>.npz
+    c.model.stats = ""              # global mean/std (a run's voice_normalization.npz); "" = from the shards
     c.model.hidden = 256            # MLP width
     c.model.attention_hidden = 128  # attentive pooling's scoring MLP
     c.model.dropout = 0.3

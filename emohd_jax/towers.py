@@ -333,18 +333,20 @@ class VoiceWhisperTask(ClassifierTask):
     """Voice on the frozen Whisper encoder: stored features (emohd_jax.audio.whisper_features) → VoiceHead.
 
     Features are standardised per `model.normalize`: 'global' with the training splits' statistics (one clip
-    at predict time), 'corpus' / 'speaker' with each record's group's own (a folder of clips from one source).
-    Statistics of every clean split come from the shards once (`<shards>/stats_<key>.npz`); `finish` writes
-    the global ones beside the checkpoints (`voice_normalization.npz`) for the bundle.
+    at predict time; model fields: hidden), 'corpus' / 'speaker' with each record's group's own (a folder of
+    clips from one source; model fields: hidden and the group id). Statistics of every clean split come from
+    the shards once; `finish` writes the global ones beside the checkpoints (`voice_normalization.npz`), which
+    a bundle ships and names in `model.stats`.
     """
 
     padded = {"hidden": 0}
-    model_fields = ("hidden", "corpus_id", "speaker_id")
     augment = None
     modality = "audio"
 
     def __init__(self, config):
         self.config = config
+        mode = config.model.normalize
+        self.model_fields = ("hidden",) if mode == "global" else ("hidden", f"{mode}_id")
         self._tables: dict[str, tuple] = {}
 
     def extractor(self, stills: bool = False) -> Extractor:
@@ -365,32 +367,39 @@ class VoiceWhisperTask(ClassifierTask):
         """Nothing: the encoder is frozen and ran at prepare time; the head starts fresh."""
 
     def statistics(self, key: str):
-        """GroupStatistics of every clean split in the shards grouped by `key` ('corpus_id' | 'speaker_id')."""
-        import numpy as np
+        """GroupStatistics of every clean split in the shards grouped by `key` ('corpus_id' | 'speaker_id'),
+        computed from the shards once and kept beside them (`<shards>/stats_<key>.npz`)."""
         from etils import epath
 
         from emohd_jax.audio.whisper_features import GroupStatistics
 
-        path = epath.Path(self.config.model.stats or epath.Path(self.config.data.shards) / f"stats_{key}.npz")
+        shards_dir = epath.Path(self.config.data.shards)
+        path = shards_dir / f"stats_{key}.npz"
         if not path.exists():
             import json
 
             from data_pipeline import shards
 
-            manifest = json.loads((epath.Path(self.config.data.shards) / "manifest.json").read_text())
+            manifest = json.loads((shards_dir / "manifest.json").read_text())
             clean = [s for s in manifest["counts"] if not s.endswith(self.config.features.augmented_suffix)]
-            records = (shards.open_split(self.config.data.shards, s)[i] for s in clean
-                       for i in range(len(shards.open_split(self.config.data.shards, s))))
+            sources = [shards.open_split(shards_dir, s) for s in clean]
+            records = (source[i] for source in sources for i in range(len(source)))
             for name, stats in GroupStatistics.from_records(records).items():
-                with (epath.Path(self.config.data.shards) / f"stats_{name}.npz").open("wb") as f:
+                with (shards_dir / f"stats_{name}.npz").open("wb") as f:
                     stats.save(f)
         with path.open("rb") as f:
             return GroupStatistics.load(f)
 
     def global_normalization(self):
-        """(mean, std): [layers, width] over the clean frames of the corpora the run trains on."""
+        """(mean, std): [layers, width] over the clean frames of the corpora the run trains on; from
+        `model.stats` (a run's voice_normalization.npz, as a bundle ships it) when set."""
+        import numpy as np
+
         from emohd_jax.audio.whisper_features import group_id
 
+        if self.config.model.stats:
+            with np.load(self.config.model.stats, allow_pickle=False) as data:
+                return data["mean"], data["std"]
         suffix = self.config.features.augmented_suffix
         splits = {s.removesuffix(suffix) for s in self.config.data.train_split.split("+")}
         ids = [group_id(f"{self.config.data.split_sources[s]}:{s}") for s in sorted(splits)]
@@ -429,6 +438,55 @@ class VoiceWhisperTask(ClassifierTask):
         mean, std = self.global_normalization()
         with (workdir / "voice_normalization.npz").open("wb") as f:
             np.savez(f, mean=mean, std=std, layer_weights=np.asarray(model.layer_weights()))
+
+
+class MaskedLMTask(TextTask):
+    """The paper's optional first text stage (SPEC §4.4): masked-LM fine-tuning on the training transcripts.
+
+    Encoder + tied masked-LM head; starts from `model.init` (its MLM head too, when the checkpoint has one).
+    The stage ends by writing the encoder to `<workdir>/encoder` in our converted layout; the classification
+    stage starts from it with `--config.model.init=<workdir>/encoder`.
+    """
+
+    padded = {"input_ids": 0, "token_type_ids": 0, "mlm_labels": masking.IGNORE}
+    target_fields = ("mlm_labels",)
+    evaluates = False
+
+    def __init__(self, config):
+        super().__init__(config)
+        from transformers import AutoTokenizer
+
+        from emohd_jax.convert.hf_text import text_encoder_config
+
+        tokenizer = AutoTokenizer.from_pretrained(resolve_text_dir(config.text.tokenizer or config.model.init))
+        self.augment = masking.MaskTokens(tokenizer.mask_token_id, text_encoder_config(self._source_dir()).vocab_size,
+                                          tuple(tokenizer.all_special_ids), config.mlm.rate)
+
+    def build_model(self, rngs: nnx.Rngs) -> nnx.Module:
+        from emohd_jax.convert.hf_text import text_encoder_config
+        from emohd_jax.models.text_encoder import TextMaskedLM
+
+        return TextMaskedLM(text_encoder_config(self._source_dir()), dtype=DTYPES[self.config.model.dtype], rngs=rngs)
+
+    def load_pretrained(self, model: nnx.Module) -> None:
+        from emohd_jax.convert.hf_text import CheckpointLayoutError, load_hf_mlm_head
+
+        if not self.config.model.pretrained:
+            return
+        super().load_pretrained(model)
+        try:
+            nnx.update(model.head, nnx.state(load_hf_mlm_head(self._source_dir()), nnx.Param))
+        except (CheckpointLayoutError, FileNotFoundError):
+            pass  # sentence-embedding checkpoints (MiniLM) ship no MLM head: it starts fresh
+
+    def loss(self, model: nnx.Module, batch: dict, *, weights: jax.Array,
+             label_smoothing: float) -> tuple[jax.Array, jax.Array]:
+        return masked_lm_loss(self.logits(model, batch, train=True), batch["mlm_labels"])
+
+    def finish(self, model: nnx.Module, workdir: pathlib.Path) -> None:
+        from emohd_jax.convert.hf_text import save_converted
+
+        save_converted(model.encoder, workdir / "encoder")
 
 
 TOWERS: dict[str, type] = {"text": TextTask, "image": ImageTask, "feature_mlp": FeatureMLPTask, "audio": AudioTask,
