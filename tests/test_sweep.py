@@ -12,7 +12,6 @@ import sys
 import textwrap
 import time
 
-import numpy as np
 import pytest
 
 from tests.data_paths import REPO
@@ -72,6 +71,7 @@ def run_sweep(root, workdir, sweep, *extra, env=None):
     return proc
 
 
+@pytest.mark.slow
 def test_eight_trials_on_eight_devices_equal_sequential_runs(root):
     """8 trials sharded one per device (forced CPU devices) = each trial trained alone by the trainer (≤ 1e-5)."""
     sweep = sweep_file(root, 8, 8)
@@ -110,28 +110,38 @@ def test_eight_trials_on_eight_devices_equal_sequential_runs(root):
             assert swept["weighted_f1"] == pytest.approx(alone["weighted_f1"], abs=1e-6)
 
 
-def test_sigkill_mid_sweep_then_rerun_gives_the_uninterrupted_results(root):
-    sweep = sweep_file(root, 4, 2)
-    straight = root / "straight"
-    proc = run_sweep(root, straight, sweep)
+@pytest.fixture(scope="module")
+def straight(root):
+    """An uninterrupted 4-trial sweep in batches of 2 (long enough for the SIGKILL test to hit the second batch)."""
+    workdir = root / "straight"
+    proc = run_sweep(root, workdir, sweep_file(root, 4, 2), *LONG)
     out, _ = proc.communicate(timeout=600)
     assert proc.returncode == 0, out.decode()[-3000:]
+    return workdir
 
+
+# 200 steps with a checkpoint every 4: the second batch runs long enough to be killed mid-way.
+LONG = ("--config.train.num_steps=200", "--config.train.eval_every=100")
+
+
+@pytest.mark.slow
+def test_sigkill_mid_sweep_then_rerun_gives_the_uninterrupted_results(root, straight):
+    sweep = sweep_file(root, 4, 2)
     killed = root / "killed"
-    proc = run_sweep(root, killed, sweep)
+    proc = run_sweep(root, killed, sweep, *LONG)
     # Kill once the second batch has a checkpoint mid-way (the first batch done, trials 2-3 running).
     deadline = time.time() + 600
     while time.time() < deadline and proc.poll() is None:
         steps = [int(p.name) for p in (killed / "batches").glob("2-*/checkpoints/latest/*") if p.name.isdigit()]
-        if steps and max(steps) >= 8:
+        if steps and max(steps) >= 40:
             break
-        time.sleep(0.2)
+        time.sleep(0.05)
     assert proc.poll() is None, "the sweep finished before it could be killed"
     os.kill(proc.pid, signal.SIGKILL)
     proc.wait()
     assert any(r["state"] == "RUNNING" for r in study_rows(killed))
 
-    proc = run_sweep(root, killed, sweep)
+    proc = run_sweep(root, killed, sweep, *LONG)
     out, _ = proc.communicate(timeout=600)
     assert proc.returncode == 0, out.decode()[-3000:]
     a, b = study_rows(straight), study_rows(killed)
@@ -143,6 +153,7 @@ def test_sigkill_mid_sweep_then_rerun_gives_the_uninterrupted_results(root):
     assert (killed / "report" / "trials.md").exists() and (killed / "report" / "best_config.py").exists()
 
 
+@pytest.mark.slow
 def test_two_workers_share_one_study(root):
     """Two processes on one sqlite study: disjoint trials, every trial finished once, both did work."""
     sweep = sweep_file(root, 4, 1)
@@ -160,19 +171,72 @@ def test_two_workers_share_one_study(root):
     assert trial_dirs == sorted(str(r["number"]) for r in complete)
 
 
-def test_best_trial_config_trains_as_is(root):
-    """The report's best_config.py is a config `emohd train --config` takes unchanged."""
-    report = root / "straight" / "report"
-    if not (report / "best_config.py").exists():
-        pytest.skip("needs the SIGKILL test's uninterrupted sweep")
+@pytest.mark.slow
+def test_best_trial_config_trains_as_is_to_the_trials_result(root, straight):
+    """The report's best_config.py, given to `emohd train --config` unchanged, retrains the best trial exactly."""
+    report = straight / "report"
+    table = json.loads((report / "trials.json").read_text())
+    assert table["trials"][0]["trial"] == table["best_trial"]  # sorted by dev weighted F1, the selected metric
+    assert (report / "metric_vs_params.png").stat().st_size > 0 and (report / "trials.md").exists()
+    assert len(list((report / "tensorboard").iterdir())) == 4
+    proc = emohd(["train", "--config", str(report / "best_config.py")], env={"EMOHD_HOME": str(root)},
+                 stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
+    out, _ = proc.communicate(timeout=600)
+    assert proc.returncode == 0, out.decode()[-3000:]
+    retrained = json.loads((root / "work" / "runs" / "sweep_tiny_best" / "checkpoints" / "best" /
+                            "best_metrics.json").read_text())
+    assert retrained["step"] == table["best_dev"]["step"]
+    assert retrained["weighted_f1"] == pytest.approx(table["best_dev"]["weighted_f1"], abs=1e-6)
+
+
+def test_injected_learning_rate_and_weight_decay_equal_built_in_ones():
+    """One optimiser whose state is given lr/wd (a trial's values) updates as one built with them, in one compile."""
+    import jax
+    import jax.numpy as jnp
+    import ml_collections
+    from flax import nnx
+
+    from emohd_jax.train.optim import make_optimizer, set_hyperparams
+
+    params = nnx.State({"w": jnp.arange(6.0).reshape(2, 3) / 7, "b": jnp.ones(3)})
+    grads = jax.tree.map(lambda p: jnp.cos(p), params)
+
+    def optim(lr, wd):
+        return ml_collections.ConfigDict({"lr": lr, "weight_decay": wd, "warmup_steps": 2, "clip_norm": 1.0,
+                                          "trainable": ()})
+
+    shared = make_optimizer(optim(1e-3, 0.0), params, total_steps=10)
+    update = jax.jit(lambda state: shared.update(grads, state, params)[0])
+    for lr, wd in ((1e-3, 0.0), (5e-2, 0.1)):
+        own = make_optimizer(optim(lr, wd), params, total_steps=10)
+        expected = own.update(grads, own.update(grads, own.init(params), params)[1], params)[0]
+        state = set_hyperparams(shared.init(params), learning_rate=lr, weight_decay=wd)
+        state = shared.update(grads, state, params)[1]
+        got = update(state)
+        for a, b in zip(jax.tree.leaves(got), jax.tree.leaves(expected)):
+            assert jnp.allclose(a, b, rtol=1e-6, atol=1e-9)
+    assert update._cache_size() == 1
+
+
+def test_grid_points_and_groups_by_width():
+    """A grid is enqueued in a fixed order; trials differing only in traced values share one program, widths do not."""
+    import ml_collections
+    from optuna.distributions import CategoricalDistribution
+
+    from emohd_jax.study.batch import batch_groups
+    from emohd_jax.study.space import Sweep, trial_config
+
+    sweep = Sweep(name="g", space={"optim.lr": CategoricalDistribution([1e-3, 2e-3]),
+                                   "model.head_hidden": CategoricalDistribution([16, 32])},
+                  grid={"optim.lr": [1e-3, 2e-3], "model.head_hidden": [16, 32]}, sampler="grid")
+    points = sweep.grid_points()
+    assert points == [{"optim.lr": 1e-3, "model.head_hidden": 16}, {"optim.lr": 1e-3, "model.head_hidden": 32},
+                      {"optim.lr": 2e-3, "model.head_hidden": 16}, {"optim.lr": 2e-3, "model.head_hidden": 32}]
     from emohd_jax.run_config import load_config
 
-    config = load_config(["--config", str(report / "best_config.py")])
-    table = json.loads((report / "trials.json").read_text())
-    assert table["trials"][0]["trial"] == table["best_trial"] or table["metric"] != "weighted_f1"
-    for key, value in table["best_params"].items():
-        node = config
-        for part in key.split("."):
-            node = node[part]
-        assert node == pytest.approx(value) if isinstance(value, float) else node == value
-    assert np.isfinite(table["best_dev"]["weighted_f1"])
+    base = load_config(["--config", str(REPO / "configs" / "meld_text_head.py")])
+    configs = [trial_config(base, sweep, p) for p in points]
+    for i, c in enumerate(configs):
+        c.workdir = f"trial_{i}"
+    assert batch_groups(configs) == [[0, 2], [1, 3]]
+    assert isinstance(configs[0], ml_collections.ConfigDict) and configs[3].model.head_hidden == 32

@@ -3,7 +3,7 @@
 On a lent GPU (the `device` tool's H200) this is the one prepared command: `emohd bench fused` (both model
 sets, fp32 and bf16, batches 1 to 256 utterances, PyTorch eager/compile/bf16 autocast beside it) and
 `emohd bench train` (ResNet50 stage 1, mini-Xception, the text tower; fp32 and bf16 where the tower computes
-in it), with `--budget-s` (default 420 s) checked between parts so the call ends well inside the 8-minute aim.
+in it), a sweep's trial batch (16 face-head trials as one program against one program per trial, trial-steps/s), with `--budget-s` (default 420 s) checked between parts so the call ends well inside the 8-minute aim.
 JSON (+ PNG) land in DIR. `--small` is the CPU dry run: toy widths, batch 1, eager PyTorch only — it proves
 the script end to end in about two minutes (a test runs it).
 """
@@ -39,6 +39,14 @@ def run(out_dir: pathlib.Path, *, small: bool, budget_s: float, workdir: pathlib
         done["parts"]["train"] = round(time.perf_counter() - start, 1)
     else:
         done["parts"]["train"] = f"skipped: the budget of {budget_s:.0f} s was spent by the fused benchmark"
+    if time.perf_counter() - start < budget_s:  # a sweep's trial batch (one program) against trials one by one
+        from emohd_jax.bench.sweep import batch_throughput
+
+        done["sweep"] = batch_throughput(k_trials=2 if small else 16, steps=3 if small else 100,
+                                         overrides=("--config.model.feature_dim=64", "--config.train.batch_size=8")
+                                         if small else ())
+        (out_dir / "sweep_batch.json").write_text(json.dumps(done["sweep"], indent=1))
+        done["parts"]["sweep"] = round(time.perf_counter() - start, 1)
     (out_dir / "gpu_check.json").write_text(json.dumps(done, indent=1))
     print(json.dumps(done, indent=1))
     return done

@@ -61,7 +61,7 @@ def _overrides(params: dict) -> list[str]:
 
 
 def run(config_spec: str, sweep_name: str, workdir: pathlib.Path, report_dir: pathlib.Path,
-        overrides: list[str]) -> dict:
+        overrides: list[str], n_trials: int = 0) -> dict:
     import optuna
 
     from emohd_jax.measurement import machine_info
@@ -75,9 +75,9 @@ def run(config_spec: str, sweep_name: str, workdir: pathlib.Path, report_dir: pa
     base = ["--config", config_spec, *overrides]
     sweep = load_sweep(sweep_name)
     sweep_s = _emohd(["sweep", *base, "--sweep", sweep_name, "--workdir", str(workdir / "sweep"),
-                      "--report-dir", str(report_dir)], log)
+                      "--report-dir", str(report_dir), *(["--trials", str(n_trials)] if n_trials else [])], log)
     study = optuna.load_study(study_name=sweep.name, storage=f"sqlite:///{workdir / 'sweep' / 'study.db'}")
-    trials = sorted(study.trials, key=lambda t: t.number)
+    trials = sorted((t for t in study.trials if t.state == optuna.trial.TrialState.COMPLETE), key=lambda t: t.number)
     sequential_s = 0.0
     for t in trials:
         run_dir = workdir / "sequential" / str(t.number)
@@ -135,8 +135,63 @@ def main(argv: list[str]) -> int:
     parser.add_argument("--sweep", default="meld_text", help="sweeps/<name>.py")
     parser.add_argument("--workdir", default="work/bench_sweep", help="scratch: both sides' runs (emptied first)")
     parser.add_argument("--report-dir", default="", help="default: reports/sweep_<sweep>")
+    parser.add_argument("--trials", type=int, default=0, help="fewer trials than the sweep's (a quick check)")
     args, overrides = parser.parse_known_args(argv)
     os.environ.setdefault("JAX_PLATFORMS", "cpu")
     run(args.config, args.sweep, pathlib.Path(args.workdir).resolve(),
-        pathlib.Path(args.report_dir or f"reports/sweep_{args.sweep}"), overrides)
+        pathlib.Path(args.report_dir or f"reports/sweep_{args.sweep}"), overrides, args.trials)
     return 0
+
+
+def batch_throughput(config_spec: str = "fer_face_head", k_trials: int = 16, steps: int = 50,
+                     overrides: tuple[str, ...] = ()) -> dict:
+    """Trial-steps/s of one K-trial program against the same K trials stepped one program each, in-process.
+
+    Timing only (what `emohd bench gpu-check` reports on an accelerator): the inputs are a fixed pseudo-random
+    batch of the config's feature width, so no shards are needed; compile time is measured apart.
+    """
+    import jax
+    import numpy as np
+
+    from emohd_jax.classes import EMOTIONS
+    from emohd_jax.run_config import load_config
+    from emohd_jax.study.batch import TrialProgram, TrialValues, trial_mesh
+    from emohd_jax.train.trainer import make_task
+
+    config = load_config(["--config", config_spec, *overrides])
+    task = make_task(config)
+    rng = np.random.default_rng(0)
+    bs, dim = config.train.batch_size, config.model.feature_dim
+    local = {"features": rng.standard_normal((bs, dim), np.float32),
+             "label": rng.integers(0, len(EMOTIONS), bs).astype(np.int32)}
+    counts = {name: 1 for name in EMOTIONS}
+
+    def timed(k: int) -> tuple[float, float]:
+        configs = [config.copy_and_resolve_references() for _ in range(k)]
+        for i, c in enumerate(configs):
+            c.seed, c.optim.lr = i, float(config.optim.lr) * (1 + i / k)
+        program = TrialProgram(task, config, trial_mesh(k), steps, counts)
+        values = TrialValues.of(configs, counts)
+        state, model = program.init(values)
+        step = program.train_step(state, model, values)
+        batch = {key: jax.device_put(v, program.batch_sharding) for key, v in local.items()}
+        t0 = time.perf_counter()
+        state, metrics = step(state, batch, model)
+        jax.block_until_ready(metrics)
+        compile_s = time.perf_counter() - t0
+        t0 = time.perf_counter()
+        for _ in range(steps):
+            state, metrics = step(state, batch, model)
+        jax.block_until_ready(metrics)
+        return compile_s, time.perf_counter() - t0
+
+    batch_compile, batch_s = timed(k_trials)
+    one_compile, one_s = timed(1)
+    sequential_s = one_s * k_trials  # K runs of the one-trial program (each run would also compile)
+    return {"config": config_spec, "trials": k_trials, "steps": steps, "batch_size": bs, "feature_dim": dim,
+            "devices": [d.device_kind for d in jax.devices()],
+            "batch_trial_steps_per_s": round(k_trials * steps / batch_s, 1),
+            "sequential_trial_steps_per_s": round(k_trials * steps / sequential_s, 1),
+            "speedup_steps": round(sequential_s / batch_s, 2),
+            "speedup_with_compiles": round((sequential_s + k_trials * one_compile) / (batch_s + batch_compile), 2),
+            "compile_s": {"batch": round(batch_compile, 2), "one_trial": round(one_compile, 2)}}

@@ -63,12 +63,19 @@ def make_optimizer(optim, params: nnx.State, total_steps: int) -> optax.Gradient
 
 def set_hyperparams(opt_state: optax.OptState, **values: jax.Array | float) -> optax.OptState:
     """`opt_state` with its injected hyper-parameters (`learning_rate`, `weight_decay`) replaced; traceable."""
+    injected = (optax.InjectHyperparamsState, optax.InjectStatefulHyperparamsState)
+    found = []
+
     def replace(node):
-        if not isinstance(node, optax.InjectHyperparamsState):
+        if not isinstance(node, injected):
             return node
+        found.append(node)
         hyperparams = dict(node.hyperparams)
         for name, value in values.items():
             hyperparams[name] = jnp.asarray(value, hyperparams[name].dtype)
         return node._replace(hyperparams=hyperparams)
 
-    return jax.tree.map(replace, opt_state, is_leaf=lambda node: isinstance(node, optax.InjectHyperparamsState))
+    out = jax.tree.map(replace, opt_state, is_leaf=lambda node: isinstance(node, injected))
+    if not found:  # silently keeping the built-in values would make every trial of a sweep the same
+        raise ValueError("the optimiser state has no injected hyper-parameters (make_optimizer builds them)")
+    return out
