@@ -94,7 +94,8 @@ def test_whisper_missing_package_or_model_gives_install_hint(monkeypatch):
 def test_silent_and_empty_waves_give_empty_transcripts(whisper):
     silence = np.zeros(16000, np.float32)
     transcripts = whisper.transcribe([silence, np.zeros(0, np.float32)])
-    assert transcripts == [Transcript(words=[], sentence="", seconds=1.0), Transcript([], "", 0.0)]
+    # Nothing was listened to: no words, and no language either (the default recogniser has a language gate).
+    assert transcripts == [Transcript([], "", 1.0, language=None), Transcript([], "", 0.0, language=None)]
 
 
 def test_clip_longer_than_whisper_window_is_transcribed_in_pieces(whisper, data_root):

