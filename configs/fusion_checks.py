@@ -1,6 +1,7 @@
 """Fusion checks (issue 17): real A+T with words carrying nothing, and the label-paired trimodal dev check.
 
     python -m emohd_jax.fusion_checks inputs --config fusion_checks      # the shipped bundle's towers → npz
+    python -m emohd_jax.fusion_checks inputs --config fusion_checks --cached-asr   # words of the clips transcribed so far
     python -m emohd_jax.fusion_checks run --config fusion_checks         # both checks, every rule → report_dir
     # another voice tower: its npz files (same format) replace the two audio inputs
     python -m emohd_jax.fusion_checks run --config fusion_checks \
@@ -35,10 +36,12 @@ def get_config(arg: str = "") -> ml_collections.ConfigDict:
     c.draws = 5                       # label-paired draws, each with its own seed (seed + draw)
     c.fit_draws = 3                   # label-paired draws of the fit halves the stacker is fitted on
     c.dropout = 0.5                   # stacker fit: probability that each modality of a row is dropped
-    c.stack_l2 = 1e-3                 # stacker fit: L2 pull of the weights to 1 and biases to 0
+    c.stack_l2 = 1e-3                 # stacker fit: L2 pull of w to 1, c to −log(dev prior), b to 0
+    c.real_share = 0.5                # stacker fit: loss share of the voice dev half's real A+T rows
+    c.belief_grid = (1.0, 0.75, 0.5, 0.35, 0.25, 0.15, 0.1, 0.05, 0.0)   # '(words capped)': factors tried
     c.margin_at = 0.5                 # check 1: fused A+T weighted F1 ≥ A − margin_at
     c.margin_paired = 5.0             # check 2: fused weighted F1 ≥ best single modality + margin_paired
-    c.default_rule = "stack/vector"   # the rule the report names as the shipped default
+    c.default_rule = "stack/vector (words capped)"   # the rule the report names as the shipped default
     if arg:
         raise ValueError(f"unknown variant {arg!r} (fusion_checks has none)")
     return c

@@ -119,7 +119,7 @@ def transcribe_utterances(utterances: Sequence, transcriber, skips: SkipReport,
     """The same utterances with `text` replaced by the recogniser's sentence (what a live system hears);
     unreadable or silent clips go to `skips`. `cache` (JSON lines uid → sentence) is appended after every
     batch and read first, so an interrupted run resumes; clips are transcribed in a seeded shuffled order, so
-    the part done at any time covers every speaker and emotion."""
+    the part done at any time covers every speaker and emotion. `transcriber=None`: the cached clips only."""
     import json
 
     from emohd_jax.audio.io import load_audio
@@ -127,9 +127,14 @@ def transcribe_utterances(utterances: Sequence, transcriber, skips: SkipReport,
 
     said: dict[str, str] = {}
     if cache is not None and cache.is_file():
-        said = {row["uid"]: row["sentence"] for row in map(json.loads, cache.read_text().splitlines()) if row}
+        for line in cache.read_text(encoding="utf-8").splitlines():
+            try:
+                row = json.loads(line)
+            except json.JSONDecodeError:   # a line cut by an interrupted run (or one still writing)
+                continue
+            said[row["uid"]] = row["sentence"]
     todo = [utterances[i] for i in np.random.default_rng(0).permutation(len(utterances))
-            if utterances[i].uid not in said]
+            if utterances[i].uid not in said] if transcriber is not None else []
     for start in tqdm(range(0, len(todo), TRANSCRIBE_BATCH), desc="asr", unit="batch"):
         chunk, waves = [], []
         for utterance in todo[start:start + TRANSCRIBE_BATCH]:
@@ -172,8 +177,9 @@ def read_tess(root: str | pathlib.Path) -> list:
     return sorted(utterances, key=lambda u: u.uid)
 
 
-def write_inputs(config, *, overwrite: bool = False) -> dict[str, str]:
-    """`inputs`: the shipped bundle's three towers on the checks' six (set, modality) pairs → config.inputs."""
+def write_inputs(config, *, overwrite: bool = False, cached_asr: bool = False) -> dict[str, str]:
+    """`inputs`: the shipped bundle's three towers on the checks' six (set, modality) pairs → config.inputs.
+    `cached_asr`: ASR words from the clips already transcribed (a long run still going), no new transcription."""
     import ml_collections
 
     from data_pipeline.prepare import read_source
@@ -194,7 +200,7 @@ def write_inputs(config, *, overwrite: bool = False) -> dict[str, str]:
 
     def heard(utterances, name):
         nonlocal transcriber
-        if transcriber is None:
+        if transcriber is None and not cached_asr:
             from emohd_jax.asr.whisper import WhisperTranscriber
 
             transcriber = WhisperTranscriber()
@@ -282,21 +288,20 @@ def subset(outputs: TowerOutputs, keep: np.ndarray) -> TowerOutputs:
                         None if outputs.transcripts is None else outputs.transcripts[keep])
 
 
-def aligned(audio: TowerOutputs, text: TowerOutputs) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """Real A+T rows: probs [n, modality, class] (visual absent), present [n, modality], labels [n], one row per
-    voice clip; the words are present where ASR gave the clip a transcript (matched by uid)."""
+def aligned(audio: TowerOutputs, text: TowerOutputs) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+    """Real A+T rows, the voice clips the words file also holds (matched by uid; a clip ASR heard nothing in
+    is not there): probs [n, modality, class] (visual absent), present [n, modality], labels [n], voice rows [n]."""
     index = {u: i for i, u in enumerate(text.uids)}
-    probs = np.full((len(audio.uids), 3, NUM_CLASSES), 1.0 / NUM_CLASSES, np.float32)
-    present = np.zeros((len(audio.uids), 3), bool)
-    probs[:, 1], present[:, 1] = audio.probs, True
-    for i, uid in enumerate(audio.uids):
-        if uid in index:
-            j = index[uid]
-            if text.labels[j] != audio.labels[i]:
-                raise MalformedTableError(uid, f"label {text.labels[j]} in the words file, {audio.labels[i]} "
-                                               "in the voice file")
-            probs[i, 2], present[i, 2] = text.probs[j], True
-    return probs, present, audio.labels
+    rows = np.asarray([i for i, u in enumerate(audio.uids) if u in index], int)
+    words = np.asarray([index[u] for u in audio.uids[rows]], int)
+    if np.any(text.labels[words] != audio.labels[rows]):
+        bad = audio.uids[rows][text.labels[words] != audio.labels[rows]][0]
+        raise MalformedTableError(bad, "its label differs between the voice and the words file")
+    probs = np.full((len(rows), 3, NUM_CLASSES), 1.0 / NUM_CLASSES, np.float32)
+    probs[:, 1], probs[:, 2] = audio.probs[rows], text.probs[words]
+    present = np.zeros((len(rows), 3), bool)
+    present[:, 1:] = True
+    return probs, present, audio.labels[rows], rows
 
 
 # ---- fitting on one half, scoring the other -------------------------------------------------------
@@ -304,11 +309,13 @@ def aligned(audio: TowerOutputs, text: TowerOutputs) -> tuple[np.ndarray, np.nda
 CALIBRATIONS = ("raw", "temperature", "vector")
 
 
-def fitted_rules(dev: Sequence[TowerOutputs], real: tuple[np.ndarray, np.ndarray, np.ndarray] | None, config,
-                 fold: int) -> dict[str, "fusion.FusionParams"]:
+def fitted_rules(dev: Sequence[TowerOutputs], real: tuple[np.ndarray, np.ndarray, np.ndarray], config,
+                 fold: int) -> dict:
     """Every rule × calibration fitted on `dev` (the fit halves of the face, voice and words dev sets, in
-    fusion.MODALITIES order) → {"rule/calibration": params}; 'stack/vector' is also fitted on the real A+T
-    rows `real` (probs, present, labels of the voice dev half), 'stack/vector (paired only)' without them."""
+    fusion.MODALITIES order) → {"rule/calibration": FusionParams}. The stack rule is fitted on label-paired
+    rows of those halves ('(paired only)'), and also on the real A+T rows `real` (probs, present, labels of
+    the voice dev half) with the loss share `config.real_share`; '(words capped)' then believes the words
+    only as far as they cost the voice nothing on those real rows (`capped_words`)."""
     import jax.numpy as jnp
 
     from emohd_jax import fusion
@@ -327,16 +334,35 @@ def fitted_rules(dev: Sequence[TowerOutputs], real: tuple[np.ndarray, np.ndarray
     paired = [paired_rows(dev, np.random.default_rng([config.seed, fold, 100 + d])) for d in range(config.fit_draws)]
     probs = np.concatenate([p for p, _ in paired])
     paired_labels = np.concatenate([y for _, y in paired])
-    vector = out["paper/vector"]
-    fit = dict(seed=config.seed + fold, dropout=config.dropout, l2=config.stack_l2)
     everything = np.ones(probs.shape[:2], bool)
+    priors = np.stack([np.bincount(d.labels, minlength=NUM_CLASSES) / len(d.labels) for d in dev])
+    fit = dict(dev_priors=priors, seed=config.seed + fold, dropout=config.dropout, l2=config.stack_l2)
+    vector = out["paper/vector"]
     out["stack/vector (paired only)"] = fusion.with_stack(vector, probs, everything, paired_labels, **fit)
-    if real is not None:
-        real_probs, real_present, real_labels = real
-        out["stack/vector"] = fusion.with_stack(
-            vector, np.concatenate([probs, real_probs]), np.concatenate([everything, real_present]),
-            np.concatenate([paired_labels, real_labels]), **fit)
+    real_probs, real_present, real_labels = real
+    stack = fusion.with_stack(
+        vector, np.concatenate([probs, real_probs]), np.concatenate([everything, real_present]),
+        np.concatenate([paired_labels, real_labels]), **fit,
+        sources=np.repeat([0, 1], [len(paired_labels), len(real_labels)]),
+        source_shares=(1 - config.real_share, config.real_share))
+    out["stack/vector"] = stack
+    out["stack/vector (words capped)"] = capped_words(stack, real, config.belief_grid)
     return out
+
+
+def capped_words(params, real: tuple[np.ndarray, np.ndarray, np.ndarray], grid: Sequence[float]):
+    """The stack rule with the words believed by the largest factor of `grid` at which fusing them into the
+    voice costs nothing on the real A+T rows `real` (the fit half: weighted F1 ≥ the voice tower's own)."""
+    from emohd_jax import fusion
+    from emohd_jax.metrics import classification_metrics
+
+    probs, present, labels = real
+    voice = classification_metrics(labels, probs[:, 1].argmax(-1))["weighted_f1"]
+    for factor in sorted(grid, reverse=True):
+        capped = fusion.scale_belief(params, 2, factor)
+        if classification_metrics(labels, decisions(capped, probs, present))["weighted_f1"] >= voice:
+            return capped
+    return fusion.scale_belief(params, 2, 0.0)
 
 
 def decisions(params, probs: np.ndarray, present: np.ndarray) -> np.ndarray:
@@ -355,9 +381,14 @@ def run_checks(config) -> dict:
     dev_names = ("fer_visual", "ravdess_audio", "meld_text")   # fusion.MODALITIES order
     halves = {name: half_split(inputs[name].groups, config.seed) for name in dev_names}
     real_sets = {"ravdess": ("ravdess_audio", "ravdess_text"), "tess": ("tess_audio", "tess_text")}
-    real = {name: aligned(inputs[a], inputs[t]) for name, (a, t) in real_sets.items()}
-    real_halves = {"ravdess": halves["ravdess_audio"],
-                   "tess": half_split(inputs["tess_audio"].groups, config.seed)}
+    real, real_halves, real_clips = {}, {}, {}
+    for name, (audio, text) in real_sets.items():
+        probs, present, labels, rows = aligned(inputs[audio], inputs[text])
+        real[name] = probs, present, labels
+        groups = inputs[audio].groups
+        # RAVDESS: the voice dev set's own halves; TESS (no tower fitted on it): its speakers, split alike.
+        real_halves[name] = (halves["ravdess_audio"] if name == "ravdess" else half_split(groups, config.seed))[rows]
+        real_clips[name] = len(inputs[audio].uids)
     at_decisions: dict[str, dict[str, np.ndarray]] = {name: {} for name in real}
     paired_truth = [[] for _ in range(config.draws)]
     paired_decisions: list[dict[str, list]] = [{} for _ in range(config.draws)]
@@ -366,21 +397,25 @@ def run_checks(config) -> dict:
     for fold in (0, 1):
         fit = [subset(inputs[n], halves[n] == fold) for n in dev_names]
         test = [subset(inputs[n], halves[n] != fold) for n in dev_names]
-        real_fit = tuple(a[real_halves["ravdess"] == fold] for a in real["ravdess"])
+        real_fit = tuple(a[real_halves["ravdess"] == fold] for a in real["ravdess"])  # the voice dev half's A+T
         params = fitted_rules(fit, real_fit, config, fold)
         rules = rules or list(params)
-        for name, (probs, present, labels) in real.items():
-            held = real_halves[name] != fold
-            for rule, p in params.items():
-                at_decisions[name].setdefault(rule, np.full(len(labels), -1))[held] = \
-                    decisions(p, probs[held], present[held])
+        # Everything this fold scores, in one batch per rule (one compile each): real A+T, then the draws.
+        blocks = [(probs[real_halves[name] != fold], present[real_halves[name] != fold])
+                  for name, (probs, present, _) in real.items()]
         for draw in range(config.draws):
             probs, labels = paired_rows(test, np.random.default_rng([config.seed, fold, draw]))
             paired_truth[draw].append(labels)
             paired_singles[draw].append(probs.argmax(-1))
-            everything = np.ones(probs.shape[:2], bool)
-            for rule, p in params.items():
-                paired_decisions[draw].setdefault(rule, []).append(decisions(p, probs, everything))
+            blocks.append((probs, np.ones(probs.shape[:2], bool)))
+        ends = np.cumsum([len(b[0]) for b in blocks])[:-1]
+        all_probs, all_present = (np.concatenate(parts) for parts in zip(*blocks))
+        for rule, p in params.items():
+            parts = np.split(decisions(p, all_probs, all_present), ends)
+            for name, part in zip(real, parts):
+                at_decisions[name].setdefault(rule, np.full(len(real[name][2]), -1))[real_halves[name] != fold] = part
+            for draw, part in enumerate(parts[len(real):]):
+                paired_decisions[draw].setdefault(rule, []).append(part)
 
     def f1(labels, decided):
         return metrics_lib.classification_metrics(labels, decided)["weighted_f1"]
@@ -388,9 +423,8 @@ def run_checks(config) -> dict:
     summary = {"inputs": dict(config.inputs), "seed": config.seed, "draws": config.draws,
                "margin_at": config.margin_at, "margin_paired": config.margin_paired, "real_at": {}, "paired": {}}
     for name, (probs, present, labels) in real.items():
-        alone = {"A": f1(labels, probs[:, 1].argmax(-1)),
-                 "T": f1(labels[present[:, 2]], probs[present[:, 2], 2].argmax(-1)),
-                 "T_coverage": int(present[:, 2].sum())}
+        alone = {"A": f1(labels, probs[:, 1].argmax(-1)), "T": f1(labels, probs[:, 2].argmax(-1)),
+                 "voice_clips": real_clips[name]}
         fused = {rule: f1(labels, d) for rule, d in at_decisions[name].items()}
         summary["real_at"][name] = {
             "n": int(len(labels)), **alone, "A+T": fused,
@@ -493,13 +527,13 @@ def main(argv: Sequence[str] | None = None) -> dict:
         raise UsageError("emohd_jax.fusion_checks", "first argument must be `inputs` or `run`",
                          "e.g. python -m emohd_jax.fusion_checks run --config fusion_checks")
     command, rest = argv[0], argv[1:]
-    overwrite = "--overwrite" in rest
-    config = load_config([a for a in rest if a != "--overwrite"])
+    flags = {"--overwrite", "--cached-asr"}
+    config = load_config([a for a in rest if a not in flags])
     with config.unlocked():
         for name, path in config.inputs.items():
             config.inputs[name] = str(emohd_home() / path) if not pathlib.Path(path).is_absolute() else path
     if command == "inputs":
-        return write_inputs(config, overwrite=overwrite)
+        return write_inputs(config, overwrite="--overwrite" in rest, cached_asr="--cached-asr" in rest)
     return run_checks(config)
 
 

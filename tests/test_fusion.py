@@ -182,3 +182,81 @@ def test_calibration_lowers_each_towers_dev_nll_and_keeps_its_decisions(real_dev
 
 def test_modality_subsets_are_the_paper_columns():
     assert list(modality_subsets()) == ["V", "A", "T", "V+A", "V+T", "A+T", "V+A+T"]
+
+
+# ---- vector scaling and the stack rule (issue 17) -------------------------------------------------
+
+from emohd_jax.fusion import STACK, dropout_masks, scale_belief, stack_logits, with_stack  # noqa: E402
+
+
+@pytest.fixture(scope="module")
+def stacked_params(real_dev_sets):
+    """Vector scaling and a stacker fitted on the towers' real dev outputs (one modality per row)."""
+    probs, present, labels = real_dev_sets
+    params = fit_fusion(jnp.asarray(probs), present, jnp.asarray(labels), calibrated="vector")
+    return with_stack(params, probs, present, labels, dev_priors=np.full((3, NUM_CLASSES), 1 / NUM_CLASSES))
+
+
+def test_vector_scaling_at_identity_changes_nothing_and_is_fitted_per_class(real_dev_sets, stacked_params):
+    probs, _, _ = real_dev_sets
+    ones, zeros = jnp.ones((3, NUM_CLASSES)), jnp.zeros((3, NUM_CLASSES))
+    np.testing.assert_allclose(calibrate(jnp.asarray(probs), jnp.ones(3), ones, zeros),
+                               np.clip(probs, 1e-7, 1) / np.clip(probs, 1e-7, 1).sum(-1, keepdims=True), atol=1e-6)
+    assert stacked_params.scale.shape == (3, NUM_CLASSES) and float(jnp.abs(stacked_params.shift).max()) > 0.01
+
+
+def test_stack_rule_masks_absent_modalities_exactly_and_decides_minus_one_for_none(real_dev_sets, stacked_params):
+    probs, _, _ = real_dev_sets
+    rng = np.random.default_rng(3)
+    rows = probs[rng.choice(len(probs), (64, 3))][:, [0, 1, 2], [0, 1, 2]]      # one real row per modality
+    present = rng.random((64, 3)) > 0.4
+    present[:8] = False
+    garbage = np.where(present[..., None], rows, np.roll(rows, 3, axis=0) * 0 + np.eye(NUM_CLASSES)[0])
+    a = fuse_with(stacked_params, jnp.asarray(rows), jnp.asarray(present))
+    b = fuse_with(stacked_params, jnp.asarray(garbage), jnp.asarray(present))
+    np.testing.assert_array_equal(a[0], b[0])
+    np.testing.assert_array_equal(a[1], b[1])
+    assert (np.asarray(a[0])[:8] == -1).all() and (np.asarray(a[0])[present.any(1)] >= 0).all()
+    # the stack rule by hand: Σ present · (w ⊙ ℓ + c) + b over the calibrated log-probabilities
+    log_probs = np.log(np.asarray(calibrate(jnp.asarray(rows), stacked_params.temperatures, stacked_params.scale,
+                                            stacked_params.shift)))
+    w, c, bias = (np.asarray(x) for x in (stacked_params.stack_weights, stacked_params.stack_bias,
+                                          stacked_params.bias))
+    want = (present[..., None] * (w * log_probs + c)).sum(1) + bias
+    some = present.any(1)
+    np.testing.assert_array_equal(np.asarray(a[0])[some], want[some].argmax(-1))
+    np.testing.assert_allclose(stack_logits(jnp.asarray(log_probs), jnp.asarray(present), w, c, bias), want,
+                               atol=1e-4)
+    ignored = scale_belief(stacked_params, 2, 0.0)                        # words not believed at all
+    voice_and_words, voice = np.zeros_like(present), np.zeros_like(present)
+    voice_and_words[:, 1:], voice[:, 1] = True, True
+    np.testing.assert_array_equal(fuse_with(ignored, jnp.asarray(rows), jnp.asarray(voice_and_words))[0],
+                                  fuse_with(ignored, jnp.asarray(rows), jnp.asarray(voice))[0])
+
+
+def test_stack_params_round_trip_through_json_and_old_bundles_still_load(real_dev_sets, stacked_params):
+    probs, present, _ = real_dev_sets
+    again = from_json(json.loads(json.dumps(to_json(stacked_params))))
+    assert again.rule == STACK
+    for name in ("weights", "temperatures", "scale", "shift", "stack_weights", "stack_bias", "bias"):
+        np.testing.assert_allclose(getattr(again, name), getattr(stacked_params, name), rtol=1e-6)
+    np.testing.assert_array_equal(fuse_with(again, jnp.asarray(probs), jnp.asarray(present))[0],
+                                  fuse_with(stacked_params, jnp.asarray(probs), jnp.asarray(present))[0])
+    shipped = json.loads((REPO / "emohd_jax" / "assets" / "bundle" / "bundle.json").read_text())["fusion"]
+    old = from_json(shipped)                                               # written before the new fields
+    assert old.scale is None and old.stack_weights is None and to_json(old) == shipped
+    with pytest.raises(ValueError, match="stack_weights"):
+        from_json({**shipped, "rule": STACK})
+    with pytest.raises(ValueError, match="with_stack"):
+        fit_fusion(jnp.asarray(probs), present, jnp.zeros(len(probs), int), rule=STACK)
+
+
+def test_modality_dropout_never_empties_a_row_nor_adds_an_absent_modality(real_dev_sets):
+    _, present, _ = real_dev_sets
+    full = np.ones((500, 3), bool)
+    full[:100] = present[:100]
+    import jax
+
+    masks = np.asarray(dropout_masks(jax.random.key(0), jnp.asarray(full), 0.9))
+    assert masks.any(1).all() and not (masks & ~full).any()
+    assert 0.05 < masks[100:].mean() < 0.6                                 # it does drop
