@@ -74,11 +74,11 @@ def get_config(arg: str = "ravdess") -> ml_collections.ConfigDict:
     c.model.dropout = 0.3
     c.model.input_dropout = 0.1     # on the normalised features (per frame and channel)
 
-    c.optim.lr = 1e-3
+    c.optim.lr = 2e-3
     c.optim.warmup_steps = 100
     c.optim.weight_decay = 1e-2
     c.train.batch_size = 32
-    c.train.num_epochs = 12
+    c.train.num_epochs = 15
     c.train.class_weights = "sqrt"
     c.train.label_smoothing = 0.1
     c.eval.clip_rule = "mean"

@@ -25,6 +25,7 @@ class VoiceHead(nnx.Module):
         self.project = nnx.Linear(width, hidden, rngs=rngs)
         self.score_in = nnx.Linear(hidden, attention_hidden, rngs=rngs)
         self.score_out = nnx.Linear(attention_hidden, 1, rngs=rngs)
+        self.pooled_norm = nnx.LayerNorm(2 * hidden, rngs=rngs)  # pooled statistics are far smaller than frames
         self.mlp_in = nnx.Linear(2 * hidden, hidden, rngs=rngs)
         self.classifier = nnx.Linear(hidden, num_classes, rngs=rngs)
         self.input_dropout = nnx.Dropout(input_dropout, rngs=rngs)
@@ -49,7 +50,7 @@ class VoiceHead(nnx.Module):
         h = jnp.where(keep, h, 0.0)
         pooled_mean = jnp.sum(weights * h, axis=1)  # [batch, hidden]
         pooled_std = jnp.sqrt(jnp.sum(weights * jnp.square(h - pooled_mean[:, None]), axis=1) + _EPS)
-        z = jnp.concatenate([pooled_mean, pooled_std], axis=-1)
+        z = self.pooled_norm(jnp.concatenate([pooled_mean, pooled_std], axis=-1))
         z = jax.nn.gelu(self.mlp_in(self.dropout(z, deterministic=deterministic)))
         return self.classifier(self.dropout(z, deterministic=deterministic))
 
