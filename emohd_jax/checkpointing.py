@@ -34,7 +34,11 @@ def save_latest(manager: ocp.CheckpointManager, step: int, state, data_iterator,
 
 
 def restore_latest(manager: ocp.CheckpointManager, abstract_state, data_iterator):
-    """(state, step) from the newest complete checkpoint, or (None, 0) when there is none."""
+    """(state, step) from the newest complete checkpoint, or (None, 0) when there is none.
+
+    The state lands in `abstract_state`'s shardings (this run's mesh and partition rules), whatever the saving
+    run's were: orbax reads each device's slice of the stored arrays.
+    """
     step = manager.latest_step()
     if step is None:
         return None, 0
@@ -76,7 +80,11 @@ def restore_soup(checkpoint_dirs: list[str | os.PathLike], abstract_weights: dic
 
 
 def restore_weights(checkpoint_dir: str | os.PathLike, abstract_weights: dict) -> dict:
-    """Weights of a finished run: `<workdir>` or `<workdir>/checkpoints/best` or a `best`-layout dir."""
+    """Weights of a finished run: `<workdir>` or `<workdir>/checkpoints/best` or a `best`-layout dir.
+
+    Placed as `abstract_weights` says (ShapeDtypeStructs with shardings): a run saved on 8 devices or by
+    2 processes restores onto 1 device or another mesh (tests/test_sharding.py).
+    """
     path = absolute(checkpoint_dir)
     for candidate in (path / "checkpoints" / "best", path):
         if candidate.is_dir() and any(p.name.isdigit() for p in candidate.iterdir()):

@@ -104,7 +104,7 @@ print("SAVED", jax.process_index(), jax.device_count())
 
 def _run_args(root, run: str, **overrides) -> list[str]:
     # One evaluation, at the last step: the best checkpoint is the final state.
-    return config_args(root, run, **{"train.num_steps": 4, "train.eval_every": 4, "mesh.rules": "fsdp", **overrides})
+    return config_args(root, run, **{"train.num_steps": 2, "train.eval_every": 2, "mesh.rules": "fsdp", **overrides})
 
 
 @pytest.fixture(scope="module")
