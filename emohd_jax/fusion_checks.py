@@ -465,6 +465,8 @@ def markdown(summary: dict) -> str:
         cells = " | ".join(f"{r['A+T'][rule]:.2f} | {r['A+T'][rule] - r['A']:+.2f}" for r in real.values())
         ok = all(r["pass"][rule] for r in real.values())
         lines.append(f"| {rule} | {cells} | {'pass' if ok else 'FAIL'} |")
+    lines += ["", "Rows: " + ", ".join(f"{s} {r['n']} of {r['voice_clips']} voice clips" for s, r in real.items())
+              + " (the clips whose words file holds a transcript)."]
     single = paired["single"]
     lines += ["", f"## Label-paired trimodal dev check: fused ≥ best single + {summary['margin_paired']} "
                   f"(weighted F1, %, mean of {summary['draws']} draws, ≈{paired['n']} rows each)", "",
@@ -478,8 +480,10 @@ def markdown(summary: dict) -> str:
                      f"{f['min_margin']:+.2f} | {'pass' if paired['pass'][rule] else 'FAIL'} | "
                      f"{'**pass**' if summary['both_pass'][rule] else 'fail'} |")
     default = summary["default_rule"]
+    passing = [rule for rule, ok in summary["both_pass"].items() if ok]
     lines += ["", f"Shipped default named by the config: `{default}` — "
-                  + ("passes both checks." if summary["both_pass"].get(default) else "does NOT pass both checks.")]
+                  + ("passes both checks." if summary["both_pass"].get(default) else "does NOT pass both checks.")
+                  + f" Rules passing both: {', '.join(f'`{r}`' for r in passing) or 'none'}."]
     return "\n".join(lines) + "\n"
 
 
