@@ -1,7 +1,7 @@
 """Fusion checks (issue 17): real A+T with words carrying nothing, and the label-paired trimodal dev check.
 
     python -m emohd_jax.fusion_checks inputs --config fusion_checks      # the shipped bundle's towers → npz
-    python -m emohd_jax.fusion_checks inputs --config fusion_checks --cached-asr   # words of the clips transcribed so far
+    python -m emohd_jax.fusion_checks inputs --config fusion_checks --cached-asr   # words of clips transcribed so far
     python -m emohd_jax.fusion_checks run --config fusion_checks         # both checks, every rule → report_dir
     # another voice tower: its npz files (same format) replace the two audio inputs
     python -m emohd_jax.fusion_checks run --config fusion_checks \

@@ -231,8 +231,8 @@ def fit_stack(log_probs: jax.Array, present: jax.Array, labels: jax.Array, row_w
 def fit_fusion(dev_probs: jax.Array, dev_present: jax.Array, dev_labels: jax.Array, *, rule: str = "paper",
                calibrated: bool | str = False) -> FusionParams:
     """DR weights and, by `calibrated`, temperatures (True or 'temperature') or temperatures then per-class vector
-    scaling on top ('vector') from each tower's dev probs [n, modality, class], present [n, modality]. The stack rule's own parameters
-    come from `fit_stack` on multimodal rows (`with_stack`)."""
+    scaling on top ('vector') from each tower's dev probs [n, modality, class], present [n, modality]. The stack
+    rule's own parameters come from `fit_stack` on multimodal rows (`with_stack`)."""
     if rule not in RULES:
         raise ValueError(f"fusion rule must be one of {RULES} here, not {rule!r}"
                          + (" (fit the stack rule with `with_stack`)" if rule == STACK else ""))
