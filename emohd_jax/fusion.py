@@ -147,9 +147,10 @@ def dev_weights(dev_probs: jax.Array, dev_present: jax.Array, dev_labels: jax.Ar
 def fit_vector_scaling(probs: jax.Array, present: jax.Array, labels: jax.Array, temperatures: jax.Array,
                        steps: int = 500, l2: float = 3e-2) -> tuple[jax.Array, jax.Array]:
     """(scale, shift) [modality, class] minimising each modality's dev NLL of softmax(a ⊙ log p / T + b), with an
-    L2 pull to the identity, i.e. to the temperature-scaled tower (measured on dev halves: unpulled, a and b fit
-    the 100-clip RAVDESS and MELD's 22 disgust rows and held-out NLL rises above temperature scaling's; at 3e-2 it
-    stays at or below it). A modality with no rows stays identity. probs [n, modality, class], present [n,
+    L2 pull to the identity, i.e. to the temperature-scaled tower. Held-out NLL on dev halves split by group
+    (2 seeds × 2 folds): unpulled, a and b fit the 100-clip RAVDESS halves and MELD's 22 disgust rows and end up
+    to 0.14 nats above temperature scaling; at 3e-2, FER2013 0.01–0.02 below it, MELD and RAVDESS within −0.014
+    … +0.026 of it, always below the raw tower's. A modality with no rows stays identity. probs [n, modality, class], present [n,
     modality], labels [n], temperatures [modality] (`fit_temperatures`)."""
     optimizer = optax.adam(0.05)
 
