@@ -448,6 +448,24 @@ def run_checks(config) -> dict:
     return summary
 
 
+def fit_for_bundle(config) -> dict:
+    """`fit`: `config.default_rule` fitted on the whole of each dev set (and the voice dev set's real A+T rows),
+    as the bundle's `fusion` entry (`fusion.to_json`) → report_dir/fusion_params.json."""
+    import json
+
+    from emohd_jax import fusion
+
+    inputs = {name: TowerOutputs.load(path) for name, path in config.inputs.items()}
+    dev = [inputs[n] for n in ("fer_visual", "ravdess_audio", "meld_text")]
+    probs, present, labels, _ = aligned(inputs["ravdess_audio"], inputs["ravdess_text"])
+    entry = fusion.to_json(fitted_rules(dev, (probs, present, labels), config, fold=0)[config.default_rule])
+    out = pathlib.Path(config.report_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    (out / "fusion_params.json").write_text(json.dumps({"rule_name": config.default_rule, "fusion": entry}, indent=1))
+    print(f"wrote {out / 'fusion_params.json'}")
+    return entry
+
+
 def markdown(summary: dict) -> str:
     """Both checks, every rule, pass/fail, as tables."""
     real, paired = summary["real_at"], summary["paired"]
@@ -521,14 +539,14 @@ def write_report(summary: dict, out: pathlib.Path) -> None:
     print(f"wrote {out / 'fusion_checks.json'}")
 
 def main(argv: Sequence[str] | None = None) -> dict:
-    """`python -m emohd_jax.fusion_checks {inputs,run} --config fusion_checks [--config.x=y ...]`."""
+    """`python -m emohd_jax.fusion_checks {inputs,run,fit} --config fusion_checks [--config.x=y ...]`."""
     import sys
 
     from emohd_jax.run_config import emohd_home, load_config
 
     argv = list(sys.argv[1:] if argv is None else argv)
-    if not argv or argv[0] not in ("inputs", "run"):
-        raise UsageError("emohd_jax.fusion_checks", "first argument must be `inputs` or `run`",
+    if not argv or argv[0] not in ("inputs", "run", "fit"):
+        raise UsageError("emohd_jax.fusion_checks", "first argument must be `inputs`, `run` or `fit`",
                          "e.g. python -m emohd_jax.fusion_checks run --config fusion_checks")
     command, rest = argv[0], argv[1:]
     flags = {"--overwrite", "--cached-asr"}
@@ -538,7 +556,7 @@ def main(argv: Sequence[str] | None = None) -> dict:
             config.inputs[name] = str(emohd_home() / path) if not pathlib.Path(path).is_absolute() else path
     if command == "inputs":
         return write_inputs(config, overwrite="--overwrite" in rest, cached_asr="--cached-asr" in rest)
-    return run_checks(config)
+    return run_checks(config) if command == "run" else fit_for_bundle(config)
 
 
 if __name__ == "__main__":
