@@ -1,6 +1,8 @@
 """A trained tower on every set it reports: its selection split and the corpora it never trained on.
 
     python -m emohd_jax.train.crosscorpus --config voice_whisper:loco_tess [--fusion-npz tess=work/fusion_inputs/x.npz]
+    python -m emohd_jax.train.crosscorpus --config voice_whisper --bundle audio --splits ravdess_dev,tess,urdu \
+        --out reports/voice_whisper_vggish_bundle     # today's shipped tower on the same sets
 
 Each split gets `report_dir/<split>/metrics.json` (accuracy, weighted F1, macro F1, per-class recall) and a
 confusion PNG, and `report_dir/metrics.json` collects them. A corpus with fewer classes than the tower
@@ -103,17 +105,45 @@ def bundle_tower_on(tower, utterances, *, batch_size: int = 64) -> tuple[list[st
     return uids, np.asarray(labels), np.stack(probs)
 
 
+def evaluate_bundle_tower(config, modality: str, splits: Sequence[str], out_dir: str | pathlib.Path) -> dict:
+    """The shipped bundle's `modality` tower (its own extractor, online) on `splits` of the config's data; writes
+    `out_dir/<split>/metrics.json` + confusion and `out_dir/metrics.json`."""
+    from data_pipeline.prepare import read_source
+    from emohd_jax.bundle import load_bundle
+    from emohd_jax.reports import write_report
+
+    tower, out, results = load_bundle().towers[modality], pathlib.Path(out_dir), {}
+    for split in splits:
+        utterances, _ = read_source(config.data, split)
+        uids, labels, probs = bundle_tower_on(tower, utterances)
+        dataset = config.data.get("split_sources", {}).get(split, config.data.dataset)
+        result = score(labels, probs, dataset)
+        write_report(out / split, result, dataset=dataset, split=split, extra={"tower": f"shipped bundle {modality}"})
+        results[split] = {"dataset": dataset, "n": len(uids), **summary(result)}
+    (out / "metrics.json").write_text(json.dumps({"tower": f"emohd_jax/assets/bundle {modality} tower",
+                                                  "splits": results}, indent=1))
+    return results
+
+
 def main(argv: list[str]) -> int:
+    """`--config SPEC [--fusion-npz SPLIT=PATH ...]`: a trained run on its report splits; with
+    `--bundle MODALITY --out DIR --splits a,b`: the shipped bundle's tower on those splits of the config's data."""
     from emohd_jax.run_config import load_config
 
-    fusion = {}
-    while "--fusion-npz" in argv:
-        i = argv.index("--fusion-npz")
-        split, _, path = argv[i + 1].partition("=")
-        fusion[split] = path
-        del argv[i:i + 2]
+    options = {}
+    for flag in ("--fusion-npz", "--bundle", "--out", "--splits"):
+        while flag in argv:
+            i = argv.index(flag)
+            options.setdefault(flag, []).append(argv[i + 1])
+            del argv[i:i + 2]
     config = load_config(argv)
-    print(json.dumps(evaluate_run(config, fusion_npz=fusion), indent=1))
+    if "--bundle" in options:
+        splits = options.get("--splits", [",".join(config.data.report_splits)])[0].split(",")
+        result = evaluate_bundle_tower(config, options["--bundle"][0], splits, options["--out"][0])
+    else:
+        fusion = dict(spec.partition("=")[::2] for spec in options.get("--fusion-npz", []))
+        result = evaluate_run(config, fusion_npz=fusion)
+    print(json.dumps(result, indent=1))
     return 0
 
 
