@@ -10,7 +10,8 @@ A tower whose frozen base ships in an installed package (the MiniLM of `gt-all-m
 committed FER2013 mini-Xception) stores only what training changed (LoRA adapters, norms, head,
 BatchNorm statistics); loading builds the base from its package first, then fills those. `emohd export`
 writes a bundle from trained runs; `load_bundle` is the one loader; the offline default ships in the
-package (`DEFAULT_BUNDLE`).
+package (`DEFAULT_BUNDLE`). A tower config written before a field existed is upgraded once, at load
+(`upgrade_config`): the towers read every field as it is, with no defaults of their own.
 """
 
 from __future__ import annotations
@@ -43,6 +44,25 @@ MANIFEST = "bundle.json"
 DEFAULT_BUNDLE = epath.Path(__file__).parent / "assets" / "bundle"
 
 
+# Fields added to tower configs after bundles were shipped: (task, field) → the value older bundles were
+# trained with. Filled once at load, so a tower never guesses.
+ADDED_FIELDS: dict[tuple[str, str], object] = {
+    ("text", "model.dtype"): "float32", ("text", "model.lora_rank"): 0,
+    ("image", "model.dtype"): "float32", ("feature_mlp", "model.dtype"): "float32",
+    ("audio", "model.dtype"): "float32",
+}
+
+
+def upgrade_config(config: ml_collections.ConfigDict) -> ml_collections.ConfigDict:
+    """A tower config as stored in a bundle → with every field the towers read (see ADDED_FIELDS)."""
+    config = ml_collections.ConfigDict(config.to_dict())
+    for (task, field), value in ADDED_FIELDS.items():
+        section, name = field.split(".")
+        if config.task == task and name not in config[section]:
+            config[section][name] = value
+    return config
+
+
 @dataclasses.dataclass
 class LoadedTower:
     """One tower ready to serve: `probs(batch) → [batch, classes]`, jitted once (retraced only per bucket shape);
@@ -69,7 +89,7 @@ def _flat(tree) -> dict[str, np.ndarray]:
 
 def base_ships_in_package(config) -> bool:
     """True when `load_pretrained` rebuilds the frozen base from an installed package, not from a run."""
-    if not config.model.get("pretrained", False):
+    if not config.model.pretrained:
         return False
     return config.model.init in ("minilm", "")
 
@@ -127,7 +147,7 @@ def load_bundle(path: str | os.PathLike | None = None) -> Bundle:
 
     towers = {}
     for modality, entry in manifest["towers"].items():
-        config = ml_collections.ConfigDict(entry["config"])
+        config = upgrade_config(ml_collections.ConfigDict(entry["config"]))
         weights = root / entry["weights"]
         tensors = safetensors.numpy.load(weights.read_bytes())
         module = build_tower_module(config, tensors, source=str(weights))

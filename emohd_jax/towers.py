@@ -3,7 +3,9 @@
 A tower is what differs between the face, voice and words paths; everything else (loss, optimiser,
 sharding, checkpoints, evaluation, fusion) is shared. The same tower object serves `prepare` (its
 extractor, offline), `train` / `eval` (model + `logits`) and `predict` (extractor online, then
-`predict_probs`), so preprocessing exists once. `TOWERS` maps `config.task` to the tower class.
+`predict_probs`), so preprocessing exists once. `TOWERS` maps `config.task` to the tower class, the text
+encoder's masked-LM stage included. A task keeps the whole run config as `config` (its model under
+`config.model`) and reads every field as it is: bundles are upgraded at load (`bundle.upgrade_config`).
 """
 
 from __future__ import annotations
@@ -18,7 +20,8 @@ from flax import nnx
 
 from emohd_jax.classes import NUM_CLASSES
 from emohd_jax.extract import Extractor
-from emohd_jax.losses import cross_entropy
+from emohd_jax.losses import cross_entropy, masked_lm_loss
+from emohd_jax.text import masking
 from emohd_jax.vision import tta as face_tta
 
 DTYPES = {"float32": jnp.float32, "bfloat16": jnp.bfloat16}
@@ -26,7 +29,7 @@ DTYPES = {"float32": jnp.float32, "bfloat16": jnp.bfloat16}
 
 def model_dtypes(model) -> dict:
     """A tower's `dtype` (compute) and `param_dtype` (storage, fp32 unless set) from `config.model`."""
-    return {"dtype": DTYPES[model.get("dtype", "float32")], "param_dtype": DTYPES[model.get("param_dtype", "float32")]}
+    return {"dtype": DTYPES[model.dtype], "param_dtype": DTYPES[model.get("param_dtype", "float32")]}
 
 
 def split_model(module: nnx.Module):
@@ -116,7 +119,7 @@ class TextTask(ClassifierTask):
 
         return TextClassifier(text_encoder_config(self._source_dir()), NUM_CLASSES, pooling=self.config.model.pooling,
                               head_hidden_size=self.config.model.head_hidden, head_dropout=self.config.model.head_dropout,
-                              lora_rank=self.config.model.get("lora_rank", 0), **model_dtypes(self.config.model),
+                              lora_rank=self.config.model.lora_rank, **model_dtypes(self.config.model),
                               rngs=rngs)
 
     def load_pretrained(self, model: nnx.Module) -> None:
@@ -126,7 +129,7 @@ class TextTask(ClassifierTask):
 
         if self.config.model.pretrained:
             encoder = load_text_encoder(self._source_dir())
-            if self.config.model.get("lora_rank", 0):
+            if self.config.model.lora_rank:
                 add_lora(encoder, self.config.model.lora_rank, rngs=nnx.Rngs(0))
             nnx.update(model.encoder, nnx.state(encoder, nnx.All(nnx.Param, nnx.Not(nnx.LoRAParam))))
 
@@ -151,58 +154,59 @@ class ImageTask(ClassifierTask):
     def __init__(self, config):
         from emohd_jax.vision.augment import FaceAugment
 
-        self.config = config.model
-        self.visual = config.get("visual")
-        self.flip = bool(config.eval.get("flip", False))
-        self.shift = int(config.eval.get("shift", 0))
-        augment = config.get("augment")
+        self.config = config
+        self.flip = bool(config.eval.flip)
+        self.shift = int(config.eval.shift)
+        augment = config.augment
         self.augment = FaceAugment(**{k: v for k, v in augment.items() if k != "enabled"}) \
-            if augment is not None and augment.enabled else None
+            if augment.enabled else None
 
     def extractor(self, stills: bool = False) -> Extractor:
         """Still face images (a class-folder set), else 1 fps MTCNN faces of a video (predict's media)."""
         from emohd_jax.vision.extract import ImageExtractor, VideoFaceExtractor
 
+        visual = self.config.visual
         if stills:
-            return ImageExtractor(self.visual.input)
-        return VideoFaceExtractor(self.visual.input, fps=self.visual.fps, margin=self.visual.margin,
-                                  select=self.visual.select)
+            return ImageExtractor(visual.input)
+        return VideoFaceExtractor(visual.input, fps=visual.fps, margin=visual.margin,
+                                  select=visual.select)
 
     def build_model(self, rngs: nnx.Rngs) -> nnx.Module:
-        if self.config.backbone == "mini_xception":
+        if self.config.model.backbone == "mini_xception":
             from emohd_jax.models.mini_xception import MiniXception
 
-            return MiniXception(NUM_CLASSES, **model_dtypes(self.config), rngs=rngs)
-        if self.config.backbone == "resnet50":
+            return MiniXception(NUM_CLASSES, **model_dtypes(self.config.model), rngs=rngs)
+        if self.config.model.backbone == "resnet50":
             from emohd_jax.models.resnet50 import ResNet50, ResNetConfig
 
-            return ResNet50(ResNetConfig(variant=self.config.variant, num_classes=NUM_CLASSES),
-                            **model_dtypes(self.config), rngs=rngs)
-        raise ValueError(f"unknown face backbone {self.config.backbone!r} (known: mini_xception, resnet50)")
+            return ResNet50(ResNetConfig(variant=self.config.model.variant, num_classes=NUM_CLASSES),
+                            **model_dtypes(self.config.model), rngs=rngs)
+        raise ValueError(f"unknown face backbone {self.config.model.backbone!r} (known: mini_xception, resnet50)")
 
     def load_pretrained(self, model: nnx.Module) -> None:
-        if self.config.backbone == "mini_xception":
+        model_config = self.config.model
+        if model_config.backbone == "mini_xception":
             from emohd_jax.models import mini_xception
 
-            source = mini_xception.load(self.config.init or mini_xception.WEIGHTS)
+            source = mini_xception.load(model_config.init or mini_xception.WEIGHTS)
         else:
             from emohd_jax.convert.resnet50 import load_torchvision, load_vggface2
 
-            if not self.config.init:
+            if not model_config.init:
                 raise ValueError("ResNet50 needs --config.model.init=<resnet50_ft_weight.pkl or resnet50.pth>")
-            source = (load_vggface2 if self.config.variant == "vggface2" else load_torchvision)(self.config.init)
+            source = (load_vggface2 if model_config.variant == "vggface2" else load_torchvision)(model_config.init)
             source.fc = model.fc  # identity / ImageNet head replaced by the fresh 7-way one
         nnx.update(model, nnx.state(source))
 
     def inputs(self, faces: jax.Array) -> jax.Array:
         """Stored uint8 faces [batch, h, w, c] → the backbone's fp32 input (its first conv casts to its dtype)."""
-        if self.config.backbone == "mini_xception":
+        if self.config.model.backbone == "mini_xception":
             from emohd_jax.models.mini_xception import normalize
 
             return normalize(faces)
         from emohd_jax.models.resnet50 import preprocess_faces
 
-        return preprocess_faces(faces, self.config.variant)
+        return preprocess_faces(faces, self.config.model.variant)
 
     def logits(self, model: nnx.Module, batch: dict, *, train: bool) -> jax.Array:
         if train or not (self.flip or self.shift):
@@ -239,11 +243,11 @@ class FeatureMLPTask(ClassifierTask):
     modality = "visual"
 
     def __init__(self, config):
-        self.config = config.model
+        self.config = config
         self.backbone_task = ImageTask(config)
         self.extractor = self.backbone_task.extractor
         self.augment = self.backbone_task.augment
-        key = (self.config.backbone, self.config.features)
+        key = (self.config.model.backbone, self.config.model.features)
         if key not in FEATURE_DIMS:
             raise ValueError(f"model.features={key[1]!r} is not available for {key[0]} (known: {sorted(FEATURE_DIMS)})")
         self.feature_dim = FEATURE_DIMS[key]
@@ -251,18 +255,19 @@ class FeatureMLPTask(ClassifierTask):
     def build_model(self, rngs: nnx.Rngs) -> nnx.Module:
         from emohd_jax.models.frozen_backbone import FrozenBackboneMLP
 
-        return FrozenBackboneMLP(self.backbone_task.build_model(rngs), self.feature_dim, self.config.head_hidden,
-                                 self.config.head_dropout, pooled=self.config.features == "pooled",
-                                 **model_dtypes(self.config), rngs=rngs)
+        model = self.config.model
+        return FrozenBackboneMLP(self.backbone_task.build_model(rngs), self.feature_dim, model.head_hidden,
+                                 model.head_dropout, pooled=model.features == "pooled",
+                                 **model_dtypes(model), rngs=rngs)
 
     def load_pretrained(self, model: nnx.Module) -> None:
-        if not self.config.init:
+        if not self.config.model.init:
             self.backbone_task.load_pretrained(model.backbone)
             return
         from emohd_jax.checkpointing import restore_weights
 
         _, params, _, other = split_model(nnx.eval_shape(lambda: self.backbone_task.build_model(nnx.Rngs(0))))
-        weights = restore_weights(self.config.init, {"params": params, "other": other})
+        weights = restore_weights(self.config.model.init, {"params": params, "other": other})
         nnx.update(model.backbone, weights["params"], weights["other"])
 
     def logits(self, model: nnx.Module, batch: dict, *, train: bool) -> jax.Array:
@@ -279,16 +284,15 @@ class AudioTask(ClassifierTask):
     def __init__(self, config):
         from emohd_jax.audio.log_mel_augment import LogMelAugment
 
-        self.config = config.model
-        self.audio = config.get("audio")
-        augment = config.get("augment")
+        self.config = config
+        augment = config.augment
         self.augment = LogMelAugment(**{k: v for k, v in augment.items() if k != "enabled"}) \
-            if augment is not None and augment.enabled else None
+            if augment.enabled else None
 
     def extractor(self, stills: bool = False) -> Extractor:
         from emohd_jax.audio.extract import AudioExtractor
 
-        return AudioExtractor(trim_db=self.audio.trim_db)
+        return AudioExtractor(trim_db=self.config.audio.trim_db)
 
     def vggish_config(self):
         """The size preset ('small' | 'full') with every conv/FC width times `width`, and the configured dropout."""
@@ -296,22 +300,22 @@ class AudioTask(ClassifierTask):
 
         from emohd_jax.models.vggish import VGGISH_CONFIGS
 
-        base = VGGISH_CONFIGS[self.config.size]
-        scale = lambda width: max(1, round(width * self.config.width))  # noqa: E731
+        base = VGGISH_CONFIGS[self.config.model.size]
+        scale = lambda width: max(1, round(width * self.config.model.width))  # noqa: E731
         return dataclasses.replace(base, conv_blocks=tuple(tuple(map(scale, block)) for block in base.conv_blocks),
-                                   fc_widths=tuple(map(scale, base.fc_widths)), dropout=self.config.dropout)
+                                   fc_widths=tuple(map(scale, base.fc_widths)), dropout=self.config.model.dropout)
 
     def build_model(self, rngs: nnx.Rngs) -> nnx.Module:
         from emohd_jax.models.vggish import VGGishClassifier
 
-        return VGGishClassifier(self.vggish_config(), **model_dtypes(self.config), rngs=rngs)
+        return VGGishClassifier(self.vggish_config(), **model_dtypes(self.config.model), rngs=rngs)
 
     def load_pretrained(self, model: nnx.Module) -> None:
         """VGGish trunk from `init`: a converted .safetensors, a torchvggish .pth, or TF variables (.npz / ckpt)."""
         from emohd_jax.convert import vggish as convert
         from emohd_jax.models.vggish import load_vggish_weights
 
-        path = self.config.init
+        path = self.config.model.init
         if not path:
             raise ValueError("model.pretrained needs the VGGish weights: --config.model.init=/path/vggish.safetensors")
         if path.endswith(".safetensors"):
@@ -325,7 +329,7 @@ class AudioTask(ClassifierTask):
         load_vggish_weights(model, tensors, source=path)
 
     def logits(self, model: nnx.Module, batch: dict, *, train: bool) -> jax.Array:
-        patches = (batch["patches"] - self.config.input_mean) / self.config.input_std  # [batch, 96, 64]
+        patches = (batch["patches"] - self.config.model.input_mean) / self.config.model.input_std  # [batch, 96, 64]
         return model(patches, train=train)  # → logits: [batch, classes]; the first conv casts to the model's dtype
 
 
@@ -490,7 +494,7 @@ class MaskedLMTask(TextTask):
 
 
 TOWERS: dict[str, type] = {"text": TextTask, "image": ImageTask, "feature_mlp": FeatureMLPTask, "audio": AudioTask,
-                           "voice_whisper": VoiceWhisperTask}
+                           "voice_whisper": VoiceWhisperTask, "mlm": MaskedLMTask}
 
 
 def make_tower(config) -> ClassifierTask:

@@ -55,7 +55,7 @@ def test_masked_lm_loss_counts_masked_positions_only():
 
 
 def test_mask_tokens_is_seeded_and_spares_special_tokens():
-    from emohd_jax.train.mlm import IGNORE, MaskTokens
+    from emohd_jax.text.masking import IGNORE, MaskTokens
 
     mask = MaskTokens(mask_id=103, vocab_size=1000, special_ids=(0, 101, 102), rate=0.3)
     record = {"input_ids": np.asarray([101, *range(200, 260), 102], np.int32), "label": 3}

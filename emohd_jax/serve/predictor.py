@@ -90,7 +90,7 @@ class Predictor:
         return result
 
     def predict_many(self, inputs: Iterable[tuple[str | os.PathLike | None, str | None]], *,
-                     group: int = 64) -> Iterator[Prediction | BadInputError]:
+                     group: int = MAX_BATCH) -> Iterator[Prediction | BadInputError]:
         """(path, transcript) pairs → a Prediction, or the BadInputError that stopped it, each in input order.
 
         Inputs are planned `group` at a time and their queued tower work runs in shared batches: thousands
@@ -134,7 +134,8 @@ class Predictor:
                 audio_reason = error.reason
         if audio_reason is not None or (self.voice is None and self.words is None):
             if track is not None and track.reason and not len(track.frame_times) and not plan.spans:
-                raise CorruptMediaError(path, f"audio: {audio_reason}; visual: {track.reason}")
+                raise CorruptMediaError(path, f"audio: {audio_reason}; visual: {track.reason}" if audio_reason
+                                        else f"visual: {track.reason}")
             covered = plan.spans[-1].end_s if plan.spans else 0.0  # audio that failed part-way: windows on
             for i in self.audio.cover(plan, covered, max(plan.duration_s, covered), []):
                 plan.miss("audio", i, audio_reason or NOT_REQUESTED)

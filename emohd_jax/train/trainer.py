@@ -51,9 +51,8 @@ class Model:
 def make_task(config) -> Task:
     """What `config.task` trains: a tower, or the text encoder's masked-LM stage."""
     from emohd_jax.train.feature_head import FeatureHeadTask
-    from emohd_jax.train.mlm import MaskedLMTask
 
-    tasks = {**TOWERS, "mlm": MaskedLMTask, "feature_head": FeatureHeadTask}
+    tasks = {**TOWERS, "feature_head": FeatureHeadTask}
     if config.task not in tasks:
         raise ValueError(f"unknown task {config.task!r}; known: {sorted(tasks)}")
     return tasks[config.task](config)
