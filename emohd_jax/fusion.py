@@ -20,6 +20,12 @@ carrier sentence) must not outvote an informative one, and DR weights cannot tel
       fused logits = Σ_m present_m · (w_m ⊙ ℓ_m + c_m) + b        (w, c per modality and class; b per class)
   fitted by NLL with modality dropout (random presence masks), so any subset of modalities is a case it was
   fitted for; c_m lets a modality's typical output (a tower's own prior, a constant "neutral") cancel out.
+- its argmax-preserving form (`with_stack(..., weighting='scalar' | 'margin')`) over temperature-scaled towers:
+      fused logits = Σ_m present_m · w_m(x) · ℓ_m + (k − 1) · j,   k = modalities present,
+      w_m(x) = w_m · exp(s_m · margin_m(x))  (> 0; margin: calibrated top-1 minus top-2 probability, 'margin' only)
+  One modality alone decides exactly as its raw tower (T, w > 0 keep the argmax; c = b = 0, k − 1 = 0); with k
+  modalities j is the product of experts' (k − 1)·log-prior correction. Per-class vector scaling changes a
+  tower's own decision (on 2-actor RAVDESS halves that alone cost 1–3 points), so this form leaves it out.
 `fuse_with` dispatches on `FusionParams.rule`: 'paper' | 'max' | 'sum' (the paper's) or 'stack'.
 """
 
@@ -75,7 +81,8 @@ def fuse(probs: jax.Array, present: jax.Array, weights: jax.Array, rule: str = "
 class FusionParams:
     """What fusion learns from the dev sets, all [modality, class] unless said: DR `weights`, `temperatures`
     [modality]; vector scaling `scale`, `shift`; the stacker's `stack_weights` w, `stack_bias` c and `bias` b
-    [class]. A field left None is the identity (scale 1, shift 0; the stack rule needs all three of its own)."""
+    [class]; the reliability slopes `margin_slopes` [modality] and `joint_bias` [class]. A field left None is the
+    identity (scale 1, shift 0, slopes 0, joint bias 0; the stack rule needs w, c and b)."""
 
     weights: jax.Array
     temperatures: jax.Array
@@ -85,6 +92,8 @@ class FusionParams:
     stack_weights: jax.Array | None = None
     stack_bias: jax.Array | None = None
     bias: jax.Array | None = None
+    margin_slopes: jax.Array | None = None   # [modality] s_m of the reliability weight (None: 0)
+    joint_bias: jax.Array | None = None      # [class] j, counted once per modality beyond the first (None: 0)
 
 
 def calibrate(probs: jax.Array, temperatures: jax.Array, scale: jax.Array | None = None,
@@ -170,13 +179,27 @@ def fit_vector_scaling(probs: jax.Array, present: jax.Array, labels: jax.Array, 
     return jnp.where(seen, scale, 1.0), jnp.where(seen, shift, 0.0)
 
 
+def confidence_margin(log_probs: jax.Array) -> jax.Array:
+    """log_probs [batch, modality, class] → top-1 minus top-2 probability [batch, modality], in [0, 1]."""
+    top = jax.lax.top_k(jnp.exp(log_probs), 2)[0]
+    return top[..., 0] - top[..., 1]
+
+
 def stack_logits(log_probs: jax.Array, present: jax.Array, stack_weights: jax.Array, stack_bias: jax.Array,
-                 bias: jax.Array) -> jax.Array:
+                 bias: jax.Array, margin_slopes: jax.Array | None = None,
+                 joint_bias: jax.Array | None = None) -> jax.Array:
     """log_probs [batch, modality, class] (calibrated), present [batch, modality] → fused logits [batch, class].
 
     An absent modality adds exactly 0 (`where`, not a product: its row may hold anything, even −inf)."""
-    terms = stack_weights[None] * log_probs + stack_bias[None]              # [batch, modality, class]
-    return jnp.where(present[..., None], terms, 0.0).sum(axis=1) + bias[None]
+    weights = stack_weights[None]                                           # [1 | batch, modality, class]
+    if margin_slopes is not None:
+        weights = weights * jnp.exp(margin_slopes[None] * confidence_margin(log_probs))[..., None]
+    terms = weights * log_probs + stack_bias[None]                          # [batch, modality, class]
+    fused = jnp.where(present[..., None], terms, 0.0).sum(axis=1) + bias[None]
+    if joint_bias is not None:
+        extra = jnp.maximum(present.sum(axis=1, keepdims=True) - 1, 0)      # [batch, 1]
+        fused = fused + extra * joint_bias[None]
+    return fused
 
 
 def dropout_masks(key: jax.Array, present: jax.Array, rate: float) -> jax.Array:
@@ -229,6 +252,49 @@ def fit_stack(log_probs: jax.Array, present: jax.Array, labels: jax.Array, row_w
     return jnp.broadcast_to(w, shape), c, b
 
 
+@functools.partial(jax.jit, static_argnames=("steps", "per_class", "margin"))
+def fit_scalar_stack(log_probs: jax.Array, present: jax.Array, labels: jax.Array, row_weights: jax.Array,
+                     key: jax.Array, *, dropout: float = 0.5, l2: float = 1e-3, class_l2: float = 1.0,
+                     steps: int = 600, per_class: bool = False,
+                     margin: bool = False) -> tuple[jax.Array, jax.Array, jax.Array]:
+    """(stack_weights [modality, class], margin_slopes [modality], joint_bias [class]) of the argmax-preserving
+    stack (module docstring) minimising the row-weighted NLL under modality dropout (full batch, Adam).
+
+    w_m = exp(a_m) (> 0), pulled (L2 `l2`) to 1 like s_m to 0 and j to 0. `per_class`: w_mc = exp(a_m + δ_mc)
+    with δ pulled to 0 by `class_l2` (a small per-class term; a lone modality then no longer keeps its argmax
+    exactly). `margin`: fit the reliability slopes s_m, else they stay 0."""
+    num_modalities, num_classes = log_probs.shape[1:]
+    optimizer = optax.adam(0.05)
+
+    def unpack(params):
+        log_w, delta, slopes, joint = params
+        weights = jnp.exp(log_w[:, None] + (delta if per_class else 0.0)) * jnp.ones(num_classes)
+        return weights, (slopes if margin else jnp.zeros_like(slopes)), joint
+
+    def loss(params, mask):
+        weights, slopes, joint = unpack(params)
+        logits = stack_logits(log_probs, mask, weights, jnp.zeros_like(weights), jnp.zeros(num_classes),
+                              slopes, joint)
+        nll = -jnp.take_along_axis(jax.nn.log_softmax(logits), labels[:, None], axis=-1)[:, 0]
+        log_w, delta, slopes, joint = params
+        penalty = l2 * ((log_w ** 2).sum() + (slopes ** 2).sum() + (joint ** 2).sum()) + class_l2 * (delta ** 2).sum()
+        return (row_weights * nll).mean() + penalty
+
+    def step(i, carry):
+        params, opt_state = carry
+        mask = dropout_masks(jax.random.fold_in(key, i), present, dropout)
+        updates, opt_state = optimizer.update(jax.grad(loss)(params, mask), opt_state)
+        return optax.apply_updates(params, updates), opt_state
+
+    params = (jnp.zeros(num_modalities), jnp.zeros((num_modalities, num_classes)), jnp.zeros(num_modalities),
+              jnp.zeros(num_classes))
+    params, _ = jax.lax.fori_loop(0, steps, step, (params, optimizer.init(params)))
+    return unpack(params)
+
+
+WEIGHTINGS = ("class", "scalar", "scalar+class", "margin")
+
+
 def fit_fusion(dev_probs: jax.Array, dev_present: jax.Array, dev_labels: jax.Array, *, rule: str = "paper",
                calibrated: bool | str = False) -> FusionParams:
     """DR weights and, by `calibrated`, temperatures (True or 'temperature') or temperatures then per-class vector
@@ -254,17 +320,30 @@ def fit_fusion(dev_probs: jax.Array, dev_present: jax.Array, dev_labels: jax.Arr
 def with_stack(params: FusionParams, probs: jax.Array, present: jax.Array, labels: jax.Array, *,
                sources: jax.Array | None = None, source_shares: tuple[float, ...] = (1.0,),
                dev_priors: jax.Array | None = None, seed: int = 0, dropout: float = 0.5,
-               l2: float = 1e-3, per_class: bool = True) -> FusionParams:
+               l2: float = 1e-3, per_class: bool = True, weighting: str = "class",
+               class_l2: float = 1.0) -> FusionParams:
     """`params` (its calibration applied first) with the stacker fitted on multimodal rows probs [n, modality,
     class], present [n, modality], labels [n] (from `sources` [n], weighted by `balanced_weights`), rule 'stack'.
 
-    dev_priors [modality, class]: each tower's class frequencies on its dev set. A calibrated tower's posterior
-    carries its dev set's prior (MELD: 42 % neutral); the product of experts divides it out (c_m starts at, and
-    is pulled to, −log prior_m), so the words' "neutral" counts only as far as it beats MELD's base rate."""
+    weighting 'class' (`fit_stack`, per_class as given): dev_priors [modality, class], each tower's class
+    frequencies on its dev set. A calibrated tower's posterior carries its dev set's prior (MELD: 42 % neutral);
+    the product of experts divides it out (c_m starts at, and is pulled to, −log prior_m), so the words'
+    "neutral" counts only as far as it beats MELD's base rate. 'scalar', 'scalar+class' (δ pulled by
+    `class_l2`) and 'margin' (`fit_scalar_stack`): one positive weight per modality, so a modality alone keeps
+    its (temperature-scaled) argmax; the prior correction is the joint bias, active only when two or more are."""
+    if weighting not in WEIGHTINGS:
+        raise ValueError(f"weighting must be one of {WEIGHTINGS}, not {weighting!r}")
     log_probs = calibrated_log_probs(jnp.asarray(probs, jnp.float32), params.temperatures, params.scale, params.shift)
     labels = jnp.asarray(labels)
     sources = jnp.zeros_like(labels) if sources is None else jnp.asarray(sources)
     row_weights = balanced_weights(labels, sources, jnp.asarray(source_shares, jnp.float32), log_probs.shape[-1])
+    if weighting != "class":
+        w, slopes, joint = fit_scalar_stack(log_probs, jnp.asarray(present, bool), labels, row_weights,
+                                            jax.random.key(seed), dropout=dropout, l2=l2, class_l2=class_l2,
+                                            per_class=weighting == "scalar+class", margin=weighting == "margin")
+        zeros = jnp.zeros_like(w)
+        return params.replace(rule=STACK, stack_weights=w, stack_bias=zeros, bias=zeros[0],
+                              margin_slopes=slopes if weighting == "margin" else None, joint_bias=joint)
     prior = jnp.zeros(log_probs.shape[1:]) if dev_priors is None else -jnp.log(jnp.maximum(
         jnp.asarray(dev_priors, jnp.float32), 1e-3))
     w, c, b = fit_stack(log_probs, jnp.asarray(present, bool), labels, row_weights, jax.random.key(seed), prior,
@@ -289,12 +368,13 @@ def fuse_with(params: FusionParams, probs: jax.Array, present: jax.Array) -> tup
     if params.stack_weights is None:
         raise ValueError("rule 'stack' needs stack_weights, stack_bias and bias (fit them with `with_stack`)")
     log_probs = calibrated_log_probs(probs, params.temperatures, params.scale, params.shift)
-    logits = stack_logits(log_probs, present, params.stack_weights, params.stack_bias, params.bias)
+    logits = stack_logits(log_probs, present, params.stack_weights, params.stack_bias, params.bias,
+                          params.margin_slopes, params.joint_bias)
     decision = jnp.where(present.any(axis=1), jnp.argmax(logits, axis=-1), -1)
     return decision, jax.nn.softmax(logits, axis=-1)
 
 
-OPTIONAL_FIELDS = ("scale", "shift", "stack_weights", "stack_bias", "bias")
+OPTIONAL_FIELDS = ("scale", "shift", "stack_weights", "stack_bias", "bias", "margin_slopes", "joint_bias")
 
 
 def to_json(params: FusionParams) -> dict:

@@ -260,3 +260,68 @@ def test_modality_dropout_never_empties_a_row_nor_adds_an_absent_modality(real_d
     masks = np.asarray(dropout_masks(jax.random.key(0), jnp.asarray(full), 0.9))
     assert masks.any(1).all() and not (masks & ~full).any()
     assert 0.05 < masks[100:].mean() < 0.6                                 # it does drop
+
+
+# ---- the argmax-preserving stack (temperature only, one positive weight per modality) -----------
+
+from emohd_jax.fusion import confidence_margin  # noqa: E402
+
+
+@pytest.fixture(scope="module")
+def scalar_stacks(real_dev_sets):
+    """Temperature scaling, then the 'scalar' and 'margin' stacks fitted on label-paired rows of the real dev
+    outputs (each row one real example per tower, same label) and the single-tower rows."""
+    from emohd_jax.fusion_checks import TowerOutputs, paired_rows
+
+    probs, present, labels = real_dev_sets
+    towers = [TowerOutputs(probs[present[:, m], m], labels[present[:, m]], np.zeros(present[:, m].sum(), str),
+                           np.zeros(present[:, m].sum(), str)) for m in range(3)]
+    paired, paired_labels = paired_rows(towers, np.random.default_rng(0))
+    rows = np.concatenate([paired, probs])
+    rows_present = np.concatenate([np.ones(paired.shape[:2], bool), present])
+    rows_labels = np.concatenate([paired_labels, labels])
+    params = fit_fusion(jnp.asarray(probs), present, jnp.asarray(labels), calibrated="temperature")
+    return {w: with_stack(params, rows, rows_present, rows_labels, weighting=w) for w in ("scalar", "margin")}
+
+
+def test_a_lone_modality_decides_exactly_as_its_raw_tower_under_the_scalar_stacks(real_dev_sets, scalar_stacks,
+                                                                                   stacked_params):
+    probs, present, _ = real_dev_sets
+    for m in range(3):
+        alone = np.zeros_like(present)
+        alone[:, m] = True
+        raw = probs[:, m].argmax(-1)
+        for name, params in scalar_stacks.items():
+            np.testing.assert_array_equal(np.asarray(fuse_with(params, jnp.asarray(probs), jnp.asarray(alone))[0]),
+                                          raw, err_msg=f"{name}, modality {m}")
+    # the per-class stack over vector scaling does move a lone tower's decisions (what 'scalar' avoids)
+    voice = np.zeros_like(present)
+    voice[:, 1] = True
+    moved = np.asarray(fuse_with(stacked_params, jnp.asarray(probs), jnp.asarray(voice))[0]) != probs[:, 1].argmax(-1)
+    assert moved.any()
+
+
+def test_scalar_stack_logits_by_hand_and_round_trip(real_dev_sets, scalar_stacks):
+    probs, _, _ = real_dev_sets
+    params = scalar_stacks["margin"]
+    w = np.asarray(params.stack_weights)
+    assert np.all(w > 0) and np.allclose(w, w[:, :1])                   # one positive weight per modality
+    assert float(np.abs(params.margin_slopes).max()) > 0 and params.joint_bias.shape == (NUM_CLASSES,)
+    rng = np.random.default_rng(1)
+    rows = probs[rng.choice(len(probs), (32, 3))][:, [0, 1, 2], [0, 1, 2]]
+    present = rng.random((32, 3)) > 0.3
+    log_probs = np.log(np.asarray(calibrate(jnp.asarray(rows), params.temperatures)))
+    top = np.sort(np.exp(log_probs), -1)
+    weights = w[None] * np.exp(np.asarray(params.margin_slopes)[None] * (top[..., -1] - top[..., -2]))[..., None]
+    want = (present[..., None] * weights * log_probs).sum(1) \
+        + np.maximum(present.sum(1, keepdims=True) - 1, 0) * np.asarray(params.joint_bias)
+    np.testing.assert_allclose(confidence_margin(jnp.asarray(log_probs)), top[..., -1] - top[..., -2], atol=1e-6)
+    some = present.any(1)
+    np.testing.assert_array_equal(np.asarray(fuse_with(params, jnp.asarray(rows), jnp.asarray(present))[0])[some],
+                                  want[some].argmax(-1))
+    again = from_json(json.loads(json.dumps(to_json(params))))
+    np.testing.assert_allclose(again.margin_slopes, params.margin_slopes, rtol=1e-6)
+    np.testing.assert_array_equal(fuse_with(again, jnp.asarray(rows), jnp.asarray(present))[0],
+                                  fuse_with(params, jnp.asarray(rows), jnp.asarray(present))[0])
+    with pytest.raises(ValueError, match="weighting"):
+        with_stack(params, rows, present, np.zeros(32, int), weighting="dirichlet")
