@@ -130,6 +130,13 @@ def run_predict(argv: list[str]) -> int:
     return run.exit_code
 
 
+def run_sweep(argv: list[str]) -> int:
+    """`emohd sweep --config X --sweep S [--storage URL] ...` (emohd_jax.study.driver)."""
+    from emohd_jax.study.driver import main
+
+    return main(argv)
+
+
 @dataclasses.dataclass(frozen=True)
 class ConfigCommand:
     summary: str
@@ -150,7 +157,9 @@ CONFIG_COMMANDS = {
 }
 # `emohd <command> ...` → `run(argv)`, a command with its own flags.
 PLAIN_COMMANDS = {"predict": (run_predict, "Emotions of the person in videos or audio files: per "
-                              "utterance, per second and per 0.96 s; JSON, CSV and a timeline PNG per input.")}
+                              "utterance, per second and per 0.96 s; JSON, CSV and a timeline PNG per input."),
+                  "sweep": (run_sweep, "Hyper-parameter sweep (--config X --sweep S): an Optuna study whose trials "
+                            "train K at a time as one program; resumable; reports/sweep_<name>/.")}
 # `emohd <command> <kind> ...` → `<module>.main(argv)`; each module parses its own flags.
 MODULE_COMMANDS = {
     "convert": ("Convert published weights to this project's Flax layout.",
@@ -160,7 +169,7 @@ MODULE_COMMANDS = {
               {"text": "emohd_jax.bench.text", "audio": "emohd_jax.bench.audio_prepare",
                "faces": "emohd_jax.bench.faces", "fused": "emohd_jax.bench.fused", "predict": "emohd_jax.bench.predict",
                "train": "emohd_jax.bench.train", "gpu-check": "emohd_jax.bench.gpu_check",
-               "predict-memory": "emohd_jax.bench.predict_memory"}),
+               "predict-memory": "emohd_jax.bench.predict_memory", "sweep": "emohd_jax.bench.sweep"}),
     "asr": ("Speech recognition checks.", {"eval": "emohd_jax.asr.evaluate"}),
 }
 EXIT_CODES = (f"Exit codes: {EXIT_OK} done; {EXIT_USAGE} a mistake in the command or its input (one line says "
