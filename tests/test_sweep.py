@@ -65,10 +65,18 @@ def study_rows(workdir) -> list[dict]:
 
 
 def run_sweep(root, workdir, sweep, *extra, env=None):
+    """`emohd sweep` in its own process, its output in a log file (a pipe left unread could stall it)."""
+    workdir.mkdir(parents=True, exist_ok=True)
+    log = open(workdir.parent / f"{workdir.name}.{time.monotonic_ns()}.log", "wb")
     proc = emohd(["sweep", *settings(root), "--sweep", str(sweep), "--workdir", str(workdir),
-                  "--report-dir", str(workdir / "report"), *extra], env=env, stdout=subprocess.PIPE,
-                 stderr=subprocess.STDOUT)
+                  "--report-dir", str(workdir / "report"), *extra], env=env, stdout=log, stderr=subprocess.STDOUT)
+    proc.log = log.name
     return proc
+
+
+def finish(proc, timeout: int = 600) -> None:
+    proc.wait(timeout=timeout)
+    assert proc.returncode == 0, open(proc.log, errors="replace").read()[-3000:]
 
 
 @pytest.mark.slow
@@ -114,9 +122,7 @@ def test_eight_trials_on_eight_devices_equal_sequential_runs(root):
 def straight(root):
     """An uninterrupted 4-trial sweep in batches of 2 (long enough for the SIGKILL test to hit the second batch)."""
     workdir = root / "straight"
-    proc = run_sweep(root, workdir, sweep_file(root, 4, 2), *LONG)
-    out, _ = proc.communicate(timeout=600)
-    assert proc.returncode == 0, out.decode()[-3000:]
+    finish(run_sweep(root, workdir, sweep_file(root, 4, 2), *LONG))
     return workdir
 
 
@@ -141,9 +147,7 @@ def test_sigkill_mid_sweep_then_rerun_gives_the_uninterrupted_results(root, stra
     proc.wait()
     assert any(r["state"] == "RUNNING" for r in study_rows(killed))
 
-    proc = run_sweep(root, killed, sweep, *LONG)
-    out, _ = proc.communicate(timeout=600)
-    assert proc.returncode == 0, out.decode()[-3000:]
+    finish(run_sweep(root, killed, sweep, *LONG))
     a, b = study_rows(straight), study_rows(killed)
     assert [r["state"] for r in b] == ["COMPLETE"] * 4
     for x, y in zip(a, b, strict=True):
@@ -160,8 +164,7 @@ def test_two_workers_share_one_study(root):
     workdir = root / "shared"
     workers = [run_sweep(root, workdir, sweep) for _ in range(2)]
     for w in workers:
-        out, _ = w.communicate(timeout=600)
-        assert w.returncode == 0, out.decode()[-3000:]
+        finish(w)
     rows = study_rows(workdir)
     complete = [r for r in rows if r["state"] == "COMPLETE"]
     assert len(complete) == 4

@@ -155,7 +155,9 @@ def main(argv: list[str]) -> int:
     """`emohd sweep --config X --sweep S [--storage URL] [--workdir DIR] [--trials N] [--batch K] [--config.k=v …]`."""
     from emohd_jax.run_config import load_config
 
-    parser = CommandLineParser(prog="emohd sweep", description=__doc__.splitlines()[0])
+    parser = CommandLineParser(prog="emohd sweep", description=__doc__.splitlines()[0],
+                               epilog="Also --config SPEC (required) and --config.KEY=VALUE overrides, as for emohd "
+                                      "train; the sweep's values override those per trial.")
     parser.add_argument("--sweep", required=True, help="sweeps/<name>.py or a path to a file with get_sweep()")
     parser.add_argument("--storage", default="", help="Optuna storage URL (default sqlite:///<workdir>/study.db)")
     parser.add_argument("--workdir", default="", help="trial runs, batch checkpoints (default work/sweeps/<sweep>)")
