@@ -309,13 +309,16 @@ def aligned(audio: TowerOutputs, text: TowerOutputs) -> tuple[np.ndarray, np.nda
 CALIBRATIONS = ("raw", "temperature", "vector")
 
 
-def fitted_rules(dev: Sequence[TowerOutputs], real: tuple[np.ndarray, np.ndarray, np.ndarray], config,
+def fitted_rules(dev: Sequence[TowerOutputs], reals: Sequence[tuple[np.ndarray, np.ndarray, np.ndarray]], config,
                  fold: int) -> dict:
     """Every rule × calibration fitted on `dev` (the fit halves of the face, voice and words dev sets, in
     fusion.MODALITIES order) → {"rule/calibration": FusionParams}. The stack rule is fitted on label-paired
-    rows of those halves ('(paired only)'), and also on the real A+T rows `real` (probs, present, labels of
+    rows of those halves ('(paired only)'), and also on the real A+T rows reals[0] (probs, present, labels of
     the voice dev half) with the loss share `config.real_share`; '(words capped)' then believes the words
-    only as far as they cost the voice nothing on those real rows (`capped_words`)."""
+    only as far as they cost the voice nothing on those real rows (`capped_words`). The argmax-preserving
+    stacks ('stack/temperature scalar', '… scalar+class', '… margin', `fusion.fit_scalar_stack`) are fitted
+    on the paired rows and every real A+T fit half in `reals` (RAVDESS and TESS), which share
+    `config.real_share` equally."""
     import jax.numpy as jnp
 
     from emohd_jax import fusion
@@ -339,14 +342,22 @@ def fitted_rules(dev: Sequence[TowerOutputs], real: tuple[np.ndarray, np.ndarray
     fit = dict(dev_priors=priors, seed=config.seed + fold, dropout=config.dropout, l2=config.stack_l2)
     vector = out["paper/vector"]
     out["stack/vector (paired only)"] = fusion.with_stack(vector, probs, everything, paired_labels, **fit)
-    real_probs, real_present, real_labels = real
+    real_probs, real_present, real_labels = reals[0]
     stack = fusion.with_stack(
         vector, np.concatenate([probs, real_probs]), np.concatenate([everything, real_present]),
         np.concatenate([paired_labels, real_labels]), **fit,
         sources=np.repeat([0, 1], [len(paired_labels), len(real_labels)]),
         source_shares=(1 - config.real_share, config.real_share))
     out["stack/vector"] = stack
-    out["stack/vector (words capped)"] = capped_words(stack, real, config.belief_grid)
+    out["stack/vector (words capped)"] = capped_words(stack, reals[0], config.belief_grid)
+    every = [(probs, everything, paired_labels), *reals]
+    both = dict(seed=config.seed + fold, dropout=config.dropout, l2=config.scalar_l2, class_l2=config.class_l2,
+                sources=np.repeat(np.arange(len(every)), [len(y) for _, _, y in every]),
+                source_shares=(1 - config.real_share, *[config.real_share / len(reals)] * len(reals)))
+    rows = [np.concatenate(parts) for parts in zip(*every)]
+    for weighting in ("scalar", "scalar+class", "margin"):
+        out[f"stack/temperature {weighting}"] = fusion.with_stack(out["paper/temperature"], *rows,
+                                                                   weighting=weighting, **both)
     return out
 
 
@@ -397,7 +408,7 @@ def run_checks(config) -> dict:
     for fold in (0, 1):
         fit = [subset(inputs[n], halves[n] == fold) for n in dev_names]
         test = [subset(inputs[n], halves[n] != fold) for n in dev_names]
-        real_fit = tuple(a[real_halves["ravdess"] == fold] for a in real["ravdess"])  # the voice dev half's A+T
+        real_fit = [tuple(a[real_halves[name] == fold] for a in real[name]) for name in real]  # RAVDESS first
         params = fitted_rules(fit, real_fit, config, fold)
         rules = rules or list(params)
         # Everything this fold scores, in one batch per rule (one compile each): real A+T, then the draws.
@@ -449,16 +460,16 @@ def run_checks(config) -> dict:
 
 
 def fit_for_bundle(config) -> dict:
-    """`fit`: `config.default_rule` fitted on the whole of each dev set (and the voice dev set's real A+T rows),
-    as the bundle's `fusion` entry (`fusion.to_json`) → report_dir/fusion_params.json."""
+    """`fit`: `config.default_rule` fitted on the whole of each dev set (and all real A+T rows, RAVDESS dev
+    actors and TESS), as the bundle's `fusion` entry (`fusion.to_json`) → report_dir/fusion_params.json."""
     import json
 
     from emohd_jax import fusion
 
     inputs = {name: TowerOutputs.load(path) for name, path in config.inputs.items()}
     dev = [inputs[n] for n in ("fer_visual", "ravdess_audio", "meld_text")]
-    probs, present, labels, _ = aligned(inputs["ravdess_audio"], inputs["ravdess_text"])
-    entry = fusion.to_json(fitted_rules(dev, (probs, present, labels), config, fold=0)[config.default_rule])
+    reals = [aligned(inputs[f"{name}_audio"], inputs[f"{name}_text"])[:3] for name in ("ravdess", "tess")]
+    entry = fusion.to_json(fitted_rules(dev, reals, config, fold=0)[config.default_rule])
     out = pathlib.Path(config.report_dir)
     out.mkdir(parents=True, exist_ok=True)
     (out / "fusion_params.json").write_text(json.dumps({"rule_name": config.default_rule, "fusion": entry}, indent=1))
