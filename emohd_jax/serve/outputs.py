@@ -16,15 +16,16 @@ vector has seven entries in the order of `classes`:
         index          position in this list, from 0
         start_s, end_s the span [start_s, end_s)
         source         "clip" (the whole short input) | "asr" (a speech segment) | "vad" (speech found by the voice
-                       activity detector, words not requested) | "window" (no speech heard)
+                       activity detector, words not requested or not trusted) | "window" (no speech heard)
         transcript     what the recogniser heard, or null
         modalities     per fused modality, either
                          {present: true, probs, label, frames (visual) | patches (audio): how many were used}
                          {present: false, reason: why it is missing, e.g. "no speech recognised"}
-        fused          {label: the decision, or null when no modality is present,
+        fused          {label: the decision, or null when no modality is present (then reason: "no evidence"),
                         scores: the fused class scores (null likewise), modalities_used: the present ones}
     per_second     [{t, probs, label}]: the face tower on each 1 fps frame that has a face (t: the frame's time)
-    per_patch      [{start_s, end_s, probs, label}]: the voice tower on each 0.96 s log-mel patch
+    per_patch      [{start_s, end_s, probs, label}]: the voice tower on each 0.96 s log-mel patch (VGGish), or on
+                   each utterance with speech (the Whisper voice tower: one decision per utterance)
     frames         (optional) [{t, face_probs}]: every sampled frame with the detector probability of each face
                    found in it; the MELD-sub filter of `emohd system-eval` reads it
 
@@ -72,6 +73,7 @@ MAX_TRANSCRIPT_LABELS = 40
 _FONT_PT = 7.0
 _CHAR_PT = 0.6 * _FONT_PT  # mean glyph width of the default sans font: decides what text fits where
 _MIN_ALPHA = 0.25          # a cell of a very unsure decision stays visible
+NO_EVIDENCE = "no evidence"  # an utterance with no modality present: neither speech nor face
 COUNT_KEYS = {"visual": "frames", "audio": "patches"}  # what a present modality says it used
 
 
@@ -90,6 +92,7 @@ def result_json(prediction: Prediction) -> dict:
                                  "label": EMOTIONS[p.decisions[i, j]],
                                  **({COUNT_KEYS[modality]: int(p.counts[i, j])} if modality in COUNT_KEYS else {})}
         fused = {"label": EMOTIONS[p.fused[i]] if p.fused[i] >= 0 else None,
+                 **({} if used else {"reason": NO_EVIDENCE}),
                  "scores": _rounded(p.fused_scores[i]) if used else None, "modalities_used": used}
         utterances.append({"index": i, "start_s": round(float(start), 3), "end_s": round(float(end), 3),
                            "source": p.sources[i], "transcript": p.transcripts[i], "modalities": entries,

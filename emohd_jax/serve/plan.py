@@ -52,11 +52,11 @@ class Plan:
     face_probs: np.ndarray = dataclasses.field(default_factory=lambda: np.zeros((0, len(EMOTIONS))))  # [faces, class]
     frame_times: np.ndarray = dataclasses.field(default_factory=lambda: np.zeros(0))                # [frames]
     frame_face_probs: list[np.ndarray] = dataclasses.field(default_factory=list)                    # [frames]
-    patch_spans: list[np.ndarray] = dataclasses.field(default_factory=list)   # per tower call: [patches, 2]
-    patch_probs: list[np.ndarray] = dataclasses.field(default_factory=list)   # per tower call: [patches, class]
-    # Queued for the next tower call: (utterance, log-mel patches [n, 96, 64], start_s of each [n]) and
-    # (utterance, tokens).
-    queued_voice: list[tuple[int, np.ndarray, np.ndarray]] = dataclasses.field(default_factory=list)
+    patch_spans: list[np.ndarray] = dataclasses.field(default_factory=list)   # per utterance: [patches, 2]
+    patch_probs: list[np.ndarray] = dataclasses.field(default_factory=list)   # per utterance: [patches, class]
+    # Queued for the next tower call: (utterance, log-mel patches [n, 96, 64], start_s of each [n]) or, for the
+    # Whisper voice tower, (utterance, prepared wave [samples], None) (emohd_jax.serve.voice); (utterance, tokens).
+    queued_voice: list[tuple[int, np.ndarray, np.ndarray | None]] = dataclasses.field(default_factory=list)
     queued_words: list[tuple[int, dict[str, np.ndarray]]] = dataclasses.field(default_factory=list)
 
     def add(self, spans: Sequence[Span]) -> range:

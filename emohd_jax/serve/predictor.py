@@ -7,6 +7,9 @@ and fed through the same extractors that `prepare` uses. Each modality is one st
 queued work runs in bucketed tower calls, batched across the inputs of a group (`predict_many`), and
 the fitted fusion runs once per group. A modality that is not requested costs nothing: no face
 detection without the face, no ASR without the words (long recordings are then cut by the VAD).
+The voice is present only where the voice activity detector finds speech ("no speech" otherwise); the
+words only where the recogniser's transcript can be trusted (`WordsPolicy`: English, confident, not
+empty), else missing with the reason ("language: ur"); a transcript the user gives is used as it is.
 """
 
 from __future__ import annotations
@@ -14,27 +17,30 @@ from __future__ import annotations
 import itertools
 import os
 import pathlib
-from typing import Iterable, Iterator, Sequence
+from typing import Callable, Iterable, Iterator, Sequence
 
 import jax
 import numpy as np
 
 from emohd_jax import fusion
+from emohd_jax.asr.trust import WordsPolicy
 from emohd_jax.bundle import Bundle, load_bundle
 from emohd_jax.classes import EMOTIONS
-from emohd_jax.clip_decision import clip_probabilities
 from emohd_jax.errors import BadInputError, CorruptMediaError, UsageError
 from emohd_jax.input_pipeline import Collate
+from emohd_jax.audio.io import SAMPLE_RATE
 from emohd_jax.serve.audio_stream import AudioStream
 from emohd_jax.serve.clock import StageClock
 from emohd_jax.serve.face_track import FaceTrack, decide_faces, track_faces
 from emohd_jax.serve.plan import NOT_REQUESTED, Plan, bucket, run_tower
 from emohd_jax.serve.prediction import Prediction
+from emohd_jax.serve.voice import voice_step
 from emohd_jax.utterances import SpeechSegment
 
 # What a person asks for (`--modalities face,voice,words`) → the fused modality it is.
 MODALITY_NAMES = {"face": "visual", "voice": "audio", "words": "text"}
 MAX_BATCH = 256  # rows per tower call
+NO_SPEECH = "no speech"  # the voice's reason for an utterance where the VAD found no speech
 _fusion = jax.jit(fusion.fuse_with)  # params, probs [spans, modality, class], present [spans, modality]
 
 
@@ -60,10 +66,12 @@ class Predictor:
     """`block_s`: seconds of audio planned and run at once (a longer recording is a stream of blocks);
     `frame_chunk`: sampled frames through the face detector at once. Both bound the memory a recording needs.
     `modalities`: those to compute (default all the bundle has); the others are missing, "not requested".
+    `words_policy`: when the recogniser's words may reach the words tower (thresholds: `WordsPolicy`).
     """
 
     def __init__(self, bundle: Bundle | None = None, *, modalities: Iterable[str] | str | None = None,
-                 transcriber=None, max_utterance_s: float = 8.0, window_s: float = 4.0, block_s: float = 120.0,
+                 transcriber=None, words_policy: WordsPolicy = WordsPolicy(), max_utterance_s: float = 8.0,
+                 window_s: float = 4.0, block_s: float = 120.0,
                  frame_chunk: int = 16, carry_s: float = 1.0):
         self.bundle = bundle or load_bundle()
         self.towers = self.bundle.towers
@@ -74,8 +82,11 @@ class Predictor:
         # The extractors `prepare` uses, built from each tower's own recipe (train/serve skew cannot creep in).
         extractor = {m: self.towers[m].task.extractor() for m in self.requested}
         self.faces, self.voice, self.words = (extractor.get(m) for m in fusion.MODALITIES)
-        self.audio = AudioStream(self.clock, words=self.words is not None, transcriber=transcriber,
-                                 max_utterance_s=max_utterance_s, window_s=window_s, block_s=block_s, carry_s=carry_s)
+        self.voice_step = voice_step(self.towers["audio"], self.voice, self.clock, MAX_BATCH) \
+            if self.voice is not None else None
+        self.audio = AudioStream(self.clock, words=self.words is not None, voice=self.voice is not None,
+                                 transcriber=transcriber, policy=words_policy, max_utterance_s=max_utterance_s,
+                                 window_s=window_s, block_s=block_s, carry_s=carry_s)
 
     # ---- inputs ------------------------------------------------------------------------------------
 
@@ -113,7 +124,7 @@ class Predictor:
             plan = Plan("<transcript>", self.modalities)
             said = [SpeechSegment(0.0, 0.0, transcript)] if transcript and transcript.strip() else []
             indices = self.audio.cover(plan, 0.0, 0.0, said)
-            self._words(plan, indices, "no transcript")
+            self._words(plan, indices, lambda i: "no transcript")
             for i in indices:
                 plan.miss("visual", i, "no media file")
                 plan.miss("audio", i, "no media file")
@@ -127,7 +138,8 @@ class Predictor:
             try:
                 for wave, offset, indices, final in self.audio.blocks(path, plan, transcript):
                     self._voice(plan, wave, offset, indices)
-                    self._words(plan, indices, "no speech recognised")
+                    self._words(plan, indices, lambda i: self.audio.words_reason(plan.spans[i].start_s,
+                                                                                 plan.spans[i].end_s, offset))
                     if not final:  # a long recording: its towers run block by block (flat memory)
                         self._run_towers([plan])
             except BadInputError as error:
@@ -163,30 +175,25 @@ class Predictor:
         decide_faces(plan, track)
 
     def _voice(self, plan: Plan, wave: np.ndarray, offset: float, indices: range) -> None:
-        """Log-mel patches of each utterance queued for the voice tower, or why it has no voice (silence)."""
+        """Each utterance with speech queued for the voice tower (`voice_step`), or why it has no voice."""
         if self.voice is None:
             return
-        rate = self.voice.spec.sample_rate
-        patch_s = self.voice.spec.patch_samples / rate
         for i in indices:
             span = plan.spans[i]
-            piece = wave[int(round((span.start_s - offset) * rate)):int(round((span.end_s - offset) * rate))]
-            try:
-                with self.clock("log_mel"):
-                    patches, first = self.voice.wave_patches(piece, plan.input)
-            except BadInputError as error:
-                plan.miss("audio", i, error.reason)
+            if not self.audio.has_speech(span.start_s, span.end_s, offset):
+                plan.miss("audio", i, NO_SPEECH)
                 continue
-            plan.queued_voice.append((i, patches, span.start_s + first + patch_s * np.arange(len(patches))))
+            start, stop = (int(round((t - offset) * SAMPLE_RATE)) for t in (span.start_s, span.end_s))
+            self.voice_step.queue(plan, i, wave[start:stop])
 
-    def _words(self, plan: Plan, indices: range, reason: str) -> None:
-        """Tokens of each utterance's transcript queued for the words tower, or `reason` when it has none."""
+    def _words(self, plan: Plan, indices: range, reason: Callable[[int], str]) -> None:
+        """Tokens of each utterance's transcript queued for the words tower, or `reason(i)` when it has none."""
         if self.words is None:
             return
         for i in indices:
             text = plan.spans[i].text
             if not text:
-                plan.miss("text", i, reason)
+                plan.miss("text", i, reason(i))
                 continue
             with self.clock("text_tokens"):
                 plan.queued_words.append((i, self.words.encode(text)))
@@ -197,17 +204,7 @@ class Predictor:
         """The queued voice and words work of `plans` through their towers, in shared bucketed batches."""
         voice = [(plan, *queued) for plan in plans for queued in plan.queued_voice]
         if voice:
-            tower = self.towers["audio"]
-            with self.clock("audio_tower"):
-                probs = run_tower(tower, {"patches": np.concatenate([patches for _, _, patches, _ in voice])},
-                                  MAX_BATCH)
-            patch_s = self.voice.spec.patch_samples / self.voice.spec.sample_rate
-            bounds = np.cumsum([0] + [len(patches) for _, _, patches, _ in voice])
-            for (plan, i, _, starts), a, b in zip(voice, bounds[:-1], bounds[1:]):
-                decided, mean = clip_probabilities(probs[a:b], tower.config.eval.clip_rule)
-                plan.put("audio", i, mean, decision=decided, count=int(b - a))
-                plan.patch_spans.append(np.stack([starts, starts + patch_s], axis=1))
-                plan.patch_probs.append(probs[a:b])
+            self.voice_step.run(voice)
         words = [(plan, *queued) for plan in plans for queued in plan.queued_words]
         if words:
             tower = self.towers["text"]
