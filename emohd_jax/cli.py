@@ -76,7 +76,8 @@ def run_export(config) -> dict:
     specs = {modality: spec for modality, spec in config.towers.items() if spec}  # "" leaves a modality out
     towers = {modality: load_config(["--config", *spec.split()]) for modality, spec in specs.items()}
     commands = {modality: f"emohd train --config {spec}" for modality, spec in specs.items()}
-    manifest = export_bundle(towers, config.out, rule=config.rule, calibrated=config.calibrated, commands=commands)
+    manifest = export_bundle(towers, config.out, rule=config.rule, calibrated=config.calibrated, commands=commands,
+                             fusion_params=config.fusion_params or None, reuse=config.reuse or None)
     sizes = {m: t["bytes"] for m, t in manifest["towers"].items()}
     print(json.dumps({"out": config.out, "bytes": sizes, "fusion": manifest["fusion"]}, indent=1))
     return manifest
