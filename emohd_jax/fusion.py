@@ -22,7 +22,10 @@ carrier sentence) must not outvote an informative one, and DR weights cannot tel
   fitted for; c_m lets a modality's typical output (a tower's own prior, a constant "neutral") cancel out.
 - its argmax-preserving form (`with_stack(..., weighting='scalar' | 'margin')`) over temperature-scaled towers:
       fused logits = Σ_m present_m · w_m(x) · ℓ_m + (k − 1) · j,   k = modalities present,
-      w_m(x) = w_m · exp(s_m · margin_m(x))  (> 0; margin: calibrated top-1 minus top-2 probability, 'margin' only)
+      w_m(x) = w_m · exp(s_m · r_m(x))  (> 0; r_m only for 'margin' and 'evidence', else s_m = 0)
+  r_m: 'margin', the calibrated top-1 minus top-2 probability; 'evidence', KL(p_m(x) ‖ p̄_m) from the tower's
+  mean calibrated output on its own dev set p̄_m: how far this utterance moves the tower from what it says
+  anyway (the words tower on a neutral carrier sentence stays near its MELD average: little evidence).
   One modality alone decides exactly as its raw tower (T, w > 0 keep the argmax; c = b = 0, k − 1 = 0); with k
   modalities j is the product of experts' (k − 1)·log-prior correction. Per-class vector scaling changes a
   tower's own decision (on 2-actor RAVDESS halves that alone cost 1–3 points), so this form leaves it out.
@@ -93,6 +96,7 @@ class FusionParams:
     stack_bias: jax.Array | None = None
     bias: jax.Array | None = None
     margin_slopes: jax.Array | None = None   # [modality] s_m of the reliability weight (None: 0)
+    evidence_reference: jax.Array | None = None   # [modality, class] p̄_m: r_m is KL to it (None: the margin)
     joint_bias: jax.Array | None = None      # [class] j, counted once per modality beyond the first (None: 0)
 
 
@@ -185,15 +189,25 @@ def confidence_margin(log_probs: jax.Array) -> jax.Array:
     return top[..., 0] - top[..., 1]
 
 
+def evidence(log_probs: jax.Array, reference: jax.Array) -> jax.Array:
+    """KL(p ‖ p̄_m) [batch, modality] of log_probs [batch, modality, class] from reference p̄ [modality, class]."""
+    return (jnp.exp(log_probs) * (log_probs - jnp.log(jnp.clip(reference, 1e-7, 1.0))[None])).sum(-1)
+
+
+def reliability(log_probs: jax.Array, reference: jax.Array | None) -> jax.Array:
+    """r_m(x) [batch, modality]: `evidence` against `reference`, or `confidence_margin` without one."""
+    return confidence_margin(log_probs) if reference is None else evidence(log_probs, reference)
+
+
 def stack_logits(log_probs: jax.Array, present: jax.Array, stack_weights: jax.Array, stack_bias: jax.Array,
                  bias: jax.Array, margin_slopes: jax.Array | None = None,
-                 joint_bias: jax.Array | None = None) -> jax.Array:
+                 joint_bias: jax.Array | None = None, evidence_reference: jax.Array | None = None) -> jax.Array:
     """log_probs [batch, modality, class] (calibrated), present [batch, modality] → fused logits [batch, class].
 
     An absent modality adds exactly 0 (`where`, not a product: its row may hold anything, even −inf)."""
     weights = stack_weights[None]                                           # [1 | batch, modality, class]
     if margin_slopes is not None:
-        weights = weights * jnp.exp(margin_slopes[None] * confidence_margin(log_probs))[..., None]
+        weights = weights * jnp.exp(margin_slopes[None] * reliability(log_probs, evidence_reference))[..., None]
     terms = weights * log_probs + stack_bias[None]                          # [batch, modality, class]
     fused = jnp.where(present[..., None], terms, 0.0).sum(axis=1) + bias[None]
     if joint_bias is not None:
@@ -255,14 +269,14 @@ def fit_stack(log_probs: jax.Array, present: jax.Array, labels: jax.Array, row_w
 @functools.partial(jax.jit, static_argnames=("steps", "per_class", "margin"))
 def fit_scalar_stack(log_probs: jax.Array, present: jax.Array, labels: jax.Array, row_weights: jax.Array,
                      key: jax.Array, *, dropout: float = 0.5, l2: float = 1e-3, class_l2: float = 1.0,
-                     steps: int = 600, per_class: bool = False,
-                     margin: bool = False) -> tuple[jax.Array, jax.Array, jax.Array]:
+                     steps: int = 600, per_class: bool = False, margin: bool = False,
+                     reference: jax.Array | None = None) -> tuple[jax.Array, jax.Array, jax.Array]:
     """(stack_weights [modality, class], margin_slopes [modality], joint_bias [class]) of the argmax-preserving
     stack (module docstring) minimising the row-weighted NLL under modality dropout (full batch, Adam).
 
     w_m = exp(a_m) (> 0), pulled (L2 `l2`) to 1 like s_m to 0 and j to 0. `per_class`: w_mc = exp(a_m + δ_mc)
     with δ pulled to 0 by `class_l2` (a small per-class term; a lone modality then no longer keeps its argmax
-    exactly). `margin`: fit the reliability slopes s_m, else they stay 0."""
+    exactly). `margin`: fit the reliability slopes s_m (on `reliability(·, reference)`), else they stay 0."""
     num_modalities, num_classes = log_probs.shape[1:]
     optimizer = optax.adam(0.05)
 
@@ -274,7 +288,7 @@ def fit_scalar_stack(log_probs: jax.Array, present: jax.Array, labels: jax.Array
     def loss(params, mask):
         weights, slopes, joint = unpack(params)
         logits = stack_logits(log_probs, mask, weights, jnp.zeros_like(weights), jnp.zeros(num_classes),
-                              slopes, joint)
+                              slopes, joint, reference)
         nll = -jnp.take_along_axis(jax.nn.log_softmax(logits), labels[:, None], axis=-1)[:, 0]
         log_w, delta, slopes, joint = params
         penalty = l2 * ((log_w ** 2).sum() + (slopes ** 2).sum() + (joint ** 2).sum()) + class_l2 * (delta ** 2).sum()
@@ -292,7 +306,7 @@ def fit_scalar_stack(log_probs: jax.Array, present: jax.Array, labels: jax.Array
     return unpack(params)
 
 
-WEIGHTINGS = ("class", "scalar", "scalar+class", "margin")
+WEIGHTINGS = ("class", "scalar", "scalar+class", "margin", "evidence")
 
 
 def fit_fusion(dev_probs: jax.Array, dev_present: jax.Array, dev_labels: jax.Array, *, rule: str = "paper",
@@ -321,7 +335,8 @@ def with_stack(params: FusionParams, probs: jax.Array, present: jax.Array, label
                sources: jax.Array | None = None, source_shares: tuple[float, ...] = (1.0,),
                dev_priors: jax.Array | None = None, seed: int = 0, dropout: float = 0.5,
                l2: float = 1e-3, per_class: bool = True, weighting: str = "class",
-               class_l2: float = 1.0) -> FusionParams:
+               class_l2: float = 1.0, dev_probs: jax.Array | None = None,
+               dev_present: jax.Array | None = None) -> FusionParams:
     """`params` (its calibration applied first) with the stacker fitted on multimodal rows probs [n, modality,
     class], present [n, modality], labels [n] (from `sources` [n], weighted by `balanced_weights`), rule 'stack'.
 
@@ -329,8 +344,10 @@ def with_stack(params: FusionParams, probs: jax.Array, present: jax.Array, label
     frequencies on its dev set. A calibrated tower's posterior carries its dev set's prior (MELD: 42 % neutral);
     the product of experts divides it out (c_m starts at, and is pulled to, −log prior_m), so the words'
     "neutral" counts only as far as it beats MELD's base rate. 'scalar', 'scalar+class' (δ pulled by
-    `class_l2`) and 'margin' (`fit_scalar_stack`): one positive weight per modality, so a modality alone keeps
-    its (temperature-scaled) argmax; the prior correction is the joint bias, active only when two or more are."""
+    `class_l2`), 'margin' and 'evidence' (`fit_scalar_stack`): one positive weight per modality, so a modality
+    alone keeps its (temperature-scaled) argmax; the prior correction is the joint bias, active only when two or
+    more are. 'evidence' needs each tower's dev rows, dev_probs [n, modality, class] with
+    dev_present [n, modality], for p̄_m, its mean calibrated output there."""
     if weighting not in WEIGHTINGS:
         raise ValueError(f"weighting must be one of {WEIGHTINGS}, not {weighting!r}")
     log_probs = calibrated_log_probs(jnp.asarray(probs, jnp.float32), params.temperatures, params.scale, params.shift)
@@ -338,12 +355,21 @@ def with_stack(params: FusionParams, probs: jax.Array, present: jax.Array, label
     sources = jnp.zeros_like(labels) if sources is None else jnp.asarray(sources)
     row_weights = balanced_weights(labels, sources, jnp.asarray(source_shares, jnp.float32), log_probs.shape[-1])
     if weighting != "class":
+        reference = None
+        if weighting == "evidence":
+            if dev_probs is None or dev_present is None:
+                raise ValueError("weighting 'evidence' needs dev_probs and dev_present (each tower's dev rows)")
+            dev = calibrate(jnp.asarray(dev_probs, jnp.float32), params.temperatures, params.scale, params.shift)
+            seen = jnp.asarray(dev_present, jnp.float32)[..., None]
+            reference = (dev * seen).sum(0) / jnp.maximum(seen.sum(0), 1.0)                 # [modality, class]
         w, slopes, joint = fit_scalar_stack(log_probs, jnp.asarray(present, bool), labels, row_weights,
                                             jax.random.key(seed), dropout=dropout, l2=l2, class_l2=class_l2,
-                                            per_class=weighting == "scalar+class", margin=weighting == "margin")
+                                            per_class=weighting == "scalar+class",
+                                            margin=weighting in ("margin", "evidence"), reference=reference)
         zeros = jnp.zeros_like(w)
         return params.replace(rule=STACK, stack_weights=w, stack_bias=zeros, bias=zeros[0],
-                              margin_slopes=slopes if weighting == "margin" else None, joint_bias=joint)
+                              margin_slopes=slopes if weighting in ("margin", "evidence") else None,
+                              joint_bias=joint, evidence_reference=reference)
     prior = jnp.zeros(log_probs.shape[1:]) if dev_priors is None else -jnp.log(jnp.maximum(
         jnp.asarray(dev_priors, jnp.float32), 1e-3))
     w, c, b = fit_stack(log_probs, jnp.asarray(present, bool), labels, row_weights, jax.random.key(seed), prior,
@@ -369,12 +395,13 @@ def fuse_with(params: FusionParams, probs: jax.Array, present: jax.Array) -> tup
         raise ValueError("rule 'stack' needs stack_weights, stack_bias and bias (fit them with `with_stack`)")
     log_probs = calibrated_log_probs(probs, params.temperatures, params.scale, params.shift)
     logits = stack_logits(log_probs, present, params.stack_weights, params.stack_bias, params.bias,
-                          params.margin_slopes, params.joint_bias)
+                          params.margin_slopes, params.joint_bias, params.evidence_reference)
     decision = jnp.where(present.any(axis=1), jnp.argmax(logits, axis=-1), -1)
     return decision, jax.nn.softmax(logits, axis=-1)
 
 
-OPTIONAL_FIELDS = ("scale", "shift", "stack_weights", "stack_bias", "bias", "margin_slopes", "joint_bias")
+OPTIONAL_FIELDS = ("scale", "shift", "stack_weights", "stack_bias", "bias", "margin_slopes", "joint_bias",
+                   "evidence_reference")
 
 
 def to_json(params: FusionParams) -> dict:

@@ -264,13 +264,13 @@ def test_modality_dropout_never_empties_a_row_nor_adds_an_absent_modality(real_d
 
 # ---- the argmax-preserving stack (temperature only, one positive weight per modality) -----------
 
-from emohd_jax.fusion import confidence_margin  # noqa: E402
+from emohd_jax.fusion import confidence_margin, evidence  # noqa: E402
 
 
 @pytest.fixture(scope="module")
 def scalar_stacks(real_dev_sets):
-    """Temperature scaling, then the 'scalar' and 'margin' stacks fitted on label-paired rows of the real dev
-    outputs (each row one real example per tower, same label) and the single-tower rows."""
+    """Temperature scaling, then the 'scalar', 'margin' and 'evidence' stacks fitted on label-paired rows of the
+    real dev outputs (each row one real example per tower, same label) and the single-tower rows."""
     from emohd_jax.fusion_checks import TowerOutputs, paired_rows
 
     probs, present, labels = real_dev_sets
@@ -281,7 +281,8 @@ def scalar_stacks(real_dev_sets):
     rows_present = np.concatenate([np.ones(paired.shape[:2], bool), present])
     rows_labels = np.concatenate([paired_labels, labels])
     params = fit_fusion(jnp.asarray(probs), present, jnp.asarray(labels), calibrated="temperature")
-    return {w: with_stack(params, rows, rows_present, rows_labels, weighting=w) for w in ("scalar", "margin")}
+    return {w: with_stack(params, rows, rows_present, rows_labels, weighting=w, dev_probs=probs, dev_present=present)
+            for w in ("scalar", "margin", "evidence")}
 
 
 def test_a_lone_modality_decides_exactly_as_its_raw_tower_under_the_scalar_stacks(real_dev_sets, scalar_stacks,
@@ -325,3 +326,19 @@ def test_scalar_stack_logits_by_hand_and_round_trip(real_dev_sets, scalar_stacks
                                   fuse_with(params, jnp.asarray(rows), jnp.asarray(present))[0])
     with pytest.raises(ValueError, match="weighting"):
         with_stack(params, rows, present, np.zeros(32, int), weighting="dirichlet")
+
+
+def test_evidence_is_the_kl_from_each_towers_mean_dev_output(real_dev_sets, scalar_stacks):
+    probs, present, _ = real_dev_sets
+    params = scalar_stacks["evidence"]
+    calibrated = np.asarray(calibrate(jnp.asarray(probs), params.temperatures))
+    for m in range(3):
+        np.testing.assert_allclose(params.evidence_reference[m], calibrated[present[:, m], m].mean(0), atol=1e-5)
+    log_probs = np.log(calibrated[present[:, 2], 2][:50])
+    reference = np.asarray(params.evidence_reference[2])
+    want = (np.exp(log_probs) * (log_probs - np.log(reference))).sum(-1)
+    got = np.asarray(evidence(jnp.asarray(log_probs)[:, None], reference[None]))[:, 0]
+    np.testing.assert_allclose(got, want, atol=1e-5)
+    assert from_json(json.loads(json.dumps(to_json(params)))).evidence_reference.shape == (3, NUM_CLASSES)
+    with pytest.raises(ValueError, match="dev_probs"):
+        with_stack(params, probs[:10], present[:10], np.zeros(10, int), weighting="evidence")
