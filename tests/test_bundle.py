@@ -80,3 +80,28 @@ def test_an_older_bundle_config_is_upgraded_once_and_builds_the_tower_it_describ
     old_text = ml_collections.ConfigDict(towers["text"]["config"])
     del old_text.model["lora_rank"]
     assert upgrade_config(old_text).model.lora_rank == 0
+
+
+def test_the_shipped_voice_tower_is_the_whisper_head_with_its_checked_normalisation(tmp_path):
+    """The voice tower ships its head and feature statistics only (the encoder installs from its package); the
+    statistics file is the one the manifest's sha256 names, resolved inside the bundle folder."""
+    import json
+    import shutil
+
+    from emohd_jax.bundle import DEFAULT_BUNDLE, MANIFEST, load_bundle
+
+    manifest = json.loads((DEFAULT_BUNDLE / MANIFEST).read_text())
+    audio = manifest["towers"]["audio"]
+    assert audio["config"]["task"] == "voice_whisper" and audio["config"]["model"]["normalize"] == "global"
+    assert audio["bytes"] < 2e6  # a head, not a 20 M-parameter encoder
+    shipped = audio["files"]["model.stats"]
+    copy = tmp_path / "bundle"
+    shutil.copytree(DEFAULT_BUNDLE, copy)
+    tower = load_bundle(copy).towers["audio"]
+    assert tower.config.model.stats == str(copy / shipped["name"])
+    with np.load(copy / shipped["name"]) as data:
+        mean, std = data["mean"], data["std"]
+    assert mean.shape == std.shape == (7, 512) and (std > 0).all()  # Whisper base: 6 layers + input, width 512
+    np.savez(copy / shipped["name"], mean=mean + 1.0, std=std)
+    with pytest.raises(CheckpointLayoutError, match="sha256"):
+        load_bundle(copy)

@@ -13,8 +13,8 @@ _END = object()
 class StageClock:
     """Seconds per stage (decode, faces, log-mel, ASR, each tower, fusion), summed over inputs."""
 
-    STAGES = ("decode_video", "decode_audio", "faces", "visual_tower", "log_mel", "audio_tower", "vad", "asr",
-              "text_tokens", "text_tower", "fusion")
+    STAGES = ("decode_video", "decode_audio", "faces", "visual_tower", "log_mel", "whisper_encoder", "audio_tower",
+              "vad", "asr", "text_tokens", "text_tower", "fusion")
 
     def __init__(self):
         self.reset()

@@ -28,7 +28,7 @@ from emohd_jax.bundle import Bundle, load_bundle
 from emohd_jax.classes import EMOTIONS
 from emohd_jax.errors import BadInputError, CorruptMediaError, UsageError
 from emohd_jax.input_pipeline import Collate
-from emohd_jax.audio.io import SAMPLE_RATE
+from emohd_jax.audio.io import SAMPLE_RATE, check_not_silent
 from emohd_jax.serve.audio_stream import AudioStream
 from emohd_jax.serve.clock import StageClock
 from emohd_jax.serve.face_track import FaceTrack, decide_faces, track_faces
@@ -180,10 +180,14 @@ class Predictor:
             return
         for i in indices:
             span = plan.spans[i]
-            if not self.audio.has_speech(span.start_s, span.end_s, offset):
-                plan.miss("audio", i, NO_SPEECH)
-                continue
             start, stop = (int(round((t - offset) * SAMPLE_RATE)) for t in (span.start_s, span.end_s))
+            if not self.audio.has_speech(span.start_s, span.end_s, offset):
+                try:
+                    check_not_silent(wave[start:stop], plan.input)  # silence keeps its own reason
+                    plan.miss("audio", i, NO_SPEECH)
+                except BadInputError as error:
+                    plan.miss("audio", i, error.reason)
+                continue
             self.voice_step.queue(plan, i, wave[start:stop])
 
     def _words(self, plan: Plan, indices: range, reason: Callable[[int], str]) -> None:
