@@ -266,32 +266,33 @@ def fit_stack(log_probs: jax.Array, present: jax.Array, labels: jax.Array, row_w
     return jnp.broadcast_to(w, shape), c, b
 
 
-@functools.partial(jax.jit, static_argnames=("steps", "per_class", "margin"))
+@functools.partial(jax.jit, static_argnames=("steps", "per_class", "margin", "joint"))
 def fit_scalar_stack(log_probs: jax.Array, present: jax.Array, labels: jax.Array, row_weights: jax.Array,
                      key: jax.Array, *, dropout: float = 0.5, l2: float = 1e-3, class_l2: float = 1.0,
                      steps: int = 600, per_class: bool = False, margin: bool = False,
-                     reference: jax.Array | None = None) -> tuple[jax.Array, jax.Array, jax.Array]:
+                     reference: jax.Array | None = None, joint: bool = True) -> tuple[jax.Array, jax.Array, jax.Array]:
     """(stack_weights [modality, class], margin_slopes [modality], joint_bias [class]) of the argmax-preserving
     stack (module docstring) minimising the row-weighted NLL under modality dropout (full batch, Adam).
 
     w_m = exp(a_m) (> 0), pulled (L2 `l2`) to 1 like s_m to 0 and j to 0. `per_class`: w_mc = exp(a_m + δ_mc)
     with δ pulled to 0 by `class_l2` (a small per-class term; a lone modality then no longer keeps its argmax
-    exactly). `margin`: fit the reliability slopes s_m (on `reliability(·, reference)`), else they stay 0."""
+    exactly). `margin`: fit the reliability slopes s_m (on `reliability(·, reference)`), else they stay 0.
+    `joint=False`: no joint bias (j = 0), so a modality believed by 0 leaves the others' decision exactly."""
     num_modalities, num_classes = log_probs.shape[1:]
     optimizer = optax.adam(0.05)
 
     def unpack(params):
-        log_w, delta, slopes, joint = params
+        log_w, delta, slopes, bias = params
         weights = jnp.exp(log_w[:, None] + (delta if per_class else 0.0)) * jnp.ones(num_classes)
-        return weights, (slopes if margin else jnp.zeros_like(slopes)), joint
+        return weights, (slopes if margin else jnp.zeros_like(slopes)), (bias if joint else 0.0 * bias)
 
     def loss(params, mask):
-        weights, slopes, joint = unpack(params)
+        weights, slopes, bias = unpack(params)
         logits = stack_logits(log_probs, mask, weights, jnp.zeros_like(weights), jnp.zeros(num_classes),
-                              slopes, joint, reference)
+                              slopes, bias, reference)
         nll = -jnp.take_along_axis(jax.nn.log_softmax(logits), labels[:, None], axis=-1)[:, 0]
-        log_w, delta, slopes, joint = params
-        penalty = l2 * ((log_w ** 2).sum() + (slopes ** 2).sum() + (joint ** 2).sum()) + class_l2 * (delta ** 2).sum()
+        log_w, delta, slopes, bias = params
+        penalty = l2 * ((log_w ** 2).sum() + (slopes ** 2).sum() + (bias ** 2).sum()) + class_l2 * (delta ** 2).sum()
         return (row_weights * nll).mean() + penalty
 
     def step(i, carry):
@@ -336,7 +337,7 @@ def with_stack(params: FusionParams, probs: jax.Array, present: jax.Array, label
                dev_priors: jax.Array | None = None, seed: int = 0, dropout: float = 0.5,
                l2: float = 1e-3, per_class: bool = True, weighting: str = "class",
                class_l2: float = 1.0, dev_probs: jax.Array | None = None,
-               dev_present: jax.Array | None = None) -> FusionParams:
+               dev_present: jax.Array | None = None, joint: bool = True) -> FusionParams:
     """`params` (its calibration applied first) with the stacker fitted on multimodal rows probs [n, modality,
     class], present [n, modality], labels [n] (from `sources` [n], weighted by `balanced_weights`), rule 'stack'.
 
@@ -346,7 +347,7 @@ def with_stack(params: FusionParams, probs: jax.Array, present: jax.Array, label
     "neutral" counts only as far as it beats MELD's base rate. 'scalar', 'scalar+class' (δ pulled by
     `class_l2`), 'margin' and 'evidence' (`fit_scalar_stack`): one positive weight per modality, so a modality
     alone keeps its (temperature-scaled) argmax; the prior correction is the joint bias, active only when two or
-    more are. 'evidence' needs each tower's dev rows, dev_probs [n, modality, class] with
+    more are (`joint=False`: none). 'evidence' needs each tower's dev rows, dev_probs [n, modality, class] with
     dev_present [n, modality], for p̄_m, its mean calibrated output there."""
     if weighting not in WEIGHTINGS:
         raise ValueError(f"weighting must be one of {WEIGHTINGS}, not {weighting!r}")
@@ -362,14 +363,15 @@ def with_stack(params: FusionParams, probs: jax.Array, present: jax.Array, label
             dev = calibrate(jnp.asarray(dev_probs, jnp.float32), params.temperatures, params.scale, params.shift)
             seen = jnp.asarray(dev_present, jnp.float32)[..., None]
             reference = (dev * seen).sum(0) / jnp.maximum(seen.sum(0), 1.0)                 # [modality, class]
-        w, slopes, joint = fit_scalar_stack(log_probs, jnp.asarray(present, bool), labels, row_weights,
+        w, slopes, joint_bias = fit_scalar_stack(log_probs, jnp.asarray(present, bool), labels, row_weights,
                                             jax.random.key(seed), dropout=dropout, l2=l2, class_l2=class_l2,
                                             per_class=weighting == "scalar+class",
-                                            margin=weighting in ("margin", "evidence"), reference=reference)
+                                            margin=weighting in ("margin", "evidence"), reference=reference,
+                                            joint=joint)
         zeros = jnp.zeros_like(w)
         return params.replace(rule=STACK, stack_weights=w, stack_bias=zeros, bias=zeros[0],
                               margin_slopes=slopes if weighting in ("margin", "evidence") else None,
-                              joint_bias=joint, evidence_reference=reference)
+                              joint_bias=joint_bias if joint else None, evidence_reference=reference)
     prior = jnp.zeros(log_probs.shape[1:]) if dev_priors is None else -jnp.log(jnp.maximum(
         jnp.asarray(dev_priors, jnp.float32), 1e-3))
     w, c, b = fit_stack(log_probs, jnp.asarray(present, bool), labels, row_weights, jax.random.key(seed), prior,

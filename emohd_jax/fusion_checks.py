@@ -316,9 +316,9 @@ def fitted_rules(dev: Sequence[TowerOutputs], reals: Sequence[tuple[np.ndarray, 
     rows of those halves ('(paired only)'), and also on the real A+T rows reals[0] (probs, present, labels of
     the voice dev half) with the loss share `config.real_share`; '(words capped)' then believes the words
     only as far as they cost the voice nothing on those real rows (`capped_words`). The argmax-preserving
-    stacks ('stack/temperature scalar', '… scalar+class', '… margin', `fusion.fit_scalar_stack`) are fitted
-    on the paired rows and every real A+T fit half in `reals` (RAVDESS and TESS), which share
-    `config.real_share` equally."""
+    stacks ('stack/temperature scalar', '… scalar+class', '… margin', '… evidence', `fusion.fit_scalar_stack`)
+    are fitted on the paired rows and every real A+T fit half in `reals` (RAVDESS and TESS), which share
+    `config.real_share` equally; their '(words capped)' forms are capped on every real fit half."""
     import jax.numpy as jnp
 
     from emohd_jax import fusion
@@ -349,31 +349,43 @@ def fitted_rules(dev: Sequence[TowerOutputs], reals: Sequence[tuple[np.ndarray, 
         sources=np.repeat([0, 1], [len(paired_labels), len(real_labels)]),
         source_shares=(1 - config.real_share, config.real_share))
     out["stack/vector"] = stack
-    out["stack/vector (words capped)"] = capped_words(stack, reals[0], config.belief_grid)
+    out["stack/vector (words capped)"] = capped_words(stack, reals[:1], config.belief_grid)
     every = [(probs, everything, paired_labels), *reals]
     both = dict(seed=config.seed + fold, dropout=config.dropout, l2=config.scalar_l2, class_l2=config.class_l2,
                 sources=np.repeat(np.arange(len(every)), [len(y) for _, _, y in every]),
                 source_shares=(1 - config.real_share, *[config.real_share / len(reals)] * len(reals)))
     rows = [np.concatenate(parts) for parts in zip(*every)]
-    for weighting in ("scalar", "scalar+class", "margin"):
+    for weighting in ("scalar", "scalar+class", "margin", "evidence"):
         out[f"stack/temperature {weighting}"] = fusion.with_stack(out["paper/temperature"], *rows,
-                                                                   weighting=weighting, **both)
+                                                                   weighting=weighting, **both,
+                                                                   dev_probs=stacked, dev_present=present)
+    out["stack/temperature evidence (no joint)"] = fusion.with_stack(
+        out["paper/temperature"], *rows, weighting="evidence", **both, dev_probs=stacked, dev_present=present,
+        joint=False)
+    positive = [factor for factor in config.belief_grid if factor > 0]   # words alone keep their argmax
+    for name in ("scalar", "evidence", "evidence (no joint)"):
+        out[f"stack/temperature {name} (words capped)"] = capped_words(out[f"stack/temperature {name}"],
+                                                                       reals, positive)
     return out
 
 
-def capped_words(params, real: tuple[np.ndarray, np.ndarray, np.ndarray], grid: Sequence[float]):
+def capped_words(params, reals: Sequence[tuple[np.ndarray, np.ndarray, np.ndarray]], grid: Sequence[float]):
     """The stack rule with the words believed by the largest factor of `grid` at which fusing them into the
-    voice costs nothing on the real A+T rows `real` (the fit half: weighted F1 ≥ the voice tower's own)."""
+    voice costs nothing on any of the real A+T row sets `reals` (fit halves: weighted F1 ≥ the voice tower's),
+    else the smallest."""
     from emohd_jax import fusion
     from emohd_jax.metrics import classification_metrics
 
-    probs, present, labels = real
-    voice = classification_metrics(labels, probs[:, 1].argmax(-1))["weighted_f1"]
+    def costs_nothing(capped) -> bool:
+        return all(classification_metrics(labels, decisions(capped, probs, present))["weighted_f1"]
+                   >= classification_metrics(labels, probs[:, 1].argmax(-1))["weighted_f1"]
+                   for probs, present, labels in reals)
+
     for factor in sorted(grid, reverse=True):
         capped = fusion.scale_belief(params, 2, factor)
-        if classification_metrics(labels, decisions(capped, probs, present))["weighted_f1"] >= voice:
+        if costs_nothing(capped):
             return capped
-    return fusion.scale_belief(params, 2, 0.0)
+    return fusion.scale_belief(params, 2, min(grid))
 
 
 def decisions(params, probs: np.ndarray, present: np.ndarray) -> np.ndarray:
