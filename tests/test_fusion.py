@@ -281,8 +281,11 @@ def scalar_stacks(real_dev_sets):
     rows_present = np.concatenate([np.ones(paired.shape[:2], bool), present])
     rows_labels = np.concatenate([paired_labels, labels])
     params = fit_fusion(jnp.asarray(probs), present, jnp.asarray(labels), calibrated="temperature")
-    return {w: with_stack(params, rows, rows_present, rows_labels, weighting=w, dev_probs=probs, dev_present=present)
-            for w in ("scalar", "margin", "evidence")}
+    out = {w: with_stack(params, rows, rows_present, rows_labels, weighting=w, dev_probs=probs, dev_present=present)
+           for w in ("scalar", "margin", "evidence")}
+    out["evidence (no joint)"] = with_stack(params, rows, rows_present, rows_labels, weighting="evidence",
+                                            dev_probs=probs, dev_present=present, joint=False)
+    return out
 
 
 def test_a_lone_modality_decides_exactly_as_its_raw_tower_under_the_scalar_stacks(real_dev_sets, scalar_stacks,
@@ -342,3 +345,17 @@ def test_evidence_is_the_kl_from_each_towers_mean_dev_output(real_dev_sets, scal
     assert from_json(json.loads(json.dumps(to_json(params)))).evidence_reference.shape == (3, NUM_CLASSES)
     with pytest.raises(ValueError, match="dev_probs"):
         with_stack(params, probs[:10], present[:10], np.zeros(10, int), weighting="evidence")
+
+
+def test_without_joint_bias_words_believed_by_zero_leave_the_voice_decision_exactly(real_dev_sets, scalar_stacks):
+    probs, present, _ = real_dev_sets
+    params = scalar_stacks["evidence (no joint)"]
+    assert params.joint_bias is None
+    rng = np.random.default_rng(2)
+    rows = probs[rng.choice(len(probs), (64, 3))][:, [0, 1, 2], [0, 1, 2]]
+    voice_and_words, voice = np.zeros((64, 3), bool), np.zeros((64, 3), bool)
+    voice_and_words[:, 1:], voice[:, 1] = True, True
+    ignored = scale_belief(params, 2, 0.0)
+    np.testing.assert_array_equal(fuse_with(ignored, jnp.asarray(rows), jnp.asarray(voice_and_words))[0],
+                                  rows[:, 1].argmax(-1))
+    np.testing.assert_array_equal(fuse_with(params, jnp.asarray(rows), jnp.asarray(voice))[0], rows[:, 1].argmax(-1))
