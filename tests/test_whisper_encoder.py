@@ -14,7 +14,7 @@ from flax import nnx
 
 from emohd_jax.audio.io import load_audio
 from emohd_jax.audio.whisper_mel import log_mel, num_frames
-from emohd_jax.convert.whisper_ct2 import read_ct2_model, whisper_model_dir
+from emohd_jax.convert.whisper_ct2 import load_whisper_encoder, read_ct2_model, whisper_model_dir
 from emohd_jax.errors import BadInputError, CheckpointLayoutError
 from emohd_jax.models import whisper_encoder
 
@@ -34,7 +34,7 @@ def waves(data_root) -> list[np.ndarray]:
 
 @pytest.fixture(scope="module")
 def encoders() -> dict[str, whisper_encoder.WhisperEncoder]:
-    return {name: whisper_encoder.load(name) for name in _SHAPES}
+    return {name: load_whisper_encoder(name) for name in _SHAPES}
 
 
 _encode = nnx.jit(lambda model, mel, mask: model(mel, mask))
@@ -141,7 +141,7 @@ def test_int8_weights_are_dequantised_like_ctranslate2(waves, tmp_path, encoders
     mel = np.asarray(log_mel(waves[0], pad_to_30s=True))[None]  # [1, 3000, 80]
     reference = ctranslate2.models.Whisper(str(tmp_path), device="cpu", compute_type="float32")
     theirs = np.asarray(reference.encode(ctranslate2.StorageView.from_array(mel.transpose(0, 2, 1).copy())))
-    ours = np.asarray(_encode(whisper_encoder.load(tmp_path), jnp.asarray(mel), None))[-1]
+    ours = np.asarray(_encode(load_whisper_encoder(tmp_path), jnp.asarray(mel), None))[-1]
     float16_weights = np.asarray(_encode(encoders["tiny.en"], jnp.asarray(mel), None))[-1]
     assert np.abs(ours - theirs).max() <= 2e-3  # measured 3e-5
     assert np.abs(float16_weights - theirs).max() > 0.05  # the int8 rounding is visible: the check can fail

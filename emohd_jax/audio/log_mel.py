@@ -15,7 +15,6 @@ log(0.01), the same value as digital silence.
 
 from __future__ import annotations
 
-import dataclasses
 import functools
 
 import jax
@@ -23,34 +22,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from emohd_jax.errors import SampleRateError
-
-
-@dataclasses.dataclass(frozen=True)
-class LogMelSpec:
-    """The VGGish input recipe; the defaults are the published constants (vggish_params.py)."""
-
-    sample_rate: int = 16000
-    window_length: int = 400        # 25 ms
-    hop_length: int = 160           # 10 ms
-    fft_length: int = 512
-    num_mel_bins: int = 64
-    mel_min_hz: float = 125.0
-    mel_max_hz: float = 7500.0
-    log_offset: float = 0.01
-    patch_frames: int = 96          # 0.96 s
-    patch_hop_frames: int = 96      # non-overlapping
-
-    @property
-    def fft_bins(self) -> int:
-        return self.fft_length // 2 + 1
-
-    @property
-    def patch_samples(self) -> int:
-        """Samples needed for exactly one patch (15,600 for VGGish)."""
-        return self.window_length + (self.patch_frames - 1) * self.hop_length
-
-
-VGGISH_LOG_MEL = LogMelSpec()
+from emohd_jax.models.vggish import VGGISH_LOG_MEL, LogMelSpec  # the recipe is the model's input contract
 
 
 def hz_to_mel(hz: np.ndarray | float) -> np.ndarray:

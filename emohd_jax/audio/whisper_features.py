@@ -95,10 +95,10 @@ class WhisperFeatureExtractor:
             import jax.numpy as jnp
             from flax import nnx
 
-            from emohd_jax.models.whisper_encoder import load
+            from emohd_jax.convert.whisper_ct2 import load_whisper_encoder
             from emohd_jax.xla_cpu import inference_jit
 
-            graphdef, state = nnx.split(load(self.model_name))
+            graphdef, state = nnx.split(load_whisper_encoder(self.model_name))
 
             def encode(state, mel, mask):
                 hidden = nnx.merge(graphdef, state)(mel, mask)  # [layers + 1, batch, positions, width]

@@ -32,7 +32,14 @@ from typing import BinaryIO
 import ml_dtypes
 import numpy as np
 
+import jax.numpy as jnp
+from flax import nnx
+
 from emohd_jax.errors import BadInputError, CheckpointLayoutError
+from emohd_jax.models.flat_state import with_state_dict
+from emohd_jax.models.whisper_encoder import CONFIGS, WhisperEncoder, WhisperEncoderConfig, sinusoids
+
+_POSITION_TOLERANCE = 1e-3  # the stored table is float16 sinusoids: |error| ≤ 2^-11 for values in [-1, 1]
 
 _SHA256 = {
     "base": "d01c3014881c9c6f3133c182f3d2887eb6ca1c789a7538c5c007196857a0a6a9",
@@ -182,3 +189,71 @@ def _check_sha256(model_bin: pathlib.Path, expected: str) -> None:
         raise BadInputError(model_bin, f"sha256 {digest.hexdigest()} differs from the recorded {expected}: the file "
                             f"is corrupt or not the packaged weights (delete its folder to join it again, or reinstall)")
     _verified[key] = stamp
+
+
+def load_whisper_encoder(name_or_path: str | os.PathLike, *, dtype=jnp.float32, param_dtype=jnp.float32) -> WhisperEncoder:
+    """The encoder of Whisper "base" or "tiny.en" (sha256-checked package weights, `whisper_model_dir`), or of
+    any CTranslate2 Whisper folder / model.bin; the config is read from the file's shapes."""
+    if str(name_or_path) in CONFIGS:
+        source = whisper_model_dir(str(name_or_path)) / "model.bin"
+    else:
+        source = os.fspath(name_or_path)
+        source = os.path.join(source, "model.bin") if os.path.isdir(source) else source
+    tensors, config = _encoder_tensors(read_ct2_model(source), source)
+    model = nnx.eval_shape(lambda: WhisperEncoder(config, dtype=dtype, param_dtype=param_dtype, rngs=nnx.Rngs(0)))
+    tensors = {name: value.astype(param_dtype) if name != "positions" else value for name, value in tensors.items()}
+    return with_state_dict(model, tensors, source=source)
+
+
+def _encoder_tensors(ct2: dict[str, np.ndarray], source: str | os.PathLike
+                     ) -> tuple[dict[str, np.ndarray], WhisperEncoderConfig]:
+    """CTranslate2's `encoder/...` variables → our flat state dict and the config they imply. The fused
+    self-attention `linear_0` [3·width, width] is split into query, key, value (rows in that order); every
+    encoder variable must be used, the key bias must be zero, the stored positions must be Whisper's sinusoids
+    (to float16 rounding)."""
+    encoder = {name[len("encoder/"):]: value for name, value in ct2.items() if name.startswith("encoder/")}
+    if "conv1/weight" not in encoder or "num_heads" not in encoder:
+        raise CheckpointLayoutError(source, "no Whisper encoder (encoder/conv1/weight, encoder/num_heads) in the file")
+    width, n_mels, _ = encoder["conv1/weight"].shape
+    layers = sum(1 for name in encoder if name.endswith("self_attention/linear_0/weight"))
+    config = WhisperEncoderConfig(n_mels=n_mels, width=width, layers=layers, heads=int(encoder["num_heads"]),
+                                  max_positions=encoder["position_encodings/encodings"].shape[0])
+    used = {"num_heads", "position_encodings/encodings"}
+
+    def take(name: str) -> np.ndarray:
+        used.add(name)
+        if name not in encoder:
+            raise CheckpointLayoutError(source, f"encoder/{name} is missing")
+        return encoder[name]
+
+    # The stored table, not fresh sinusoids: CTranslate2 adds the float16-rounded values, and that 5e-4 rounding
+    # moves tiny.en's last layer by up to 0.1 on a RAVDESS clip.
+    out = {"positions": encoder["position_encodings/encodings"]}
+    error = float(np.abs(out["positions"] - sinusoids(config.max_positions, width)).max())
+    if error > _POSITION_TOLERANCE:
+        raise CheckpointLayoutError(source, f"encoder/position_encodings are not Whisper's sinusoids (max error {error})")
+    for conv in ("conv1", "conv2"):
+        out[f"{conv}.kernel"] = take(f"{conv}/weight").transpose(2, 1, 0)  # [out, in, k] → [k, in, out]
+        out[f"{conv}.bias"] = take(f"{conv}/bias")
+    linears = {"attention.out": "self_attention/linear_1", "mlp_in": "ffn/linear_0", "mlp_out": "ffn/linear_1"}
+    norms = {"attention_norm": "self_attention/layer_norm", "mlp_norm": "ffn/layer_norm"}
+    for i in range(layers):
+        ours, theirs = f"blocks.{i}", f"layer_{i}"
+        fused_w, fused_b = take(f"{theirs}/self_attention/linear_0/weight"), take(f"{theirs}/self_attention/linear_0/bias")
+        for part, (w, b) in zip(("query", "key", "value"), zip(np.split(fused_w, 3), np.split(fused_b, 3))):
+            out[f"{ours}.attention.{part}.kernel"] = w.T
+            if part != "key":
+                out[f"{ours}.attention.{part}.bias"] = b
+            elif np.any(b):
+                raise CheckpointLayoutError(source, f"encoder/{theirs}: key bias is not zero (Whisper's key has none)")
+        for name, ct2_name in linears.items():
+            out[f"{ours}.{name}.kernel"] = take(f"{theirs}/{ct2_name}/weight").T
+            out[f"{ours}.{name}.bias"] = take(f"{theirs}/{ct2_name}/bias")
+        for name, ct2_name in norms.items():
+            out[f"{ours}.{name}.scale"] = take(f"{theirs}/{ct2_name}/gamma")
+            out[f"{ours}.{name}.bias"] = take(f"{theirs}/{ct2_name}/beta")
+    out["final_norm.scale"], out["final_norm.bias"] = take("layer_norm/gamma"), take("layer_norm/beta")
+    unused = sorted(set(encoder) - used)
+    if unused:
+        raise CheckpointLayoutError(source, f"encoder variables not understood: {unused[:10]}")
+    return out, config

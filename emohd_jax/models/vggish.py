@@ -20,10 +20,37 @@ import jax.numpy as jnp
 import numpy as np
 from flax import nnx
 
-from emohd_jax.audio.log_mel import VGGISH_LOG_MEL
 from emohd_jax.classes import NUM_CLASSES
 from emohd_jax.models.flat_state import fill
 from emohd_jax.models.flops import conv2d
+
+@dataclasses.dataclass(frozen=True)
+class LogMelSpec:
+    """The VGGish input recipe; the defaults are the published constants (vggish_params.py)."""
+
+    sample_rate: int = 16000
+    window_length: int = 400        # 25 ms
+    hop_length: int = 160           # 10 ms
+    fft_length: int = 512
+    num_mel_bins: int = 64
+    mel_min_hz: float = 125.0
+    mel_max_hz: float = 7500.0
+    log_offset: float = 0.01
+    patch_frames: int = 96          # 0.96 s
+    patch_hop_frames: int = 96      # non-overlapping
+
+    @property
+    def fft_bins(self) -> int:
+        return self.fft_length // 2 + 1
+
+    @property
+    def patch_samples(self) -> int:
+        """Samples needed for exactly one patch (15,600 for VGGish)."""
+        return self.window_length + (self.patch_frames - 1) * self.hop_length
+
+
+VGGISH_LOG_MEL = LogMelSpec()
+
 
 INPUT_FRAMES = VGGISH_LOG_MEL.patch_frames   # 96
 INPUT_BANDS = VGGISH_LOG_MEL.num_mel_bins    # 64

@@ -3,6 +3,8 @@
     python -m emohd_jax.train.crosscorpus --config voice_whisper:loco_tess [--fusion-npz tess=work/fusion_inputs/x.npz]
     python -m emohd_jax.train.crosscorpus --config voice_whisper --bundle audio --splits ravdess_dev,tess,urdu \
         --out reports/voice_whisper_vggish_bundle     # today's shipped tower on the same sets
+    python -m emohd_jax.train.crosscorpus --photos ROOT/faces_wild/test --out reports/faces_wild  # the face column
+    python -m emohd_jax.train.crosscorpus --table reports/crosscorpus      # every tower × set in one table
 
 Each split gets `report_dir/<split>/metrics.json` (accuracy, weighted F1, macro F1, per-class recall) and a
 confusion PNG, and `report_dir/metrics.json` collects them. A corpus with fewer classes than the tower
@@ -125,17 +127,112 @@ def evaluate_bundle_tower(config, modality: str, splits: Sequence[str], out_dir:
     return results
 
 
+def score_photos(root: str | pathlib.Path, out_dir: str | pathlib.Path, *, every: int = 1) -> dict:
+    """Class-folder photos (`root/<fer2013 class name>/*.jpg`, e.g. faces_wild/test) through the predictor, face
+    only (MTCNN first, as on video; `emohd predict` without the per-photo files) → the face tower's metrics.
+
+    A photo where no face was found counts as wrong in `all_photos` (what a user gets) and is left out of the
+    main metrics (the tower on the faces it was given). `every`: score every n-th photo (sorted per class).
+    """
+    from tqdm import tqdm
+
+    from emohd_jax.classes import FER2013_LABELS
+    from emohd_jax.errors import BadInputError
+    from emohd_jax.reports import write_report
+    from emohd_jax.serve.predictor import Predictor
+
+    photos = [p for c in sorted(FER2013_LABELS) for p in sorted((pathlib.Path(root) / c).glob("*.jpg"))[::every]]
+    labels = np.asarray([CLASS_INDEX[FER2013_LABELS[p.parent.name]] for p in photos])
+    predictor, decided, probs = Predictor(modalities="face"), [], []
+    for prediction in tqdm(predictor.predict_many((p, None) for p in photos), total=len(photos), desc="photos"):
+        face = None if isinstance(prediction, BadInputError) or not prediction.present[0, 0] else prediction.probs[0, 0]
+        decided.append(face is not None)
+        probs.append(face if face is not None else np.zeros(len(EMOTIONS), np.float32))
+    decided, probs = np.asarray(decided), np.stack(probs)
+    result = score(labels[decided], probs[decided], "faces_wild")
+    all_decisions = np.where(decided, probs.argmax(axis=1), -1)
+    result["all_photos"] = {"n": len(photos), "no_face": int((~decided).sum()),
+                            "accuracy": 100.0 * float(np.mean(all_decisions == labels))}
+    write_report(out_dir, result, dataset="faces_wild", split="test",
+                 extra={"tower": "shipped bundle visual, through the predictor (MTCNN face first)", "every": every,
+                        "all_photos": result["all_photos"]})
+    return result
+
+
+# (title, report folder, split) of every tower × set the README's cross-corpus columns read.
+TABLE_ROWS: tuple[tuple[str, str, str], ...] = (
+    ("voice, Whisper head (RAVDESS 1–16), per-corpus stats", "voice_whisper_ravdess_corpus_clean", "ravdess_dev"),
+    ("voice, Whisper head (RAVDESS 1–16), per-corpus stats", "voice_whisper_ravdess_corpus_clean", "tess"),
+    ("voice, Whisper head (RAVDESS 1–16), per-corpus stats", "voice_whisper_ravdess_corpus_clean", "urdu"),
+    ("voice, Whisper head (RAVDESS 1–16), training stats", "voice_whisper_ravdess_global_clean", "ravdess_dev"),
+    ("voice, Whisper head (RAVDESS 1–16), training stats", "voice_whisper_ravdess_global_clean", "tess"),
+    ("voice, Whisper head (RAVDESS 1–16), training stats", "voice_whisper_ravdess_global_clean", "urdu"),
+    ("voice, Whisper head LOCO (RAVDESS 1–16 + URDU), per-corpus stats", "voice_whisper_loco_tess_corpus_clean", "tess"),
+    ("voice, Whisper head LOCO (RAVDESS 1–16 + URDU), training stats", "voice_whisper_loco_tess_global_clean", "tess"),
+    ("voice, Whisper head LOCO (RAVDESS 1–16 + TESS), per-corpus stats", "voice_whisper_loco_urdu_corpus_clean", "urdu"),
+    ("voice, Whisper head LOCO (RAVDESS 1–16 + TESS), training stats", "voice_whisper_loco_urdu_global_clean", "urdu"),
+    ("voice, small VGGish (the previous bundle)", "voice_whisper_vggish_bundle", "ravdess_dev"),
+    ("voice, small VGGish (the previous bundle)", "voice_whisper_vggish_bundle", "tess"),
+    ("voice, small VGGish (the previous bundle)", "voice_whisper_vggish_bundle", "urdu"),
+    ("face, shipped (FER2013 mini-Xception + MLP)", "fer_face_mlp", ""),
+    ("face, shipped, photos through emohd predict", "faces_wild", ""),
+    ("words, shipped (MiniLM + LoRA)", "meld_text_lora", ""),
+)
+
+
+def crosscorpus_table(reports: str | pathlib.Path = "reports", out_dir: str | pathlib.Path = "reports/crosscorpus"
+                      ) -> list[dict]:
+    """Every row of TABLE_ROWS that has been measured → out_dir/table.{json,md} and each row's confusion PNG."""
+    import shutil
+
+    reports, out = pathlib.Path(reports), pathlib.Path(out_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    rows = []
+    for title, folder, split in TABLE_ROWS:
+        path = reports / folder / split / "metrics.json"
+        if not path.exists():
+            continue
+        m = json.loads(path.read_text())
+        recall = m.get("per_class_recall") or {c: v["recall"] for c, v in m["per_class"].items()}
+        rows.append({"tower": title, "set": " ".join(dict.fromkeys(x for x in (m.get("dataset"), m.get("split")) if x)),
+                     "report": str(path.parent), "n": m["n"], "accuracy": m["accuracy"],
+                     "weighted_f1": m["weighted_f1"], "macro_f1": m["macro_f1"], "per_class_recall": recall,
+                     **({"all_photos": m["all_photos"]} if "all_photos" in m else {})})
+        confusion = path.parent / "confusion.png"
+        if confusion.exists():
+            shutil.copyfile(confusion, out / f"{folder}_{split or 'dev'}.png")
+    lines = ["| tower | set | n | accuracy | weighted F1 | macro F1 | recall per class (" + ", ".join(EMOTIONS) + ") |",
+             "|---|---|---|---|---|---|---|"]
+    for r in rows:
+        recall = " / ".join("–" if r["per_class_recall"].get(c) is None else f"{r['per_class_recall'][c]:.0f}"
+                            for c in EMOTIONS)
+        lines.append(f"| {r['tower']} | {r['set']} | {r['n']} | {r['accuracy']:.2f} | {r['weighted_f1']:.2f} | "
+                     f"{r['macro_f1']:.2f} | {recall} |")
+    (out / "table.json").write_text(json.dumps(rows, indent=1))
+    (out / "table.md").write_text("# Every tower on its dev set and on sets it never trained on\n\n"
+                                  "Written by `python -m emohd_jax.train.crosscorpus --table reports/crosscorpus`.\n\n"
+                                  + "\n".join(lines) + "\n")
+    return rows
+
+
 def main(argv: list[str]) -> int:
     """`--config SPEC [--fusion-npz SPLIT=PATH ...]`: a trained run on its report splits; with
     `--bundle MODALITY --out DIR --splits a,b`: the shipped bundle's tower on those splits of the config's data."""
     from emohd_jax.run_config import load_config
 
     options = {}
-    for flag in ("--fusion-npz", "--bundle", "--out", "--splits"):
+    for flag in ("--fusion-npz", "--bundle", "--out", "--splits", "--photos", "--table"):
         while flag in argv:
             i = argv.index(flag)
             options.setdefault(flag, []).append(argv[i + 1])
             del argv[i:i + 2]
+    if "--photos" in options:
+        print(json.dumps(summary(score_photos(options["--photos"][0], options["--out"][0])), indent=1))
+        return 0
+    if "--table" in options:
+        print((pathlib.Path(options["--table"][0]) / "table.md").read_text() if crosscorpus_table(
+            out_dir=options["--table"][0]) else "nothing measured yet")
+        return 0
     config = load_config(argv)
     if "--bundle" in options:
         splits = options.get("--splits", [",".join(config.data.report_splits)])[0].split(",")

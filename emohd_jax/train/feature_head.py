@@ -20,7 +20,7 @@ from flax import nnx
 from emohd_jax.classes import NUM_CLASSES
 from emohd_jax.extract import BASE_FIELDS, Field, Record, Utterance
 from emohd_jax.input_pipeline import bucket_length
-from emohd_jax.towers import ClassifierTask, FeatureMLPTask, TextTask
+from emohd_jax.towers import ClassifierTask, FeatureMLPTask, TextTask, make_tower
 from emohd_jax.xla_cpu import inference_jit
 
 
@@ -69,10 +69,8 @@ class FrozenFeatureExtractor:
     name = "frozen_features"
 
     def __init__(self, backbone_config, stills: bool, train_split: str):
-        from emohd_jax.train.trainer import make_task
-
         self.config = backbone_config
-        self.task = make_task(backbone_config)
+        self.task = make_tower(backbone_config)
         if not isinstance(self.task, (TextTask, FeatureMLPTask)):
             raise ValueError(f"backbone task {backbone_config.task!r} has no frozen features (text, feature_mlp)")
         self.base = self.task.extractor(stills=stills)
