@@ -171,7 +171,11 @@ MODULE_COMMANDS = {
                "faces": "emohd_jax.bench.faces", "fused": "emohd_jax.bench.fused", "predict": "emohd_jax.bench.predict",
                "train": "emohd_jax.bench.train", "gpu-check": "emohd_jax.bench.gpu_check",
                "predict-memory": "emohd_jax.bench.predict_memory", "sweep": "emohd_jax.bench.sweep"}),
-    "asr": ("Speech recognition checks.", {"eval": "emohd_jax.asr.evaluate"}),
+    "asr": ("Speech recognition checks.", {"eval": "emohd_jax.asr.evaluate",
+                                            "language": "emohd_jax.asr.language_check"}),
+    "check": ("Checks beyond a tower's own dev set: fusion (real A+T and label-paired trimodal), cross-corpus, "
+              "robustness.", {"fusion": "emohd_jax.fusion_checks", "crosscorpus": "emohd_jax.train.crosscorpus",
+                              "robustness": "emohd_jax.train.robustness"}),
 }
 EXIT_CODES = (f"Exit codes: {EXIT_OK} done; {EXIT_USAGE} a mistake in the command or its input (one line says "
               f"what); {EXIT_PARTIAL} predict: some inputs failed; {EXIT_NONE} predict: none could be predicted; "

@@ -23,8 +23,8 @@ from typing import Sequence
 
 import numpy as np
 
-from emohd_jax.classes import EMOTIONS, FER2013_LABELS, NUM_CLASSES
-from emohd_jax.errors import BadInputError, CorruptMediaError, MalformedTableError, SkipReport, UsageError
+from emohd_jax.classes import FER2013_LABELS, NUM_CLASSES
+from emohd_jax.errors import BadInputError, MalformedTableError, SkipReport, UsageError
 
 TRANSCRIBE_BATCH = 8  # clips per Whisper call
 
@@ -567,18 +567,22 @@ def main(argv: Sequence[str] | None = None) -> dict:
 
     from emohd_jax.run_config import emohd_home, load_config
 
-    argv = list(sys.argv[1:] if argv is None else argv)
-    if not argv or argv[0] not in ("inputs", "run", "fit"):
-        raise UsageError("emohd_jax.fusion_checks", "first argument must be `inputs`, `run` or `fit`",
-                         "e.g. python -m emohd_jax.fusion_checks run --config fusion_checks")
-    command, rest = argv[0], argv[1:]
-    flags = {"--overwrite", "--cached-asr"}
-    config = load_config([a for a in rest if a not in flags])
+    from emohd_jax.errors import CommandLineParser
+
+    parser = CommandLineParser(prog="emohd check fusion", description=__doc__.splitlines()[0],
+                               epilog="Config fields follow as --config fusion_checks [--config.x=y ...].")
+    parser.add_argument("step", choices=("inputs", "run", "fit"),
+                        help="inputs: tower outputs as npz; run: both checks; fit: the bundle's fusion entry")
+    parser.add_argument("--overwrite", action="store_true", help="inputs: recompute existing npz files")
+    parser.add_argument("--cached-asr", action="store_true", help="inputs: only what ASR has transcribed already")
+    args, rest = parser.parse_known_args(list(sys.argv[1:] if argv is None else argv))
+    command = args.step
+    config = load_config(rest)
     with config.unlocked():
         for name, path in config.inputs.items():
             config.inputs[name] = str(emohd_home() / path) if not pathlib.Path(path).is_absolute() else path
     if command == "inputs":
-        return write_inputs(config, overwrite="--overwrite" in rest, cached_asr="--cached-asr" in rest)
+        return write_inputs(config, overwrite=args.overwrite, cached_asr=args.cached_asr)
     return run_checks(config) if command == "run" else fit_for_bundle(config)
 
 

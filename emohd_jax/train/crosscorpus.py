@@ -220,26 +220,31 @@ def main(argv: list[str]) -> int:
     `--bundle MODALITY --out DIR --splits a,b`: the shipped bundle's tower on those splits of the config's data."""
     from emohd_jax.run_config import load_config
 
-    options = {}
-    for flag in ("--fusion-npz", "--bundle", "--out", "--splits", "--photos", "--table"):
-        while flag in argv:
-            i = argv.index(flag)
-            options.setdefault(flag, []).append(argv[i + 1])
-            del argv[i:i + 2]
-    if "--photos" in options:
-        print(json.dumps(summary(score_photos(options["--photos"][0], options["--out"][0])), indent=1))
+    from emohd_jax.errors import CommandLineParser
+
+    parser = CommandLineParser(prog="emohd check crosscorpus", description=__doc__.splitlines()[0],
+                               epilog="A run's config follows as --config SPEC [--config.x=y ...].")
+    parser.add_argument("--fusion-npz", action="append", default=[], metavar="SPLIT=PATH",
+                        help="also write that split's probabilities for the fusion checks")
+    parser.add_argument("--bundle", metavar="MODALITY", help="score the shipped bundle's tower instead of a run")
+    parser.add_argument("--splits", help="with --bundle: comma-separated splits of the config's data")
+    parser.add_argument("--photos", metavar="ROOT", help="class-folder photos through the predictor, face only")
+    parser.add_argument("--table", metavar="DIR", help="collect every measured tower x set into DIR/table.md")
+    parser.add_argument("--out", help="report folder for --bundle / --photos")
+    args, argv = parser.parse_known_args(argv)
+    if args.photos:
+        print(json.dumps(summary(score_photos(args.photos, args.out or "reports/faces_wild")), indent=1))
         return 0
-    if "--table" in options:
-        print((pathlib.Path(options["--table"][0]) / "table.md").read_text() if crosscorpus_table(
-            out_dir=options["--table"][0]) else "nothing measured yet")
+    if args.table:
+        print((pathlib.Path(args.table) / "table.md").read_text() if crosscorpus_table(out_dir=args.table)
+              else "nothing measured yet")
         return 0
     config = load_config(argv)
-    if "--bundle" in options:
-        splits = options.get("--splits", [",".join(config.data.report_splits)])[0].split(",")
-        result = evaluate_bundle_tower(config, options["--bundle"][0], splits, options["--out"][0])
+    if args.bundle:
+        splits = (args.splits or ",".join(config.data.report_splits)).split(",")
+        result = evaluate_bundle_tower(config, args.bundle, splits, args.out or f"reports/{args.bundle}_bundle")
     else:
-        fusion = dict(spec.partition("=")[::2] for spec in options.get("--fusion-npz", []))
-        result = evaluate_run(config, fusion_npz=fusion)
+        result = evaluate_run(config, fusion_npz=dict(spec.partition("=")[::2] for spec in args.fusion_npz))
     print(json.dumps(result, indent=1))
     return 0
 

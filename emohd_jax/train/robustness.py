@@ -79,7 +79,12 @@ def main(argv: list[str]) -> int:
     from emohd_jax.train.crosscorpus import score, summary
     from emohd_jax.train.trainer import make_task
 
-    specs = [argv[i + 1] for i, a in enumerate(argv) if a == "--config"]
+    from emohd_jax.errors import CommandLineParser
+
+    parser = CommandLineParser(prog="emohd check robustness", description=__doc__.splitlines()[0])
+    parser.add_argument("--config", action="append", required=True, metavar="SPEC",
+                        help="a voice_whisper run config (repeat to compare runs), e.g. voice_whisper:ravdess,corpus,clean")
+    specs = parser.parse_args(argv).config
     configs = {spec: load_config(["--config", spec]) for spec in specs}
     first = next(iter(configs.values()))
     utterances, _ = read_source(first.data, "ravdess_dev")
