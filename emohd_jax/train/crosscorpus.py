@@ -229,11 +229,12 @@ def main(argv: list[str]) -> int:
     parser.add_argument("--bundle", metavar="MODALITY", help="score the shipped bundle's tower instead of a run")
     parser.add_argument("--splits", help="with --bundle: comma-separated splits of the config's data")
     parser.add_argument("--photos", metavar="ROOT", help="class-folder photos through the predictor, face only")
+    parser.add_argument("--every", type=int, default=1, help="with --photos: every n-th photo of each class")
     parser.add_argument("--table", metavar="DIR", help="collect every measured tower x set into DIR/table.md")
     parser.add_argument("--out", help="report folder for --bundle / --photos")
     args, argv = parser.parse_known_args(argv)
     if args.photos:
-        print(json.dumps(summary(score_photos(args.photos, args.out or "reports/faces_wild")), indent=1))
+        print(json.dumps(summary(score_photos(args.photos, args.out or "reports/faces_wild", every=args.every)), indent=1))
         return 0
     if args.table:
         print((pathlib.Path(args.table) / "table.md").read_text() if crosscorpus_table(out_dir=args.table)
