@@ -50,7 +50,7 @@ def ablation(probs: np.ndarray, present: np.ndarray, decisions: np.ndarray, labe
     for calibration in ("raw", "calibrated"):
         temperatures = params.temperatures if calibration == "calibrated" else jnp.ones_like(params.temperatures)
         table[calibration] = {}
-        for rule in fusion.RULES:
+        for rule in dict.fromkeys((*fusion.RULES, params.rule)):  # the paper's rules and the bundle's own
             chosen = dataclasses.replace(params, rule=rule, temperatures=temperatures)
             table[calibration][rule] = {}
             for column, subset in fusion.modality_subsets(modalities).items():

@@ -259,7 +259,7 @@ def test_a_modality_not_requested_costs_nothing_and_is_missing_with_its_reason(c
     assert predictor.modalities == ("visual", "audio", "text") and prediction.requested == ("audio",)
     assert prediction.present.tolist() == [[False, True, False]]
     assert prediction.reasons == (("not requested", None, "not requested"),)
-    assert prediction.transcripts == (None,) and prediction.counts[0, 1] == len(prediction.patch_probs) >= 2
+    assert prediction.transcripts == (None,) and prediction.counts[0, 1] == len(prediction.patch_probs) >= 1
     # No frame decoded, no face detected: the face track never ran.
     assert len(prediction.frame_times) == 0 and predictor.clock.seconds["decode_video"] == 0
     assert predictor.clock.seconds["faces"] == predictor.clock.seconds["visual_tower"] == 0
