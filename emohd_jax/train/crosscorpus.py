@@ -175,7 +175,7 @@ TABLE_ROWS: tuple[tuple[str, str, str], ...] = (
     ("voice, small VGGish (the previous bundle)", "voice_whisper_vggish_bundle", "tess"),
     ("voice, small VGGish (the previous bundle)", "voice_whisper_vggish_bundle", "urdu"),
     ("face, shipped (FER2013 mini-Xception + MLP)", "fer_face_mlp", ""),
-    ("face, shipped, photos through emohd predict", "faces_wild", ""),
+    ("face, shipped, photos through the predictor (MTCNN first; every 8th photo)", "faces_wild", ""),
     ("words, shipped (MiniLM + LoRA)", "meld_text_lora", ""),
 )
 
