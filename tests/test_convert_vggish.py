@@ -1,6 +1,7 @@
 """Both VGGish checkpoint layouts load into the Flax model and reproduce torchvggish's outputs."""
 
 import jax
+import jax.numpy as jnp
 import numpy as np
 import pytest
 from flax import nnx
@@ -60,7 +61,7 @@ def test_torch_state_dict_reproduces_torchvggish(torch_vggish, patches):
         torch_vggish.float()
     assert np.abs(reference).max() > 0.1 and (reference > 0).mean() > 0.2  # a live, non-trivial output
     with jax.enable_x64(True):
-        model = _abstract(lambda: VGGish(rngs=nnx.Rngs(0)))
+        model = _abstract(lambda: VGGish(dtype=jnp.float64, param_dtype=jnp.float64, rngs=nnx.Rngs(0)))
         load_vggish_weights(model, convert.from_torch_state_dict(torch_vggish.state_dict(), dtype=np.float64))
         ours = np.asarray(model(patches.astype(np.float64)))
     np.testing.assert_allclose(ours, reference, rtol=0, atol=1e-5)

@@ -243,10 +243,12 @@ def test_stack_params_round_trip_through_json_and_old_bundles_still_load(real_de
     np.testing.assert_array_equal(fuse_with(again, jnp.asarray(probs), jnp.asarray(present))[0],
                                   fuse_with(stacked_params, jnp.asarray(probs), jnp.asarray(present))[0])
     shipped = json.loads((REPO / "emohd_jax" / "assets" / "bundle" / "bundle.json").read_text())["fusion"]
-    old = from_json(shipped)                                               # written before the new fields
-    assert old.scale is None and old.stack_weights is None and to_json(old) == shipped
+    assert to_json(from_json(shipped)) == shipped                          # the shipped stack round-trips
+    written_before = {"rule": "max", "weights": shipped["weights"], "temperatures": shipped["temperatures"]}
+    old = from_json(written_before)                                        # a bundle from before the new fields
+    assert old.scale is None and old.stack_weights is None and to_json(old) == written_before
     with pytest.raises(ValueError, match="stack_weights"):
-        from_json({**shipped, "rule": STACK})
+        from_json({**written_before, "rule": STACK})
     with pytest.raises(ValueError, match="with_stack"):
         fit_fusion(jnp.asarray(probs), present, jnp.zeros(len(probs), int), rule=STACK)
 

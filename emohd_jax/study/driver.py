@@ -42,11 +42,23 @@ def _owner_alive(owner: str) -> bool:
     return True
 
 
-def open_study(name: str, storage: str, sweep: Sweep) -> optuna.Study:
+def open_study(name: str, storage: str, sweep: Sweep, *, attempts: int = 5) -> optuna.Study:
+    """The study `name` in `storage`, created by whichever worker comes first. Workers started together race to
+    create a fresh database's tables (Optuna's schema insert fails in all but one): the others retry."""
+    import time
+
+    import sqlalchemy.exc
+
     pruner = optuna.pruners.MedianPruner(n_startup_trials=4, n_warmup_steps=0) if sweep.prune \
         else optuna.pruners.NopPruner()
-    return optuna.create_study(study_name=name, storage=storage, direction="maximize", pruner=pruner,
-                               load_if_exists=True)
+    for attempt in range(attempts):
+        try:
+            return optuna.create_study(study_name=name, storage=storage, direction="maximize", pruner=pruner,
+                                       load_if_exists=True)
+        except (sqlalchemy.exc.IntegrityError, sqlalchemy.exc.OperationalError, optuna.exceptions.DuplicatedStudyError):
+            if attempt == attempts - 1:
+                raise
+            time.sleep(0.5 * (attempt + 1))
 
 
 def _orphaned_batches(study: optuna.Study) -> dict[str, list[optuna.trial.FrozenTrial]]:
