@@ -23,7 +23,7 @@ from typing import Sequence
 
 import numpy as np
 
-from emohd_jax.classes import FER2013_LABELS, NUM_CLASSES
+from emohd_jax.classes import NUM_CLASSES
 from emohd_jax.errors import BadInputError, MalformedTableError, SkipReport, UsageError
 
 TRANSCRIBE_BATCH = 8  # clips per Whisper call
@@ -153,30 +153,6 @@ def transcribe_utterances(utterances: Sequence, transcriber, skips: SkipReport,
     return [dataclasses.replace(u, text=said[u.uid]) for u in utterances if u.uid in said]
 
 
-def read_tess(root: str | pathlib.Path) -> list:
-    """TESS (`ROOT/tess/manifest.csv`: path,label,speaker, labels in FER2013's names) → Utterances, sorted."""
-    import csv
-
-    from emohd_jax.classes import CLASS_INDEX
-    from emohd_jax.extract import Utterance
-
-    folder = pathlib.Path(root) / "tess"
-    manifest = folder / "manifest.csv"
-    if not manifest.is_file():
-        raise UsageError(manifest, "no TESS manifest", "set --config.data.root to the folder holding tess/")
-    utterances = []
-    with manifest.open(newline="", encoding="utf-8") as handle:
-        for row_number, row in enumerate(csv.DictReader(handle), start=2):
-            if row.get("label") not in FER2013_LABELS:
-                raise MalformedTableError(manifest, f"row {row_number}: label {row.get('label')!r} is not one of "
-                                                    f"{sorted(FER2013_LABELS)}")
-            path = folder / row["path"]
-            utterances.append(Utterance(uid=pathlib.Path(row["path"]).stem, dataset="tess", split="test",
-                                        label=CLASS_INDEX[FER2013_LABELS[row["label"]]], audio=str(path),
-                                        speaker=row["speaker"]))
-    return sorted(utterances, key=lambda u: u.uid)
-
-
 def write_inputs(config, *, overwrite: bool = False, cached_asr: bool = False) -> dict[str, str]:
     """`inputs`: the shipped bundle's three towers on the checks' six (set, modality) pairs → config.inputs.
     `cached_asr`: ASR words from the clips already transcribed (a long run still going), no new transcription."""
@@ -208,6 +184,7 @@ def write_inputs(config, *, overwrite: bool = False, cached_asr: bool = False) -
         return transcribe_utterances(utterances, transcriber, skips, cache)
 
     ravdess = dict(dataset="ravdess", split="dev", actors={"dev": config.data.ravdess_actors}, calm="drop")
+    tess = dict(dataset="tess", split="tess")  # the adapter's uids, as the voice tower's own npz files have them
     makers = {
         "fer_visual": lambda: score_utterances(bundle.towers["visual"], source(dataset="fer2013", split="val",
                                                                                 label_map=""), skips=skips),
@@ -216,8 +193,8 @@ def write_inputs(config, *, overwrite: bool = False, cached_asr: bool = False) -
         "ravdess_audio": lambda: score_utterances(bundle.towers["audio"], source(**ravdess), skips=skips),
         "ravdess_text": lambda: with_transcripts(bundle.towers["text"], heard(source(**ravdess), "ravdess_text"),
                                                  skips),
-        "tess_audio": lambda: score_utterances(bundle.towers["audio"], read_tess(root), skips=skips),
-        "tess_text": lambda: with_transcripts(bundle.towers["text"], heard(read_tess(root), "tess_text"), skips),
+        "tess_audio": lambda: score_utterances(bundle.towers["audio"], source(**tess), skips=skips),
+        "tess_text": lambda: with_transcripts(bundle.towers["text"], heard(source(**tess), "tess_text"), skips),
     }
     written = {}
     for name, path in todo.items():
