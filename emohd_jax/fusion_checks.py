@@ -92,7 +92,8 @@ def score_utterances(tower, utterances: Sequence, *, extractor=None, batch_size:
     from emohd_jax.clip_decision import group_by_clip
     from emohd_jax.input_pipeline import collate
 
-    extractor = extractor or tower.task.extractor(utterances[0].dataset if utterances else None)
+    # Still face images (a class-folder set) or media: the same choice `emohd prepare` makes from the dataset.
+    extractor = extractor or tower.task.extractor(stills=bool(utterances) and utterances[0].image is not None)
     records, groups = [], {}
     for utterance in utterances:
         try:
