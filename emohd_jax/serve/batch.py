@@ -44,8 +44,10 @@ def resolve_inputs(paths: Iterable[str | os.PathLike]) -> tuple[list[pathlib.Pat
             inputs += [pathlib.Path(m) for m in matches if pathlib.Path(m).is_file()]
         else:
             missing.append((text, "no such file, folder or matching glob"))
-    unique = list(dict.fromkeys(p.resolve() for p in inputs))
-    return unique, missing
+    unique: dict[pathlib.Path, pathlib.Path] = {}
+    for p in inputs:  # one input per file, kept as the user named it (a relative path stays relative)
+        unique.setdefault(p.resolve(), p)
+    return list(unique.values()), missing
 
 
 def predict(paths: Sequence[str | os.PathLike], bundle: Bundle | str | os.PathLike | None = None, *,
