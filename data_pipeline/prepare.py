@@ -3,12 +3,16 @@
 Extraction is the slow part (faces, log-mel, ASR), so each utterance's records are written
 atomically to `cache/` as soon as they exist; an interrupted run picks up where it stopped,
 with no duplicates and no loss. Packing the cache into shards is cheap and deterministic.
+The extraction runs in this process (the default) or, with `runner`, as an Apache Beam pipeline
+(`data_pipeline.beam_prepare`) whose workers call the same `extract_one` into the same cache.
+Every path goes through `etils.epath`: shards, cache and manifest may live on `gs://`.
 """
 
 from __future__ import annotations
 
 import collections
 import dataclasses
+import functools
 import hashlib
 import json
 import os
@@ -28,12 +32,12 @@ from emohd_jax.extract import Extractor, Record, Utterance
 MANIFEST = "manifest.json"
 
 
-def _cache_path(cache_dir: pathlib.Path, uid: str) -> pathlib.Path:
+def _cache_path(cache_dir: epath.Path, uid: str) -> epath.Path:
     digest = hashlib.sha1(uid.encode()).hexdigest()[:16]
     return cache_dir / digest[:2] / f"{digest}.npz"
 
 
-def _save_records(path: pathlib.Path, records: list[Record] | None, skip: dict | None) -> None:
+def _save_records(path: epath.Path, records: list[Record] | None, skip: dict | None) -> None:
     """Atomic write (tmp + rename) so a kill never leaves a half-written entry behind."""
     path.parent.mkdir(parents=True, exist_ok=True)
     arrays = {"n": np.asarray(len(records or []))}
@@ -43,12 +47,13 @@ def _save_records(path: pathlib.Path, records: list[Record] | None, skip: dict |
     if skip is not None:
         arrays["skip"] = np.asarray(json.dumps(skip))
     tmp = path.with_suffix(".tmp.npz")
-    np.savez(tmp, **arrays)
-    os.replace(tmp, path)
+    with tmp.open("wb") as f:
+        np.savez(f, **arrays)
+    tmp.replace(path)
 
 
-def _load_records(path: pathlib.Path) -> tuple[list[Record], dict | None]:
-    with np.load(path, allow_pickle=False) as data:
+def _load_records(path: epath.Path) -> tuple[list[Record], dict | None]:
+    with path.open("rb") as f, np.load(f, allow_pickle=False) as data:
         n = int(data["n"])
         records = [{} for _ in range(n)]
         for name in data.files:
@@ -60,65 +65,100 @@ def _load_records(path: pathlib.Path) -> tuple[list[Record], dict | None]:
     return records, skip
 
 
-def extract_split(utterances: Sequence[Utterance], extractor: Extractor, cache_dir: pathlib.Path,
+def _load_labels(path: epath.Path) -> tuple[list[int], dict | None]:
+    """The labels of a cache entry's records (or its skip), reading none of their features (npz members load lazily)."""
+    with path.open("rb") as f, np.load(f, allow_pickle=False) as data:
+        labels = [int(data[f"{i}/label"]) for i in range(int(data["n"]))]
+        return labels, json.loads(str(data["skip"])) if "skip" in data.files else None
+
+
+def record_key(uid: str, index: int) -> str:
+    """The shard key of an utterance's `index`-th record; tfds shuffles by it, so either runner writes one order."""
+    return f"{uid}#{index}"
+
+
+def extract_one(utterance: Utterance, extractor: Extractor, cache_dir: epath.Path) -> tuple[list[Record], dict | None]:
+    """One utterance's records and skip: from the cache, else extracted and cached (bad input is cached as a skip)."""
+    path = _cache_path(cache_dir, utterance.uid)
+    if path.exists():
+        return _load_records(path)
+    try:
+        records, skip = extractor.records(utterance), None
+    except BadInputError as error:
+        records, skip = [], {"kind": error.kind, "reason": str(error)}
+    _save_records(path, records, skip)
+    return records, skip
+
+
+def extract_split(utterances: Sequence[Utterance], extractor: Extractor, cache_dir: str | os.PathLike,
                   desc: str = "") -> None:
-    """Fills the cache for every utterance not already there; bad input is cached as a skip."""
+    """Fills the cache for every utterance not already there, in this process."""
+    cache_dir = epath.Path(cache_dir)
     todo = [u for u in utterances if not _cache_path(cache_dir, u.uid).exists()]
     for utterance in tqdm(todo, desc=desc or "extract", unit="utt", initial=len(utterances) - len(todo),
                           total=len(utterances)):
-        try:
-            records, skip = extractor.records(utterance), None
-        except BadInputError as error:
-            records, skip = None, {"kind": error.kind, "reason": str(error)}
-        _save_records(_cache_path(cache_dir, utterance.uid), records, skip)
+        extract_one(utterance, extractor, cache_dir)
 
 
 def prepare(splits: Mapping[str, Sequence[Utterance]], extractor: Extractor, out_dir: str | os.PathLike, *,
             file_format: str = "array_record", source_skips: SkipReport | None = None,
-            source: Mapping | None = None) -> dict:
-    """Extracts, packs and writes `out_dir/manifest.json` (counts per class and split, skips with reasons)."""
-    out = pathlib.Path(out_dir)
+            source: Mapping | None = None, runner: str | None = None, beam_options: Sequence[str] = ()) -> dict:
+    """Extracts, packs and writes `out_dir/manifest.json` (counts per class and split, skips with reasons).
+
+    `runner` (direct | dataflow | flink | spark): extract on Apache Beam, `beam_options` its pipeline flags
+    (`--direct_num_workers=2`, `--project=…`); None: in this process. Both write the same cache and shards.
+    """
+    out = epath.Path(out_dir)
     options = {"extractor": extractor.name, **extractor.options(), "source": dict(source or {})}
     manifest_path = out / MANIFEST
     if manifest_path.exists():
         previous = json.loads(manifest_path.read_text())["options"]
         if previous != options:
             raise ValueError(f"{out} holds shards prepared with other options {previous}; use a new directory")
+    pipeline_options, generators = None, {}
+    if runner is not None:
+        from data_pipeline import beam_prepare
+
+        pipeline_options = beam_prepare.pipeline_options(runner, beam_options)
     out.mkdir(parents=True, exist_ok=True)
+    for split, utterances in splits.items():
+        if hasattr(extractor, "set_dialogues"):
+            extractor.set_dialogues(utterances)  # this split's dialogue context (a Beam split keeps its own copy)
+        cache_dir = out / "cache" / split
+        if runner is None:
+            extract_split(utterances, extractor, cache_dir, desc=f"{extractor.name}/{split}")
+            generators[split] = functools.partial(_stream, cache_dir, utterances)
+        else:
+            generators[split] = beam_prepare.ExtractSplit(utterances, extractor, cache_dir)
+    shards.write_shards(out, extractor.fields, generators, file_format=file_format,
+                        description=f"emohd {extractor.name} features", beam_options=pipeline_options)
+
     skips = SkipReport(source_skips.skips if source_skips else ())
     counts, n_utterances = {}, {}
     for split, utterances in splits.items():
-        if hasattr(extractor, "set_dialogues"):
-            extractor.set_dialogues(utterances)
-        cache_dir = out / "cache" / split
-        extract_split(utterances, extractor, cache_dir, desc=f"{extractor.name}/{split}")
         per_class = collections.Counter()
         kept = 0
         for utterance in utterances:
-            records, skip = _load_records(_cache_path(cache_dir, utterance.uid))
+            labels, skip = _load_labels(_cache_path(out / "cache" / split, utterance.uid))
             if skip is not None:
                 skips.skips.append(Skip(item=utterance.uid, split=split, **skip))
                 continue
             kept += 1
-            per_class.update(EMOTIONS[int(r["label"])] for r in records)
+            per_class.update(EMOTIONS[label] for label in labels)
         counts[split] = {"records_per_class": dict(per_class), "records": sum(per_class.values()), "utterances": kept}
         n_utterances[split] = len(utterances)
-
-    def stream(split: str, utterances: Sequence[Utterance]):
-        cache_dir = out / "cache" / split
-        for utterance in utterances:
-            records, skip = _load_records(_cache_path(cache_dir, utterance.uid))
-            for i, record in enumerate(records):
-                yield f"{utterance.uid}#{i}", record
-
-    shards.write_shards(out, extractor.fields,
-                        {split: (lambda s=split, u=utts: stream(s, u)) for split, utts in splits.items()},
-                        file_format=file_format, description=f"emohd {extractor.name} features")
     manifest = {"options": options, "file_format": file_format, "counts": counts, "input_utterances": n_utterances,
                 "classes": list(EMOTIONS), "skips": skips.one_per_item().to_json()}
     manifest_path.write_text(json.dumps(manifest, indent=1))
     return manifest
 
+
+def _stream(cache_dir: epath.Path, utterances: Sequence[Utterance]):
+    """(key, record) of every cached record of `utterances`, for the shard writer."""
+    for utterance in utterances:
+        records, _ = _load_records(_cache_path(cache_dir, utterance.uid))
+        for i, record in enumerate(records):
+            yield record_key(utterance.uid, i), record
 
 
 def read_source(data, split: str) -> tuple[list[Utterance], SkipReport]:
@@ -186,8 +226,10 @@ def _split_actors(data, split: str) -> list[int]:
 
 
 def prepare_from_config(config, extractor: Extractor, splits: Sequence[str] | None = None,
-                        out_dir: str | None = None) -> dict:
-    """`emohd prepare`: read the dataset's splits, extract with the tower's `extractor`, write shards + manifest."""
+                        out_dir: str | None = None, *, runner: str | None = None,
+                        beam_options: Sequence[str] = ()) -> dict:
+    """`emohd prepare [--runner R]`: read the dataset's splits, extract with the tower's `extractor` (here, or on the
+    Beam `runner`), write shards + manifest."""
     splits = tuple(splits or config.data.prepare_splits)
     utterances, skips = {}, SkipReport()
     for split in splits:
@@ -195,18 +237,21 @@ def prepare_from_config(config, extractor: Extractor, splits: Sequence[str] | No
         skips.extend(SkipReport(dataclasses.replace(s, split=split) for s in split_skips.skips))
     return prepare(utterances, extractor, out_dir or config.data.shards,
                    file_format=config.data.file_format, source_skips=skips.one_per_item(),
-                   source={"dataset": config.data.dataset, "splits": list(splits)})
+                   source={"dataset": config.data.dataset, "splits": list(splits)}, runner=runner,
+                   beam_options=beam_options)
 
 
 def shards_for_split(config, split: str, extractor: Extractor) -> str:
     """Shards holding `split`: the training shards, or a separate set prepared on demand (held-out splits)."""
+    from emohd_jax.checkpointing import absolute
+
     manifest = epath.Path(config.data.shards) / MANIFEST
     if manifest.exists() and split in json.loads(manifest.read_text())["counts"]:
         return config.data.shards
     # Keyed by everything that decides the held-out set's contents (root, actors, label map, ...), so a
     # second held-out set never reuses the first one's shards.
     data = {k: v for k, v in config.data.to_dict().items() if k not in ("shards", "split")}
-    data["root"] = str(pathlib.Path(config.data.root).resolve())
+    data["root"] = str(absolute(config.data.root))
     key = hashlib.sha1(json.dumps(data, sort_keys=True, default=str).encode()).hexdigest()[:10]
     out = f"{config.data.shards.rstrip('/')}-{split}-{key}"
     if not (epath.Path(out) / MANIFEST).exists():

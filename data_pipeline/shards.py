@@ -9,7 +9,7 @@ TensorFlow is needed only for `file_format='tfrecord'` (the `[tfrecord]` extra).
 from __future__ import annotations
 
 import os
-from typing import Callable, Iterable, Mapping
+from typing import TYPE_CHECKING, Callable, Iterable, Mapping
 
 import numpy as np
 import tensorflow_datasets as tfds
@@ -17,6 +17,9 @@ from etils import epath
 
 from emohd_jax.classes import EMOTIONS
 from emohd_jax.extract import CLASS, TEXT, Field
+
+if TYPE_CHECKING:
+    import apache_beam as beam  # the optional [beam] extra
 
 BUILDER_NAME = "feature_shards"
 FILE_FORMATS = ("array_record", "tfrecord")
@@ -37,7 +40,9 @@ class FeatureShards(tfds.core.GeneratorBasedBuilder):
         return tfds.core.DatasetInfo(builder=self, description=self._description, features=self._features)
 
     def _split_generators(self, dl_manager):
-        return {name: self._generate_examples(stream) for name, stream in self._splits.items()}
+        # A callable streams in this process; anything else is a Beam PTransform, which tfds runs as a pipeline.
+        return {name: self._generate_examples(stream) if callable(stream) else stream
+                for name, stream in self._splits.items()}
 
     def _generate_examples(self, stream):
         yield from stream()
@@ -69,9 +74,14 @@ def features_dict(fields: Mapping[str, Field]) -> tfds.features.FeaturesDict:
 
 
 def write_shards(out_dir: str | os.PathLike, fields: Mapping[str, Field],
-                 splits: Mapping[str, Callable[[], Iterable[tuple[str, dict]]]], *,
-                 file_format: str = "array_record", description: str = "") -> epath.Path:
-    """Writes all splits under `out_dir`; returns the directory holding the shard files."""
+                 splits: Mapping[str, Callable[[], Iterable[tuple[str, dict]]] | beam.PTransform], *,
+                 file_format: str = "array_record", description: str = "",
+                 beam_options: beam.options.pipeline_options.PipelineOptions | None = None) -> epath.Path:
+    """Writes all splits under `out_dir`; returns the directory holding the shard files.
+
+    A split is a callable giving `(key, example)` pairs, or (with `beam_options`) a Beam PTransform that yields
+    them; tfds' Beam writer then shuffles and shards them as its single-process writer does.
+    """
     if file_format not in FILE_FORMATS:
         raise ValueError(f"file_format must be one of {FILE_FORMATS}, not {file_format!r}")
     if file_format == "tfrecord":
@@ -82,7 +92,7 @@ def write_shards(out_dir: str | os.PathLike, fields: Mapping[str, Field],
     builder = FeatureShards(features=features_dict(fields), splits=splits, description=description, data_dir=str(out_dir),
                             file_format=file_format)
     builder.download_and_prepare(download_config=tfds.download.DownloadConfig(
-        download_mode=tfds.download.GenerateMode.REUSE_DATASET_IF_EXISTS))
+        download_mode=tfds.download.GenerateMode.REUSE_DATASET_IF_EXISTS, beam_options=beam_options))
     return epath.Path(builder.data_dir)
 
 
