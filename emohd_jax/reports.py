@@ -1,12 +1,15 @@
-"""Writes an evaluation as people read it: metrics.json, a Markdown table and a confusion-matrix PNG."""
+"""Writes an evaluation as people read it: metrics.json, a Markdown table and a confusion-matrix PNG.
+
+Every write goes through `etils.epath`, so a report or a run may live on `gs://` as well as on a local disk.
+"""
 
 from __future__ import annotations
 
 import json
 import os
-import pathlib
 
 import numpy as np
+from etils import epath
 
 from emohd_jax.classes import EMOTIONS
 
@@ -43,17 +46,28 @@ def plot_confusion(confusion: np.ndarray, path: str | os.PathLike, title: str = 
                     color="white" if normalised[i, j] > 0.5 else "black", fontsize=8)
     ax.set_title(title)
     fig.tight_layout()
-    fig.savefig(path, dpi=120)
+    with epath.Path(path).open("wb") as f:  # matplotlib itself writes only local files
+        fig.savefig(f, format="png", dpi=120)
     plt.close(fig)
 
 
 def write_report(out_dir: str | os.PathLike, metrics: dict, *, dataset: str, split: str,
-                 extra: dict | None = None) -> pathlib.Path:
+                 extra: dict | None = None) -> epath.Path:
     """metrics.json (the schema of metrics.py plus dataset/split), metrics.md and confusion.png."""
-    out = pathlib.Path(out_dir)
+    out = epath.Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
     payload = {"dataset": dataset, "split": split, **metrics, **(extra or {})}
     (out / "metrics.json").write_text(json.dumps(payload, indent=1))
     (out / "metrics.md").write_text(f"# {dataset} · {split}\n\n" + markdown_table(metrics))
     plot_confusion(np.asarray(metrics["confusion"]), out / "confusion.png", title=f"{dataset} {split}")
     return out / "metrics.json"
+
+
+def write_run_eval(workdir: str | os.PathLike, metrics: dict, predictions: dict, *, dataset: str,
+                   split: str) -> epath.Path:
+    """`<workdir>/eval_<split>.json`: the evaluation saved with a run, from which `emohd export` fits the fusion
+    (each tower's own dev confusion counts; read back by `emohd_jax.bundle`)."""
+    path = epath.Path(workdir) / f"eval_{split}.json"
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(json.dumps({"dataset": dataset, "split": split, "metrics": metrics, "predictions": predictions}))
+    return path

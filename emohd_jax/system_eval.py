@@ -15,11 +15,11 @@ from __future__ import annotations
 
 import dataclasses
 import json
-import pathlib
 from typing import Sequence
 
 import jax.numpy as jnp
 import numpy as np
+from etils import epath
 from tqdm import tqdm
 
 from emohd_jax import fusion, metrics as metrics_lib
@@ -119,7 +119,7 @@ def evaluate_system(config) -> dict:
     modalities = predictor.modalities
     utterances, skips = read_source(config.data, config.data.split)
     skips = SkipReport(skips.skips)
-    report_dir = pathlib.Path(config.report_dir)
+    report_dir = epath.Path(config.report_dir)  # local or gs://
     report_dir.mkdir(parents=True, exist_ok=True)
     summary = {"dataset": config.data.dataset, "split": config.data.split, "bundle": str(bundle.path),
                "fusion_fitted_on": {m: t["dev"]["dataset"] + " " + t["dev"]["split"]
@@ -128,7 +128,7 @@ def evaluate_system(config) -> dict:
         items, inputs = [], []
         for utt in utterances:
             media = utt.video or utt.audio
-            media = media if media and pathlib.Path(media).is_file() else None
+            media = media if media and epath.Path(media).is_file() else None
             if media is None and source == "asr":
                 skips.add(utt.uid, BadInputError(utt.video or utt.uid, "no media file to transcribe"))
                 continue

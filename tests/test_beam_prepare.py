@@ -8,7 +8,7 @@ pytest.importorskip("apache_beam", reason="prepare on Beam needs the [beam] extr
 
 from data_pipeline import beam_prepare, shards  # noqa: E402
 from data_pipeline.prepare import prepare_from_config  # noqa: E402
-from emohd_jax.cli import _extractor  # noqa: E402
+from emohd_jax.cli import _extractor, dispatch  # noqa: E402
 from emohd_jax.errors import UsageError  # noqa: E402
 from emohd_jax.run_config import load_config  # noqa: E402
 
@@ -47,6 +47,10 @@ def test_beam_writes_the_records_of_the_single_process_prepare(prepared):
         assert got == expected  # …and every record (uid, label, patch, patch index) byte for byte, in the same order
 
 
-def test_unknown_runner_is_a_usage_error():
-    with pytest.raises(UsageError, match="one of: direct, dataflow, flink, spark"):
-        beam_prepare.pipeline_options("sparkle")
+def test_emohd_prepare_runner_flag_reaches_beam(data_root, tmp_path):
+    out = tmp_path / "shards"
+    with pytest.raises(UsageError, match="--runner: unknown runner 'sparkle' .one of: direct, dataflow, flink, spark"):
+        dispatch(["prepare", "--config", "ravdess_audio", "--runner", "sparkle", f"--config.data.root={data_root}",
+                  "--beam-options=--direct_num_workers=2", f"--config.data.shards={out}"])
+    assert not out.exists()  # refused before anything is written
+    assert beam_prepare.pipeline_options("direct", ["--direct_num_workers=2"]).get_all_options()["direct_num_workers"] == 2
