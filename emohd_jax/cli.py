@@ -27,10 +27,12 @@ def _extractor(config):
     return make_task(config).extractor(stills=config.data.dataset in CLASS_FOLDER_SETS)
 
 
-def run_prepare(config) -> None:
+def run_prepare(config, runner: str | None = None, beam_options: str = "") -> None:
+    import shlex
+
     from data_pipeline.prepare import prepare_from_config
 
-    manifest = prepare_from_config(config, _extractor(config))
+    manifest = prepare_from_config(config, _extractor(config), runner=runner, beam_options=shlex.split(beam_options))
     print(json.dumps({"counts": manifest["counts"], "skips": manifest["skips"]["by_kind"]}, indent=1))
 
 
@@ -47,7 +49,7 @@ def run_eval(config, split: str | None = None) -> dict:
     import jax
 
     from data_pipeline.prepare import shards_for_split
-    from emohd_jax.reports import write_report
+    from emohd_jax.reports import write_report, write_run_eval
     from emohd_jax.train.trainer import evaluate_shards
 
     split = split or config.data.split
@@ -57,13 +59,10 @@ def run_eval(config, split: str | None = None) -> dict:
         checkpoint = config.checkpoint or config.workdir
         path = write_report(config.report_dir, metrics, dataset=config.data.dataset, split=split,
                             extra={"task": config.task, "checkpoint": checkpoint})
-        (pathlib.Path(config.report_dir) / "predictions.json").write_text(json.dumps(predictions))
+        (path.parent / "predictions.json").write_text(json.dumps(predictions))
         if checkpoint == config.workdir:
-            # Saved with the run: `emohd export` fits fusion from each tower's own dev confusion counts.
-            run_eval_path = pathlib.Path(config.workdir) / f"eval_{split}.json"
-            run_eval_path.write_text(json.dumps({"dataset": config.data.dataset, "split": split,
-                                                 "metrics": metrics, "predictions": predictions}))
-        print((pathlib.Path(config.report_dir) / "metrics.md").read_text())
+            write_run_eval(config.workdir, metrics, predictions, dataset=config.data.dataset, split=split)
+        print((path.parent / "metrics.md").read_text())
         print(f"wrote {path}")
     return metrics
 
@@ -141,13 +140,24 @@ def run_sweep(argv: list[str]) -> int:
 @dataclasses.dataclass(frozen=True)
 class ConfigCommand:
     summary: str
-    run: object  # config → result
+    run: object  # (config, **flags) → result
+    flags: tuple[tuple[str, dict], ...] = ()  # the command's own flags beside --config: (name, add_argument kwargs)
+
+
+PREPARE_FLAGS = (
+    ("--runner", {"default": None, "help": "direct | dataflow | flink | spark: extract on Apache Beam with this "
+                                           "runner (the [beam] extra); default: in this process"}),
+    ("--beam-options", {"default": "", "help": "the runner's pipeline flags, after '=' and quoted: "
+                                               "--beam-options='--direct_num_workers=4' or "
+                                               "--beam-options='--project=P --region=R --temp_location=gs://B/tmp'"}),
+)
 
 
 # Config-driven commands: `emohd <command> --config NAME[:VARIANT] [--config.KEY=VALUE ...]`.
 CONFIG_COMMANDS = {
     "prepare": ConfigCommand("Read a dataset, extract the tower's features (faces, log-mel patches, word pieces) "
-                             "and write resumable shards with a manifest of what was skipped and why.", run_prepare),
+                             "and write resumable shards with a manifest of what was skipped and why "
+                             "(--runner direct|dataflow|flink|spark: on Apache Beam).", run_prepare, PREPARE_FLAGS),
     "train": ConfigCommand("Train a tower on its shards (sharded over the devices, resumable), then evaluate the "
                            "best checkpoint on the dev split.", run_train),
     "eval": ConfigCommand("Evaluate a run (or --config.checkpoint=DIR|pretrained) on --config.data.split: per-class "
@@ -211,6 +221,14 @@ def _kinds_help(command: str) -> str:
     return "\n".join(lines)
 
 
+def _command_flags(command: str) -> CommandLineParser:
+    """A config command's own flags (the rest of its line goes to load_config)."""
+    parser = CommandLineParser(prog=f"emohd {command}", add_help=False)
+    for name, kwargs in CONFIG_COMMANDS[command].flags:
+        parser.add_argument(name, **kwargs)
+    return parser
+
+
 def dispatch(argv: list[str]) -> int:
     """Runs one command line (without `--debug`); returns the exit code, raises UsageError for mistakes."""
     if not argv or argv[0] in ("-h", "--help", "help"):
@@ -220,14 +238,18 @@ def dispatch(argv: list[str]) -> int:
     if command in CONFIG_COMMANDS:
         from emohd_jax.run_config import config_help, load_config
 
+        flags = _command_flags(command)
         if "--help" in rest or "-h" in rest:
             print(config_help(command, CONFIG_COMMANDS[command].summary, rest))
+            if CONFIG_COMMANDS[command].flags:
+                print("\nFlags:\n" + flags.format_help().split("options:\n", 1)[-1])
             return EXIT_OK
+        own, rest = flags.parse_known_args(rest)
         config = load_config(rest)
         from emohd_jax.distributed import initialize_from_env
 
         initialize_from_env()
-        CONFIG_COMMANDS[command].run(config)
+        CONFIG_COMMANDS[command].run(config, **vars(own))
         return EXIT_OK
     if command in PLAIN_COMMANDS:
         return PLAIN_COMMANDS[command][0](rest) or EXIT_OK
