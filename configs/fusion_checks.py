@@ -44,7 +44,7 @@ def get_config(arg: str = "") -> ml_collections.ConfigDict:
     c.belief_grid = (1.0, 0.75, 0.5, 0.35, 0.25, 0.15, 0.1, 0.05, 0.0)   # '(words capped)': factors tried
     c.margin_at = 0.5                 # check 1: fused A+T weighted F1 ≥ A − margin_at
     c.margin_paired = 5.0             # check 2: fused weighted F1 ≥ best single modality + margin_paired
-    c.default_rule = "stack/vector"   # the rule the report names as the shipped default
+    c.default_rule = "stack/temperature evidence (no joint) (words capped)"   # the shipped bundle's rule
     if arg:
         raise ValueError(f"unknown variant {arg!r} (fusion_checks has none)")
     return c

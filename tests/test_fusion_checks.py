@@ -108,3 +108,30 @@ def test_stacker_fitted_on_one_half_beats_the_best_tower_on_the_other(dev_sets):
     fused = classification_metrics(labels, np.asarray(decision))["weighted_f1"]
     best = max(classification_metrics(labels, probs[:, m].argmax(-1))["weighted_f1"] for m in range(3))
     assert fused >= best + 5, (fused, best)
+
+
+def test_words_capped_so_they_overturn_no_right_voice_decision(dev_sets):
+    """Words that carry nothing (another clip's words-like output: the voice dev rows shuffled) but are believed
+    fully flip right voice decisions; `capped_words` believes them only as far as they flip none."""
+    from emohd_jax.fusion_checks import capped_words, decisions
+
+    modality = np.concatenate([np.full(len(d.labels), m) for m, d in enumerate(dev_sets)])
+    stacked = np.full((len(modality), 3, NUM_CLASSES), 1 / NUM_CLASSES, np.float32)
+    stacked[np.arange(len(modality)), modality] = np.concatenate([d.probs for d in dev_sets])
+    present = np.eye(3, dtype=bool)[modality]
+    labels = np.concatenate([d.labels for d in dev_sets])
+    params = fusion.fit_fusion(jnp.asarray(stacked), jnp.asarray(present), jnp.asarray(labels), calibrated=True)
+    probs, paired_labels = paired_rows(dev_sets, np.random.default_rng(0))
+    params = fusion.with_stack(params, probs, np.ones(probs.shape[:2], bool), paired_labels, weighting="evidence",
+                               dev_probs=stacked, dev_present=present, joint=False)
+    voice = dev_sets[1]
+    real = np.full((len(voice.labels), 3, NUM_CLASSES), 1 / NUM_CLASSES, np.float32)
+    real[:, 1] = voice.probs
+    real[:, 2] = dev_sets[2].probs[np.random.default_rng(0).choice(len(dev_sets[2].labels), len(voice.labels))]
+    real_present = np.repeat([[False, True, True]], len(voice.labels), axis=0)
+    rows = (real, real_present, voice.labels)
+    voice_right = voice.probs.argmax(-1) == voice.labels
+    assert np.any(voice_right & (decisions(params, *rows[:2]) != voice.labels))     # believed fully: flips some
+    capped = capped_words(params, [rows], (1.0, 0.5, 0.1, 0.01, 0.001))
+    assert float(capped.stack_weights[2, 0]) < float(params.stack_weights[2, 0])
+    assert not np.any(voice_right & (decisions(capped, *rows[:2]) != voice.labels))
