@@ -6,10 +6,11 @@ import datetime
 import importlib.metadata
 import json
 import os
-import pathlib
 import platform
 import time
 from typing import Callable, Mapping
+
+from etils import epath
 
 _PACKAGES = ("jax", "jaxlib", "flax", "optax", "numpy", "torch", "transformers", "ctranslate2", "faster-whisper")
 
@@ -51,9 +52,9 @@ def time_call(fn: Callable[[], object], *, warmup: int = 1, repeats: int = 5) ->
     return {"median_s": times[len(times) // 2], "min_s": times[0], "repeats": repeats}
 
 
-def save(name: str, results: dict, out_dir: str | os.PathLike = "reports/bench") -> pathlib.Path:
+def save(name: str, results: dict, out_dir: str | os.PathLike = "reports/bench") -> epath.Path:
     """Print and write `out_dir/<name>.json` with the machine description attached."""
-    out = pathlib.Path(out_dir)
+    out = epath.Path(out_dir)  # local or gs://
     out.mkdir(parents=True, exist_ok=True)
     payload = {"benchmark": name, "machine": machine_info(), **results}
     path = out / f"{name}.json"

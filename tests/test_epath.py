@@ -18,7 +18,7 @@ from fsspec.implementations.memory import MemoryFileSystem
 
 from data_pipeline.prepare import _cache_path, _load_labels, extract_one
 from data_pipeline.sources.ravdess import read_ravdess
-from emohd_jax import bundle, metrics
+from emohd_jax import bundle, measurement, metrics
 from emohd_jax.audio.extract import AudioExtractor
 from emohd_jax.classes import EMOTIONS
 from emohd_jax.errors import CorruptMediaError
@@ -90,3 +90,10 @@ def test_prepare_cache_on_gs_round_trips_records_and_skips(gcs, data_root):
     assert extract_one(missing, extractor, cache)[0] == []
     labels, skip = _load_labels(_cache_path(cache, "missing"))
     assert labels == [] and skip["kind"] == CorruptMediaError.kind and "no_such.flac" in skip["reason"]
+
+
+def test_benchmark_report_written_to_gs(gcs):
+    path = measurement.save("toy", {"seconds": 1.5}, "gs://bucket/reports/bench")
+    assert list(gcs) == ["gs://bucket/reports/bench/toy.json"]
+    saved = json.loads(path.read_text())
+    assert saved["seconds"] == 1.5 and saved["benchmark"] == "toy" and "jax" in saved["machine"]["versions"]
