@@ -18,6 +18,7 @@ import time
 from typing import Sequence
 
 import numpy as np
+from etils import epath
 from tqdm import tqdm
 
 from emohd_jax.extract import Utterance
@@ -91,19 +92,19 @@ def _compare(utterance: Utterance, transcript: Transcript, policy: WordsPolicy) 
     return record
 
 
-def write_reports(out_dir: str | pathlib.Path, records: list[dict], summary: dict) -> None:
-    """summary.json, per_utterance.jsonl and tf_cosine_hist.png under `out_dir`."""
-    out = pathlib.Path(out_dir)
+def write_reports(out_dir: str | os.PathLike, records: list[dict], summary: dict) -> None:
+    """summary.json, per_utterance.jsonl and tf_cosine_hist.png under `out_dir` (local or gs://, etils.epath)."""
+    out = epath.Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
     (out / "summary.json").write_text(json.dumps(summary, indent=1))
-    with open(out / "per_utterance.jsonl", "w") as f:
+    with (out / "per_utterance.jsonl").open("w") as f:
         for record in records:
             f.write(json.dumps(record) + "\n")
     if summary.get("n_scored"):
         _plot_histogram(out / "tf_cosine_hist.png", summary)
 
 
-def _plot_histogram(path: pathlib.Path, summary: dict) -> None:
+def _plot_histogram(path: epath.Path, summary: dict) -> None:
     import matplotlib
 
     matplotlib.use("Agg")
@@ -119,7 +120,8 @@ def _plot_histogram(path: pathlib.Path, summary: dict) -> None:
     ax.set_title(f"{summary.get('dataset', '')} n={summary['n']}  mean={summary['tf_cosine']['mean']:.3f}  "
                  f"WER={100 * summary['wer']['corpus']:.1f}%")
     fig.tight_layout()
-    fig.savefig(path, dpi=120)
+    with path.open("wb") as f:
+        fig.savefig(f, format="png", dpi=120)
     plt.close(fig)
 
 
