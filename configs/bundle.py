@@ -27,7 +27,7 @@ def get_config(arg: str = "") -> ml_collections.ConfigDict:
     c.out = "emohd_jax/assets/bundle"
     c.rule = "max"               # paper | max | sum: the best A+T of the RAVDESS ablation (README, reports/ravdess_fusion)
     c.calibrated = True          # per-modality temperatures fitted on each tower's dev set
-    c.fusion_params = ""         # a fitted fusion JSON (`python -m emohd_jax.fusion_checks fit`): used instead of
+    c.fusion_params = ""         # a fitted fusion JSON (`python -m emohd_jax.checks.fusion fit`): used instead of
     #                              fitting `rule` on the dev sets
     c.reuse = ""                 # a bundle folder whose towers are kept for the modalities named "" in `towers`
     c.towers = ml_collections.ConfigDict({"visual": VISUAL, "audio": AUDIO, "text": TEXT})

@@ -1,16 +1,16 @@
 """Fusion checks (issue 17): real A+T with words carrying nothing, and the label-paired trimodal dev check.
 
-    python -m emohd_jax.fusion_checks inputs --config fusion_checks      # the shipped bundle's towers → npz
-    python -m emohd_jax.fusion_checks inputs --config fusion_checks --cached-asr   # words of clips transcribed so far
-    python -m emohd_jax.fusion_checks run --config fusion_checks         # both checks, every rule → report_dir
-    python -m emohd_jax.fusion_checks fit --config fusion_checks         # default_rule, whole dev sets → bundle
+    python -m emohd_jax.checks.fusion inputs --config fusion_checks      # the shipped bundle's towers → npz
+    python -m emohd_jax.checks.fusion inputs --config fusion_checks --cached-asr   # words of clips transcribed so far
+    python -m emohd_jax.checks.fusion run --config fusion_checks         # both checks, every rule → report_dir
+    python -m emohd_jax.checks.fusion fit --config fusion_checks         # default_rule, whole dev sets → bundle
     # another voice tower: its npz files (same format) replace the two audio inputs
-    python -m emohd_jax.fusion_checks run --config fusion_checks \
+    python -m emohd_jax.checks.fusion run --config fusion_checks \
         --config.inputs.ravdess_audio=work/fusion_inputs/ravdess17-20_audio_whisper.npz \
         --config.inputs.tess_audio=work/fusion_inputs/tess_audio_whisper.npz \
         --config.report_dir=reports/fusion_checks_whisper
 
-Input format (`emohd_jax.fusion_checks.TowerOutputs`): one .npz per (set, modality) with probs [n, 7]
+Input format (`emohd_jax.checks.fusion.TowerOutputs`): one .npz per (set, modality) with probs [n, 7]
 (class order emohd_jax.classes.EMOTIONS), labels [n], groups [n] (speaker / dialogue: the half split),
 uids [n], and for ASR words transcripts [n].
 """

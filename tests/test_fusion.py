@@ -273,7 +273,7 @@ from emohd_jax.fusion import confidence_margin, evidence  # noqa: E402
 def scalar_stacks(real_dev_sets):
     """Temperature scaling, then the 'scalar', 'margin' and 'evidence' stacks fitted on label-paired rows of the
     real dev outputs (each row one real example per tower, same label) and the single-tower rows."""
-    from emohd_jax.fusion_checks import TowerOutputs, paired_rows
+    from emohd_jax.checks.fusion import TowerOutputs, paired_rows
 
     probs, present, labels = real_dev_sets
     towers = [TowerOutputs(probs[present[:, m], m], labels[present[:, m]], np.zeros(present[:, m].sum(), str),

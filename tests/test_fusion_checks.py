@@ -11,7 +11,7 @@ import pytest
 from emohd_jax import fusion
 from emohd_jax.classes import NUM_CLASSES
 from emohd_jax.errors import MalformedTableError
-from emohd_jax.fusion_checks import TowerOutputs, half_split, label_pairs, paired_rows, subset
+from emohd_jax.checks.fusion import TowerOutputs, half_split, label_pairs, paired_rows, subset
 from emohd_jax.metrics import classification_metrics
 from tests.data_paths import REPO
 
@@ -113,7 +113,7 @@ def test_stacker_fitted_on_one_half_beats_the_best_tower_on_the_other(dev_sets):
 def test_words_capped_so_they_overturn_no_right_voice_decision(dev_sets):
     """Words that carry nothing (another clip's words-like output: the voice dev rows shuffled) but are believed
     fully flip right voice decisions; `capped_words` believes them only as far as they flip none."""
-    from emohd_jax.fusion_checks import capped_words, decisions
+    from emohd_jax.checks.fusion import capped_words, decisions
 
     modality = np.concatenate([np.full(len(d.labels), m) for m, d in enumerate(dev_sets)])
     stacked = np.full((len(modality), 3, NUM_CLASSES), 1 / NUM_CLASSES, np.float32)

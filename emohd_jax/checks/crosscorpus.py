@@ -1,10 +1,10 @@
 """A trained tower on every set it reports: its selection split and the corpora it never trained on.
 
-    python -m emohd_jax.train.crosscorpus --config voice_whisper:loco_tess [--fusion-npz tess=work/fusion_inputs/x.npz]
-    python -m emohd_jax.train.crosscorpus --config voice_whisper --bundle audio --splits ravdess_dev,tess,urdu \
+    python -m emohd_jax.checks.crosscorpus --config voice_whisper:loco_tess [--fusion-npz tess=work/fusion_inputs/x.npz]
+    python -m emohd_jax.checks.crosscorpus --config voice_whisper --bundle audio --splits ravdess_dev,tess,urdu \
         --out reports/voice_whisper_vggish_bundle     # today's shipped tower on the same sets
-    python -m emohd_jax.train.crosscorpus --photos ROOT/faces_wild/test --out reports/faces_wild  # the face column
-    python -m emohd_jax.train.crosscorpus --table reports/crosscorpus      # every tower × set in one table
+    python -m emohd_jax.checks.crosscorpus --photos ROOT/faces_wild/test --out reports/faces_wild  # the face column
+    python -m emohd_jax.checks.crosscorpus --table reports/crosscorpus      # every tower × set in one table
 
 Each split gets `report_dir/<split>/metrics.json` (accuracy, weighted F1, macro F1, per-class recall) and a
 confusion PNG, and `report_dir/metrics.json` collects them. A corpus with fewer classes than the tower
@@ -15,11 +15,13 @@ probabilities for fusion work: probs [n, 7] (EMOTIONS order), labels [n], groups
 from __future__ import annotations
 
 import json
+import os
 import pathlib
 import sys
 from typing import Mapping, Sequence
 
 import numpy as np
+from etils import epath
 
 from emohd_jax import metrics as metrics_lib
 from emohd_jax.classes import CLASS_INDEX, EMOTIONS
@@ -48,13 +50,14 @@ def summary(result: Mapping) -> dict:
     return {k: result[k] for k in ("accuracy", "weighted_f1", "macro_f1", "per_class_recall") if k in result}
 
 
-def write_fusion_npz(path: str | pathlib.Path, predictions: Mapping, speakers: Mapping[str, str]) -> None:
+def write_fusion_npz(path: str | os.PathLike, predictions: Mapping, speakers: Mapping[str, str]) -> None:
     """probs [n, 7] float32, labels [n], groups [n] (speaker ids), uids [n]: a tower's outputs for fusion work."""
-    path = pathlib.Path(path)
+    path = epath.Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     uids = list(predictions["uid"])
-    np.savez(path, probs=np.asarray(predictions["probs"], np.float32), labels=np.asarray(predictions["label"]),
-             groups=np.asarray([speakers[u] for u in uids]), uids=np.asarray(uids))
+    with path.open("wb") as f:
+        np.savez(f, probs=np.asarray(predictions["probs"], np.float32), labels=np.asarray(predictions["label"]),
+                 groups=np.asarray([speakers[u] for u in uids]), uids=np.asarray(uids))
 
 
 def evaluate_run(config, splits: Sequence[str] | None = None, fusion_npz: Mapping[str, str] | None = None) -> dict:
@@ -63,7 +66,7 @@ def evaluate_run(config, splits: Sequence[str] | None = None, fusion_npz: Mappin
     from emohd_jax.reports import write_report
     from emohd_jax.train.trainer import evaluate_shards
 
-    out = pathlib.Path(config.report_dir)
+    out = epath.Path(config.report_dir)
     results = {}
     for split in splits or config.data.report_splits:
         _, predictions = evaluate_shards(config, config.data.shards, split)
@@ -85,43 +88,23 @@ def evaluate_run(config, splits: Sequence[str] | None = None, fusion_npz: Mappin
     return results
 
 
-def bundle_tower_on(tower, utterances, *, batch_size: int = 64) -> tuple[list[str], np.ndarray, np.ndarray]:
-    """A bundle tower (`emohd_jax.bundle.LoadedTower`) on utterances: (uids, labels [n], clip probs [n, 7]), the
-    clip's probability the mean of its records' (the trainer's clip rule), bad input skipped."""
-    from emohd_jax.errors import BadInputError
-    from emohd_jax.input_pipeline import collate
-
-    extractor = tower.task.extractor()
-    uids, labels, probs = [], [], []
-    for utterance in utterances:
-        try:
-            records = extractor.records(utterance)
-        except BadInputError:
-            continue
-        fields = [{k: r[k] for k in tower.task.model_fields} for r in records]
-        chunks = [np.asarray(tower.probs(collate(fields[i:i + batch_size], padded=tower.task.padded)))
-                  for i in range(0, len(fields), batch_size)]
-        uids.append(utterance.uid)
-        labels.append(utterance.label)
-        probs.append(np.concatenate(chunks).mean(axis=0))
-    return uids, np.asarray(labels), np.stack(probs)
-
-
-def evaluate_bundle_tower(config, modality: str, splits: Sequence[str], out_dir: str | pathlib.Path) -> dict:
+def evaluate_bundle_tower(config, modality: str, splits: Sequence[str], out_dir: str | os.PathLike) -> dict:
     """The shipped bundle's `modality` tower (its own extractor, online) on `splits` of the config's data; writes
     `out_dir/<split>/metrics.json` + confusion and `out_dir/metrics.json`."""
     from data_pipeline.prepare import read_source
     from emohd_jax.bundle import load_bundle
+    from emohd_jax.checks.tower_outputs import score_utterances
+    from emohd_jax.errors import SkipReport
     from emohd_jax.reports import write_report
 
-    tower, out, results = load_bundle().towers[modality], pathlib.Path(out_dir), {}
+    tower, out, results = load_bundle().towers[modality], epath.Path(out_dir), {}
     for split in splits:
         utterances, _ = read_source(config.data, split)
-        uids, labels, probs = bundle_tower_on(tower, utterances)
+        outputs = score_utterances(tower, utterances, skips=SkipReport())   # bad input skipped
         dataset = config.data.get("split_sources", {}).get(split, config.data.dataset)
-        result = score(labels, probs, dataset)
+        result = score(outputs.labels, outputs.probs, dataset)
         write_report(out / split, result, dataset=dataset, split=split, extra={"tower": f"shipped bundle {modality}"})
-        results[split] = {"dataset": dataset, "n": len(uids), **summary(result)}
+        results[split] = {"dataset": dataset, "n": len(outputs.uids), **summary(result)}
     (out / "metrics.json").write_text(json.dumps({"tower": f"emohd_jax/assets/bundle {modality} tower",
                                                   "splits": results}, indent=1))
     return results
@@ -180,12 +163,10 @@ TABLE_ROWS: tuple[tuple[str, str, str], ...] = (
 )
 
 
-def crosscorpus_table(reports: str | pathlib.Path = "reports", out_dir: str | pathlib.Path = "reports/crosscorpus"
+def crosscorpus_table(reports: str | os.PathLike = "reports", out_dir: str | os.PathLike = "reports/crosscorpus"
                       ) -> list[dict]:
     """Every row of TABLE_ROWS that has been measured → out_dir/table.{json,md} and each row's confusion PNG."""
-    import shutil
-
-    reports, out = pathlib.Path(reports), pathlib.Path(out_dir)
+    reports, out = epath.Path(reports), epath.Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
     rows = []
     for title, folder, split in TABLE_ROWS:
@@ -200,7 +181,7 @@ def crosscorpus_table(reports: str | pathlib.Path = "reports", out_dir: str | pa
                      **({"all_photos": m["all_photos"]} if "all_photos" in m else {})})
         confusion = path.parent / "confusion.png"
         if confusion.exists():
-            shutil.copyfile(confusion, out / f"{folder}_{split or 'dev'}.png")
+            (out / f"{folder}_{split or 'dev'}.png").write_bytes(confusion.read_bytes())
     lines = ["| tower | set | n | accuracy | weighted F1 | macro F1 | recall per class (" + ", ".join(EMOTIONS) + ") |",
              "|---|---|---|---|---|---|---|"]
     for r in rows:
@@ -210,7 +191,7 @@ def crosscorpus_table(reports: str | pathlib.Path = "reports", out_dir: str | pa
                      f"{r['macro_f1']:.2f} | {recall} |")
     (out / "table.json").write_text(json.dumps(rows, indent=1))
     (out / "table.md").write_text("# Every tower on its dev set and on sets it never trained on\n\n"
-                                  "Written by `python -m emohd_jax.train.crosscorpus --table reports/crosscorpus`.\n\n"
+                                  "Written by `python -m emohd_jax.checks.crosscorpus --table reports/crosscorpus`.\n\n"
                                   + "\n".join(lines) + "\n")
     return rows
 
@@ -237,7 +218,7 @@ def main(argv: list[str]) -> int:
         print(json.dumps(summary(score_photos(args.photos, args.out or "reports/faces_wild", every=args.every)), indent=1))
         return 0
     if args.table:
-        print((pathlib.Path(args.table) / "table.md").read_text() if crosscorpus_table(out_dir=args.table)
+        print((epath.Path(args.table) / "table.md").read_text() if crosscorpus_table(out_dir=args.table)
               else "nothing measured yet")
         return 0
     config = load_config(argv)

@@ -1,7 +1,7 @@
 """The voice tower under the channels a user's recordings come through: RAVDESS 17–20 clean, noisy, reverberant,
 over a phone line and through mp3.
 
-    python -m emohd_jax.train.robustness --config voice_whisper:ravdess [--config voice_whisper:loco_tess ...]
+    python -m emohd_jax.checks.robustness --config voice_whisper:ravdess [--config voice_whisper:loco_tess ...]
 
 Each condition corrupts the decoded recording (before the speech trim, as a real channel would), its features
 are cached once (`work/robustness_voice/<condition>.npz`, shared by every run), and each run's head scores them
@@ -76,7 +76,7 @@ def main(argv: list[str]) -> int:
     from data_pipeline.prepare import read_source
     from emohd_jax.audio.whisper_features import GroupStatistics
     from emohd_jax.run_config import load_config
-    from emohd_jax.train.crosscorpus import score, summary
+    from emohd_jax.checks.crosscorpus import score, summary
     from emohd_jax.train.trainer import make_task
 
     from emohd_jax.errors import CommandLineParser
@@ -115,7 +115,7 @@ def main(argv: list[str]) -> int:
                 f"{cells[c]['weighted_f1']:.1f} / {cells[c]['accuracy']:.1f}" for c in CONDITIONS) + " |")
     lines += ["", "Conditions: " + "; ".join(f"{c}: {_describe(c)}" for c in CONDITIONS),
               "'global': the run's training corpora statistics; 'folder': the 208 corrupted clips' own statistics.",
-              "Command: python -m emohd_jax.train.robustness " + " ".join(f"--config {s}" for s in specs)]
+              "Command: python -m emohd_jax.checks.robustness " + " ".join(f"--config {s}" for s in specs)]
     (out / "robustness.md").write_text("\n".join(lines) + "\n")
     return 0
 
