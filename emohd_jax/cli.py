@@ -108,9 +108,20 @@ def run_predict(argv: list[str]) -> int:
     parser.add_argument("--window-s", type=float, default=4.0, help="window length over stretches without speech")
     parser.add_argument("--block-s", type=float, default=120.0,
                         help="seconds of audio decoded and processed at once: memory stays flat however long the input")
+    from emohd_jax.serve.batch import FAILURES_FILE, STORE_PATHS, default_cache_dir
+
     parser.add_argument("--overwrite", action="store_true",
-                        help="predict inputs again even when --out already holds their result (default: skip them)")
-    parser.add_argument("--quiet", action="store_true", help="no progress bar and no table")
+                        help="predict inputs again even when --out holds their result from the same content, bundle "
+                             "and options (default: read those back; a changed input or option is always redone)")
+    parser.add_argument("--store-paths", choices=STORE_PATHS, default="given",
+                        help="how each input's path is written in the outputs: as given (relative stays relative) "
+                             "or its file name only (default: %(default)s)")
+    parser.add_argument("--no-cache", action="store_true",
+                        help=f"do not keep compiled programs between runs (default: kept in {default_cache_dir()}, "
+                             "or under $XDG_CACHE_HOME, so a second run starts fast)")
+    parser.add_argument("--quiet", action="store_true",
+                        help="no progress bar and no table; failures are still printed (stderr) and, like every "
+                             "run's summary, written to <out>/failures.json and <out>/run.json")
     args = parser.parse_args(argv)
     from emohd_jax.serve.predictor import requested_modalities
 
@@ -121,12 +132,16 @@ def run_predict(argv: list[str]) -> int:
     from emohd_jax.serve.batch import predict
 
     run = predict(args.paths, args.bundle, out_dir=args.out, progress=not args.quiet, overwrite=args.overwrite,
-                  modalities=modalities, max_utterance_s=args.max_utterance_s, window_s=args.window_s,
-                  block_s=args.block_s)
-    if not args.quiet:
-        Console().print(summary_table(run.results, run.failures))
-        again = f" ({len(run.resumed)} done by an earlier run: --overwrite redoes them)" if run.resumed else ""
-        print(f"{len(run.results)} predicted{again}, {len(run.failures)} failed → {args.out}")
+                  store_paths=args.store_paths, compilation_cache=not args.no_cache, modalities=modalities,
+                  max_utterance_s=args.max_utterance_s, window_s=args.window_s, block_s=args.block_s)
+    if args.quiet:
+        for path, reason in run.failures:  # quiet hides progress, never what went wrong
+            print(f"emohd predict: {path}: {reason}", file=sys.stderr)
+        return run.exit_code
+    Console().print(summary_table(run.results, run.failures))
+    again = f" ({len(run.resumed)} done by an earlier run: --overwrite redoes them)" if run.resumed else ""
+    listed = f" (listed in {pathlib.Path(args.out) / FAILURES_FILE})" if run.failures else ""
+    print(f"{len(run.results)} predicted{again}, {len(run.failures)} failed{listed} → {args.out}")
     return run.exit_code
 
 

@@ -1,20 +1,39 @@
 """`emohd_jax.predict`: many inputs (files, folders, globs) through one `Predictor`, each written as soon as it
-is done, resumable: inputs whose result an earlier run wrote are read back, not predicted again."""
+is done, resumable: an input whose result an earlier run wrote from the same content, bundle and options is read
+back, not predicted again. Inputs, `--out` and finished results are settled before the bundle loads, so a
+mistake or a rerun with nothing left to do costs no model loading; JAX's compilation cache makes a rerun start
+fast."""
 
 from __future__ import annotations
 
 import dataclasses
+import datetime
 import glob
+import hashlib
+import inspect
+import itertools
 import json
 import os
 import pathlib
-from typing import Iterable, Sequence
+import platform
+import uuid
+import warnings
+from typing import Iterable, Mapping
 
-from emohd_jax.bundle import Bundle, load_bundle
-from emohd_jax.errors import EXIT_NONE, EXIT_OK, EXIT_PARTIAL, BadInputError
+from etils import epath
+
+from emohd_jax.bundle import DEFAULT_BUNDLE, MANIFEST, Bundle, load_bundle
+from emohd_jax.errors import EXIT_NONE, EXIT_OK, EXIT_PARTIAL, BadInputError, CheckpointLayoutError, UsageError
 
 MEDIA_SUFFIXES = (".mp4", ".flv", ".avi", ".mkv", ".mov", ".webm", ".m4v", ".mpg", ".mpeg",
                   ".wav", ".flac", ".mp3", ".m4a", ".ogg", ".opus", ".aac")
+
+STORE_PATHS = ("given", "name")  # how an input's path is written: as given, or its file name only
+RUN_SCHEMA, RUN_FILE, FAILURES_FILE = "emohd.predict-run/1", "run.json", "failures.json"  # per run, in out_dir
+RESERVED_STEMS = ("run", "failures")  # an input `run.mp4` is written as `run-2.json`: `run.json` is the run's
+HASHED_BYTES = 1 << 20  # the first and the last MiB of an input are hashed into its resume key
+MEMORY_ONLY = ("frame_chunk",)  # Predictor options that bound memory and leave results alone: not in the key
+CACHE_MIN_COMPILE_S = 0.1  # programs that compiled faster are not worth a cache file (JAX's default: 1 s)
 
 
 @dataclasses.dataclass
@@ -50,67 +69,256 @@ def resolve_inputs(paths: Iterable[str | os.PathLike]) -> tuple[list[pathlib.Pat
     return list(unique.values()), missing
 
 
-def predict(paths: Sequence[str | os.PathLike], bundle: Bundle | str | os.PathLike | None = None, *,
-            out_dir: str | os.PathLike | None = None, progress: bool = True, overwrite: bool = False,
+def predict(paths: str | os.PathLike | Iterable[str | os.PathLike], bundle: Bundle | str | os.PathLike | None = None,
+            *, out_dir: str | os.PathLike | None = None, progress: bool = True, overwrite: bool = False,
+            store_paths: str = "given", compilation_cache: bool | str | os.PathLike | None = None,
             **options) -> PredictRun:
-    """Predicts every input (files, folders, globs); writes JSON + CSV + timeline PNG per input to `out_dir`.
+    """Predicts every input (a file, folder or glob, or several); writes JSON + CSV + timeline PNG per input to
+    `out_dir`, and `run.json` + `failures.json` for the run.
 
-    Bad inputs are listed in `failures` with their reason and the others go on. Each input's files are
-    written as soon as it is done, atomically; run again, inputs whose result is already in `out_dir` (for
-    the same requested modalities) are read back instead of predicted (`overwrite=True` redoes them), so an
-    interrupted run loses nothing finished. `options`: `modalities` ('face,voice,words' or a list; default
-    all), `max_utterance_s`, `window_s`, `block_s`, `frame_chunk` (see `Predictor`).
+    Bad inputs, and inputs whose files cannot be written, are listed in `failures` with their reason; the others
+    go on. Each input's files are written as soon as it is done, atomically. Run again, an input whose result in
+    `out_dir` was computed from the same content (size, mtime, first and last MiB), bundle and options is read
+    back, not predicted (`overwrite=True` redoes it); another input's result is never replaced (a same-named input
+    is written as `name-2`). The bundle loads only when some input needs predicting.
+    `store_paths`: 'given' (each input's path as given) or 'name' (its file name only) in everything written.
+    `compilation_cache`: True (`default_cache_dir()`), a folder, False (off), None (JAX's own setting).
+    `options`: `modalities` ('face,voice,words' or a list; default all), `max_utterance_s`, `window_s`,
+    `block_s`, `frame_chunk`, ... (see `Predictor`).
     """
     from tqdm import tqdm
 
     from emohd_jax.serve.outputs import result_json, write_result
     from emohd_jax.serve.predictor import Predictor
 
-    if not isinstance(bundle, Bundle):
-        bundle = load_bundle(bundle)
-    predictor = Predictor(bundle, **options)
-    inputs, failures = resolve_inputs(paths)
-    results, resumed, stems = [], [], set()
-    for path in tqdm(inputs, desc="predict", unit="input", disable=not progress):
-        stem = _unique_stem(path, stems)
-        if out_dir is not None and not overwrite and (
-                done := _finished(pathlib.Path(out_dir) / f"{stem}.json", path, predictor.requested)):
-            results.append(done)
-            resumed.append(str(path))
-            continue
+    started = _now()
+    paths = _path_list(paths)
+    if store_paths not in STORE_PATHS:
+        raise UsageError(f"store_paths={store_paths!r}", "unknown choice", f"one of: {', '.join(STORE_PATHS)}")
+    out = _writable_folder(out_dir) if out_dir is not None else None
+    computed_with = _computed_with(bundle.manifest if isinstance(bundle, Bundle) else _manifest(bundle), options)
+
+    def stored(path: str | os.PathLike) -> str:
+        return pathlib.PurePath(path).name if store_paths == "name" else str(path)
+
+    inputs, missing = resolve_inputs(paths)
+    failures = [(stored(path), reason) for path, reason in missing]
+    outcome: dict[int, dict] = {}  # input index → its result (results keep the input order)
+    resumed, done, todo, taken = [], [], [], set(RESERVED_STEMS)
+    for i, path in enumerate(inputs):
         try:
-            result = result_json(predictor.predict_file(path))
-        except BadInputError as error:
-            failures.append((str(path), error.reason))
+            key = {"input": _content_key(path, out), **computed_with}
+        except OSError as error:
+            failures.append((stored(path), f"cannot read: {error.strerror or error}"))
             continue
-        except FileNotFoundError as error:
-            failures.append((str(path), str(error)))
+        stem, earlier = _slot(out, path, key["input"]["id"], taken)
+        if earlier is not None and not overwrite and earlier.get("computed_with") == key:
+            outcome[i] = earlier
+            resumed.append(stored(path))
+        else:
+            todo.append((i, path, stem, key))
+    complete = False
+    try:
+        if todo:
+            use_compilation_cache(compilation_cache)
+            predictor = Predictor(bundle if isinstance(bundle, Bundle) else load_bundle(bundle), **options)
+        for i, path, stem, key in tqdm(todo, desc="predict", unit="input", disable=not progress):
+            try:
+                result = result_json(predictor.predict_file(path))
+            except BadInputError as error:
+                failures.append((stored(path), error.reason))
+                continue
+            except OSError as error:  # unreadable, or gone since it was listed
+                failures.append((stored(path), str(error)))
+                continue
+            result = {**result, "input": stored(path), "computed_with": key}
+            if out is not None:
+                try:
+                    write_result(result, out, stem=stem)
+                except OSError as error:  # this input's failure (a full disk, a folder in the way), not the batch's
+                    failures.append((stored(path), f"its results could not be written: {error}"))
+                    continue
+            outcome[i] = result
+            done.append(stored(path))
+        complete = True
+    finally:  # also when interrupted: what was finished and what failed is on disk
+        if out is not None:
+            _write_run_files(out, {
+                "schema": RUN_SCHEMA, "complete": complete, "started": started, "finished": _now(),
+                "paths": [stored(p) for p in paths], "inputs": [stored(p) for p in inputs], "done": done,
+                "skipped_as_finished": resumed, "failed": [{"input": p, "reason": r} for p, r in failures],
+                "versions": _versions(), "bundle_digest": computed_with["bundle"],
+                "options": {**computed_with["options"], "store_paths": store_paths, "overwrite": overwrite}})
+    return PredictRun([outcome[i] for i in sorted(outcome)], failures, resumed)
+
+
+def _path_list(paths) -> list[str | os.PathLike]:
+    """One path or an iterable of paths → a list: a string is one path, never walked character by character."""
+    if isinstance(paths, (str, os.PathLike)):
+        return [paths]
+    if isinstance(paths, (bytes, Mapping)) or not isinstance(paths, Iterable):
+        raise TypeError(f"predict() takes a path (str or os.PathLike) or a sequence of paths, not "
+                        f"{type(paths).__name__}")
+    paths = list(paths)
+    for path in paths:
+        if not isinstance(path, (str, os.PathLike)):
+            raise TypeError(f"predict() takes paths as str or os.PathLike, not {type(path).__name__} ({path!r})")
+    return paths
+
+
+def _writable_folder(out_dir: str | os.PathLike) -> pathlib.Path:
+    """`out_dir`, created if needed and checked writable before any work; UsageError naming it otherwise."""
+    out = pathlib.Path(out_dir)
+    if out.exists() and not out.is_dir():
+        raise UsageError(out, "the output folder (--out) is an existing file", "give a folder, new or existing")
+    try:
+        out.mkdir(parents=True, exist_ok=True)
+        probe = out / f".emohd-write-check-{uuid.uuid4().hex[:12]}"  # permissions say less (root, ACLs, mounts)
+        probe.touch()
+        probe.unlink()
+    except OSError as error:
+        raise UsageError(out, f"the output folder (--out) cannot be written to: {error.strerror or error}",
+                         "give a folder you can write to") from error
+    return out
+
+
+def _manifest(bundle: str | os.PathLike | None) -> dict:
+    """The bundle's manifest, read without building any tower (what the resume keys need)."""
+    path = (epath.Path(bundle) if bundle is not None else DEFAULT_BUNDLE) / MANIFEST
+    if not path.exists():
+        raise FileNotFoundError(f"{path.parent}: not a model bundle (no {MANIFEST}; write one with `emohd export`)")
+    try:
+        return json.loads(path.read_text())
+    except ValueError as error:
+        raise CheckpointLayoutError(path, f"not a readable manifest ({error})") from error
+
+
+def _computed_with(manifest: dict, options: dict) -> dict:
+    """What decides a result besides its input, as stored in it: the bundle (a digest of its manifest, which
+    holds each weight file's sha256) and every `Predictor` option that changes results, defaults filled in."""
+    from emohd_jax.serve.predictor import Predictor, requested_modalities
+
+    parameters = dict(inspect.signature(Predictor.__init__).parameters)
+    del parameters["self"], parameters["bundle"]
+    if unknown := sorted(set(options) - set(parameters)):
+        raise TypeError(f"predict() got unknown options {unknown} (the Predictor's are {sorted(parameters)})")
+    chosen = {name: options.get(name, p.default) for name, p in parameters.items() if name not in MEMORY_ONLY}
+    chosen["modalities"] = [m for m in requested_modalities(chosen["modalities"]) if m in manifest["towers"]]
+    digest = hashlib.sha256(json.dumps(manifest, sort_keys=True).encode()).hexdigest()
+    # Through JSON once, so a key compares equal to the same key read back from a result file.
+    return json.loads(json.dumps({"bundle": digest, "options": chosen}, default=_plain))
+
+
+def _plain(value) -> object:
+    """An option value JSON cannot hold: a dataclass (`WordsPolicy`) as its fields, anything else (a
+    transcriber) as its type's name."""
+    return dataclasses.asdict(value) if dataclasses.is_dataclass(value) else type(value).__qualname__
+
+
+def _content_key(path: pathlib.Path, out: pathlib.Path | None) -> dict:
+    """Which input a result is of and what that input held. `id`: its resolved path relative to `out` (moving
+    both together keeps it), hashed, so a result names no folder; then size, mtime and the sha256 of the first
+    and last MiB (a full hash reads the whole file on every rerun: see the README)."""
+    resolved = path.resolve()
+    where = os.path.relpath(resolved, out.resolve()) if out is not None else str(resolved)
+    stat = resolved.stat()
+    ends = hashlib.sha256()
+    with open(resolved, "rb") as f:
+        ends.update(f.read(HASHED_BYTES))
+        if stat.st_size > HASHED_BYTES:
+            f.seek(max(HASHED_BYTES, stat.st_size - HASHED_BYTES))
+            ends.update(f.read())
+    return {"id": hashlib.sha256(where.encode("utf-8", "surrogateescape")).hexdigest()[:16],
+            "size": stat.st_size, "mtime_ns": stat.st_mtime_ns, "sha256_first_last_mib": ends.hexdigest()}
+
+
+def _slot(out: pathlib.Path | None, path: pathlib.Path, input_id: str, taken: set[str]) -> tuple[str, dict | None]:
+    """The stem `path` is written under, and the result an earlier run wrote there for this same input (or None):
+    `clip`, else `clip-2`, `clip-3`…, past the stems taken in this run and those holding another input's result
+    (or any JSON that is not a result): those are never replaced. Long names are shortened (`fitting_stem`)."""
+    from emohd_jax.serve.outputs import fitting_stem
+
+    for n in itertools.count(1):
+        stem = fitting_stem(path.stem if n == 1 else f"{path.stem}-{n}")
+        if stem in taken:
             continue
-        results.append(result)
-        if out_dir is not None:
-            write_result(result, out_dir, stem=stem)
-    return PredictRun(results, failures, resumed)
+        json_path = out / f"{stem}.json" if out is not None else None
+        if json_path is None or not (json_path.exists() or json_path.is_symlink()):
+            taken.add(stem)
+            return stem, None
+        earlier = _read_result(json_path)
+        if earlier is not None and _same_input(earlier, path, input_id):
+            taken.add(stem)
+            return stem, earlier
+    raise AssertionError("unreachable")
 
 
-def _unique_stem(path: pathlib.Path, taken: set[str]) -> str:
-    """`clip`, or `clip-2`, `clip-3`… when inputs from several folders share a name."""
-    stem, n = path.stem, 1
-    while stem in taken:
-        n += 1
-        stem = f"{path.stem}-{n}"
-    taken.add(stem)
-    return stem
-
-
-def _finished(json_path: pathlib.Path, path: pathlib.Path, requested: tuple[str, ...]) -> dict | None:
-    """The result an earlier run wrote for `path` with the same requested modalities, or None (absent,
-    unreadable, another input's, or other modalities)."""
-    from emohd_jax.serve.outputs import SCHEMA, requested_in
+def _read_result(json_path: pathlib.Path) -> dict | None:
+    """The "emohd.predict/1" result in `json_path`, or None (unreadable, or not a result)."""
+    from emohd_jax.serve.outputs import SCHEMA
 
     try:
         result = json.loads(json_path.read_text(encoding="utf-8"))
     except (OSError, ValueError):
         return None
-    if result.get("schema") != SCHEMA or result.get("input") != str(path):
+    return result if isinstance(result, dict) and result.get("schema") == SCHEMA else None
+
+
+def _same_input(result: dict, path: pathlib.Path, input_id: str) -> bool:
+    """Whether an earlier result is of the input at `path` (one written before resume keys: by its path as given,
+    and then it is recomputed, its key being absent)."""
+    if "computed_with" in result:
+        return result["computed_with"].get("input", {}).get("id") == input_id
+    return result.get("input") == str(path)
+
+
+def _write_run_files(out: pathlib.Path, run: dict) -> None:
+    from emohd_jax.serve.outputs import write_json
+
+    write_json(out / FAILURES_FILE, run["failed"])
+    write_json(out / RUN_FILE, run)
+
+
+def _versions() -> dict[str, str]:
+    import jax
+    import jaxlib
+
+    from emohd_jax import __version__
+
+    return {"emohd_jax": __version__, "jax": jax.__version__, "jaxlib": jaxlib.__version__,
+            "python": platform.python_version()}
+
+
+def _now() -> str:
+    return datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds")
+
+
+def default_cache_dir() -> pathlib.Path:
+    """`$XDG_CACHE_HOME/emohd/jax`, else `~/.cache/emohd/jax`: where compiled programs are kept between runs."""
+    base = os.environ.get("XDG_CACHE_HOME") or os.path.join(os.path.expanduser("~"), ".cache")
+    return pathlib.Path(base) / "emohd" / "jax"
+
+
+def use_compilation_cache(cache: bool | str | os.PathLike | None = True) -> pathlib.Path | None:
+    """JAX's persistent compilation cache for this process: on (True: `default_cache_dir()`; or a folder), off
+    (False), or as JAX has it (None). A second run then loads the towers' compiled programs instead of compiling
+    them again. Returns the folder in use (None when off, or when it cannot be created: a warning, no failure)."""
+    import jax
+    from jax.experimental.compilation_cache import compilation_cache
+
+    if cache is None:
         return None
-    return result if requested_in(result) == requested else None
+    if cache is False:
+        jax.config.update("jax_enable_compilation_cache", False)
+        return None
+    folder = default_cache_dir() if cache is True else pathlib.Path(cache)
+    try:
+        folder.mkdir(parents=True, exist_ok=True)
+    except OSError as error:
+        warnings.warn(f"{folder}: no compilation cache ({error.strerror or error}); every run compiles anew")
+        return None
+    jax.config.update("jax_compilation_cache_dir", str(folder))
+    jax.config.update("jax_enable_compilation_cache", True)
+    jax.config.update("jax_persistent_cache_min_compile_time_secs", CACHE_MIN_COMPILE_S)
+    compilation_cache.reset_cache()  # JAX opens its cache once per process: at the folder set now
+    return folder

@@ -5,7 +5,7 @@ the table are drawn from that form, so a result read back from disk renders as a
 Schema "emohd.predict/1" (`<name>.json`); times are seconds from the start of the input, every probability
 vector has seven entries in the order of `classes`:
     schema         "emohd.predict/1"; a change that breaks readers bumps the number
-    input          absolute path of the input file
+    input          the input's path as given (relative stays relative), or its file name (`--store-paths name`)
     duration_s     length of the recording (the longer of its audio and video streams)
     classes        ["neutral", "happiness", "anger", "sadness", "fear", "disgust", "surprise"]
     fusion         {rule: "paper" | "max" | "sum", calibrated: per-modality temperatures applied,
@@ -28,15 +28,21 @@ vector has seven entries in the order of `classes`:
                    each utterance with speech (the Whisper voice tower: one decision per utterance)
     frames         (optional) [{t, face_probs}]: every sampled frame with the detector probability of each face
                    found in it; the MELD-sub filter of `emohd system-eval` reads it
+    computed_with  what `emohd predict` resumes on (absent in older results): {input: {id: a hash of the input's
+                   path relative to the output folder, size, mtime_ns, sha256_first_last_mib}, bundle: the
+                   bundle manifest's sha256, options: the modalities and every Predictor option that changes
+                   results}; a rerun whose key differs predicts the input again
 
 `<name>.csv` has one row per second k = [k, k+1) of the input (`CSV_COLUMNS`); `<name>.png` is a timeline of
-the face, voice and fused decisions with the transcripts under it.
+the face, voice and fused decisions with the transcripts under it. `<name>` is the input's file name without
+its suffix, shortened with a hash of it when long (`fitting_stem`), so every name fits any filesystem.
 """
 
 from __future__ import annotations
 
 import bisect
 import csv
+import hashlib
 import json
 import math
 import os
@@ -75,6 +81,9 @@ _CHAR_PT = 0.6 * _FONT_PT  # mean glyph width of the default sans font: decides 
 _MIN_ALPHA = 0.25          # a cell of a very unsure decision stays visible
 NO_EVIDENCE = "no evidence"  # an utterance with no modality present: neither speech nor face
 COUNT_KEYS = {"visual": "frames", "audio": "patches"}  # what a present modality says it used
+# UTF-8 bytes of an output stem: with ".json" and the temporary name's 18 more (`_write_atomically`) every file
+# name stays under 143 bytes, the smallest common limit (eCryptfs; ext4, XFS, NTFS, APFS allow 255).
+MAX_STEM_BYTES = 100
 
 
 def result_json(prediction: Prediction) -> dict:
@@ -130,12 +139,28 @@ def write_result(result: dict, out_dir: str | os.PathLike, *, stem: str) -> dict
         raise ValueError(f"{result.get('input')}: not an {SCHEMA} result with classes {list(EMOTIONS)}")
     out = pathlib.Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
+    stem = fitting_stem(stem)
     paths = {"json": out / f"{stem}.json", "csv": out / f"{stem}.csv", "png": out / f"{stem}.png"}
-    text = json.dumps(result, indent=1, ensure_ascii=False)
     _write_atomically(paths["csv"], lambda tmp: _write_csv(per_second_rows(result), tmp))
     _write_atomically(paths["png"], lambda tmp: _plot_timeline(result, tmp))
-    _write_atomically(paths["json"], lambda tmp: tmp.write_text(text, encoding="utf-8"))
+    write_json(paths["json"], result)
     return paths
+
+
+def fitting_stem(stem: str) -> str:
+    """`stem`, or when over `MAX_STEM_BYTES` its start and a hash of the whole (`<start>~<10 hex>`): the same
+    long name always gives the same short one, and two long names sharing a start still differ."""
+    data = stem.encode("utf-8", "surrogateescape")
+    if len(data) <= MAX_STEM_BYTES:
+        return stem
+    start = data[:MAX_STEM_BYTES - 11].decode("utf-8", "ignore")  # a character cut in two is dropped
+    return f"{start}~{hashlib.sha256(data).hexdigest()[:10]}"
+
+
+def write_json(path: pathlib.Path, data) -> None:
+    """`data` as indented UTF-8 JSON at `path`, atomically."""
+    text = json.dumps(data, indent=1, ensure_ascii=False)
+    _write_atomically(path, lambda tmp: tmp.write_text(text, encoding="utf-8"))
 
 
 def _write_atomically(path: pathlib.Path, write: Callable[[pathlib.Path], None]) -> None:
