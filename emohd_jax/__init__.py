@@ -1,6 +1,8 @@
 """emohd-jax: emotion from the face, voice and words of a person talking, fused late (EmoHD, in JAX/Flax).
 
-    results = emohd_jax.predict(["clip.mp4"])   # the shipped offline bundle; see emohd_jax.serve
+    run = emohd_jax.predict(["clip.mp4", "photos/"], out_dir="out")  # the shipped offline bundle
+    run.results     # one "emohd.predict/1" dict per predicted input (schema: emohd_jax.serve.outputs)
+    run.failures    # (input, why it could not be predicted) pairs; run.exit_code as `emohd predict` exits
 """
 
 __version__ = "0.1.0"

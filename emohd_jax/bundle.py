@@ -37,7 +37,7 @@ from flax import nnx, traverse_util
 
 from emohd_jax import fusion
 from emohd_jax.classes import EMOTIONS
-from emohd_jax.errors import CheckpointLayoutError
+from emohd_jax.errors import CheckpointLayoutError, CorruptBundleError
 from emohd_jax.models.flat_state import fill
 from emohd_jax.towers import ClassifierTask, make_tower, split_model
 from emohd_jax.train.optim import trainable_labels
@@ -137,33 +137,74 @@ def _jitted_probs(task: ClassifierTask, module: nnx.Module) -> Callable[[dict], 
 
 
 def load_bundle(path: str | os.PathLike | None = None) -> Bundle:
-    """Builds every tower and the fusion of a bundle folder (default: the one shipped in the package)."""
+    """Builds every tower and the fusion of a bundle folder (default: the one shipped in the package).
+
+    Every file is checked against the manifest (size, sha256) before any is parsed: a truncated or edited
+    bundle is a `CorruptBundleError` naming the file, not a failure deep inside a model.
+    """
     root = epath.Path(path) if path is not None else DEFAULT_BUNDLE
-    manifest_path = root / MANIFEST
-    if not manifest_path.exists():
-        raise FileNotFoundError(f"{root}: not a model bundle (no {MANIFEST}; write one with `emohd export`)")
-    manifest = json.loads(manifest_path.read_text())
-    if manifest.get("schema") != SCHEMA:
-        raise CheckpointLayoutError(manifest_path, f"schema {manifest.get('schema')!r}, this version reads {SCHEMA}")
-    if tuple(manifest["classes"]) != EMOTIONS:
-        raise CheckpointLayoutError(manifest_path, f"class order {manifest['classes']} differs from {list(EMOTIONS)}")
+    manifest = read_manifest(root)
     import safetensors.numpy
 
+    files = {modality: verified_files(root, entry) for modality, entry in manifest["towers"].items()}
     towers = {}
     for modality, entry in manifest["towers"].items():
         config = upgrade_config(ml_collections.ConfigDict(entry["config"]))
         for field, shipped in entry.get("files", {}).items():  # config fields that name a shipped file
-            path = root / shipped["name"]
-            if hashlib.sha256(path.read_bytes()).hexdigest() != shipped["sha256"]:
-                raise CheckpointLayoutError(path, f"sha256 differs from the manifest's ({field})")
             section, name = field.split(".")
-            config[section][name] = os.fspath(path)
+            config[section][name] = os.fspath(root / shipped["name"])
         weights = root / entry["weights"]
-        tensors = safetensors.numpy.load(weights.read_bytes())
+        try:
+            tensors = safetensors.numpy.load(files[modality][entry["weights"]])
+        except Exception as err:  # safetensors raises its own error types for a damaged header
+            raise CorruptBundleError(weights, f"not a readable safetensors file ({err}); {_REPAIR}") from err
         module = build_tower_module(config, tensors, source=str(weights))
         task = make_tower(config)
         towers[modality] = LoadedTower(modality, config, task, _jitted_probs(task, module), module)
     return Bundle(root, manifest, towers, fusion.from_json(manifest["fusion"]))
+
+
+_REPAIR = "export the bundle again with `emohd export`, or reinstall the package for the shipped one"
+
+
+def read_manifest(root: epath.Path) -> dict:
+    """`<root>/bundle.json` parsed and checked (schema, class order, the entries the loader reads)."""
+    manifest_path = root / MANIFEST
+    if not manifest_path.exists():
+        raise FileNotFoundError(f"{root}: not a model bundle (no {MANIFEST}; write one with `emohd export`)")
+    try:
+        manifest = json.loads(manifest_path.read_text())
+    except (ValueError, UnicodeDecodeError) as err:  # a truncated file ends mid-value
+        raise CorruptBundleError(manifest_path, f"not valid JSON ({err}): truncated or edited; {_REPAIR}") from err
+    if not isinstance(manifest, dict) or manifest.get("schema") != SCHEMA:
+        schema = manifest.get("schema") if isinstance(manifest, dict) else None
+        raise CheckpointLayoutError(manifest_path, f"schema {schema!r}, this version reads {SCHEMA}")
+    missing = [key for key in ("classes", "modalities", "towers", "fusion") if key not in manifest]
+    missing += [f"towers.{m}.{key}" for m, entry in manifest.get("towers", {}).items()
+                for key in ("config", "weights") if key not in entry]
+    if missing:
+        raise CorruptBundleError(manifest_path, f"no {', '.join(missing)} entry; {_REPAIR}")
+    if tuple(manifest["classes"]) != EMOTIONS:
+        raise CheckpointLayoutError(manifest_path, f"class order {manifest['classes']} differs from {list(EMOTIONS)}")
+    return manifest
+
+
+def verified_files(root: epath.Path, entry: dict) -> dict[str, bytes]:
+    """A tower's weights and shipped files (name → bytes), each of the size and sha256 its manifest entry records
+    (`emohd export` records both); CorruptBundleError naming the first that differs."""
+    recorded = [(entry["weights"], entry.get("bytes"), entry.get("sha256")),
+                *((f["name"], f.get("bytes"), f["sha256"]) for f in entry.get("files", {}).values())]
+    data = {}
+    for name, size, sha256 in recorded:
+        path = root / name
+        data[name] = path.read_bytes()
+        if size is not None and len(data[name]) != size:
+            raise CorruptBundleError(path, f"{len(data[name]):,} bytes, the manifest records {size:,}: truncated or "
+                                           f"replaced; {_REPAIR}")
+        if sha256 is not None and hashlib.sha256(data[name]).hexdigest() != sha256:
+            raise CorruptBundleError(path, f"sha256 differs from the manifest's: the file was changed or damaged; "
+                                           f"{_REPAIR}")
+    return data
 
 
 # ---- export --------------------------------------------------------------------------------------
@@ -226,7 +267,7 @@ def export_bundle(configs: Mapping[str, ml_collections.ConfigDict], out_dir: str
     `reuse`: a bundle folder whose towers are copied as they are (entry, weights, files) for the modalities not in
     `configs` (a run that is no longer on this machine). The fusion is fitted on the towers' dev sets with `rule`
     (`calibrated`: per-modality temperatures), or read from `fusion_params` (a JSON file, e.g.
-    `python -m emohd_jax.fusion_checks fit`'s), which a reused tower needs: its dev predictions are not shipped.
+    `python -m emohd_jax.checks.fusion fit`'s), which a reused tower needs: its dev predictions are not shipped.
     """
     from emohd_jax.train import sharding
     from emohd_jax.train.trainer import restore_for_eval

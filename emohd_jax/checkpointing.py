@@ -85,9 +85,15 @@ def restore_weights(checkpoint_dir: str | os.PathLike, abstract_weights: dict) -
     Placed as `abstract_weights` says (ShapeDtypeStructs with shardings): a run saved on 8 devices or by
     2 processes restores onto 1 device or another mesh (tests/test_sharding.py).
     """
+    manager = ocp.CheckpointManager(best_checkpoint_dir(checkpoint_dir))
+    return manager.restore(manager.latest_step(), args=ocp.args.StandardRestore(abstract_weights))
+
+
+def best_checkpoint_dir(checkpoint_dir: str | os.PathLike) -> epath.Path:
+    """The folder of numbered steps `restore_weights` reads (`<workdir>/checkpoints/best` or the folder itself);
+    FileNotFoundError when there is none: a command checks it before doing any work."""
     path = absolute(checkpoint_dir)
     for candidate in (path / "checkpoints" / "best", path):
         if candidate.is_dir() and any(p.name.isdigit() for p in candidate.iterdir()):
-            manager = ocp.CheckpointManager(candidate)
-            return manager.restore(manager.latest_step(), args=ocp.args.StandardRestore(abstract_weights))
+            return candidate
     raise FileNotFoundError(f"{path}: no checkpoint found (expected <workdir>/checkpoints/best/<step>)")

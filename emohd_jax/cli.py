@@ -53,6 +53,7 @@ def run_eval(config, split: str | None = None) -> dict:
     from emohd_jax.train.trainer import evaluate_shards
 
     split = split or config.data.split
+    _check_checkpoint(config)  # before any shard is prepared or written
     shards_dir = shards_for_split(config, split, _extractor(config))
     metrics, predictions = evaluate_shards(config, shards_dir, split)
     if jax.process_index() == 0:
@@ -65,6 +66,21 @@ def run_eval(config, split: str | None = None) -> dict:
         print((path.parent / "metrics.md").read_text())
         print(f"wrote {path}")
     return metrics
+
+
+def _check_checkpoint(config) -> None:
+    """UsageError when the weights `emohd eval` would restore are not there (each run of a soup)."""
+    from emohd_jax.checkpointing import best_checkpoint_dir
+
+    if config.checkpoint == "pretrained":
+        return
+    flag = "--config.checkpoint" if config.checkpoint else "--config.workdir"
+    for run in (config.checkpoint or config.workdir).split(","):
+        try:
+            best_checkpoint_dir(run)
+        except FileNotFoundError as error:
+            raise UsageError(flag, str(error), "train it first (`emohd train --config ...`), or give "
+                             "--config.checkpoint=DIR[,DIR...] or --config.checkpoint=pretrained") from error
 
 
 def run_export(config) -> dict:
@@ -103,13 +119,12 @@ def run_predict(argv: list[str]) -> int:
                         help="which modalities to compute, comma-separated (default: %(default)s); the others are "
                              "reported missing, 'not requested', and cost nothing: without face no face detection, "
                              "without words no speech recognition")
-    parser.add_argument("--max-utterance-s", type=float, default=8.0,
-                        help="a recording up to this long is one utterance; longer ones are cut at speech segments")
-    parser.add_argument("--window-s", type=float, default=4.0, help="window length over stretches without speech")
-    parser.add_argument("--block-s", type=float, default=120.0,
-                        help="seconds of audio decoded and processed at once: memory stays flat however long the input")
     from emohd_jax.serve.batch import FAILURES_FILE, STORE_PATHS, default_cache_dir
+    from emohd_jax.serve.options import CLI_OPTIONS, NUMERIC_OPTIONS
 
+    for option in (NUMERIC_OPTIONS[name] for name in CLI_OPTIONS):  # ranges checked while parsing: exit 2
+        parser.add_argument(option.flag, type=option.parse, default=option.default, metavar=option.unit.upper() or "N",
+                            help=f"{option.help} (default: %(default)s; {option.range_text()})")
     parser.add_argument("--overwrite", action="store_true",
                         help="predict inputs again even when --out holds their result from the same content, bundle "
                              "and options (default: read those back; a changed input or option is always redone)")
@@ -133,7 +148,7 @@ def run_predict(argv: list[str]) -> int:
 
     run = predict(args.paths, args.bundle, out_dir=args.out, progress=not args.quiet, overwrite=args.overwrite,
                   store_paths=args.store_paths, compilation_cache=not args.no_cache, modalities=modalities,
-                  max_utterance_s=args.max_utterance_s, window_s=args.window_s, block_s=args.block_s)
+                  **{name: getattr(args, name) for name in CLI_OPTIONS})
     if args.quiet:
         for path, reason in run.failures:  # quiet hides progress, never what went wrong
             print(f"emohd predict: {path}: {reason}", file=sys.stderr)

@@ -81,6 +81,13 @@ class CheckpointLayoutError(BadInputError):
     kind = "checkpoint_layout"
 
 
+class CorruptBundleError(CheckpointLayoutError):
+    """A model bundle file that is not what `emohd export` wrote: unparsable, or its size or sha256 differs from
+    the manifest's (a truncated copy or download, an edit)."""
+
+    kind = "corrupt_bundle"
+
+
 class MalformedTableError(BadInputError):
     """A label/transcript table that cannot be read at all (missing column, undecodable file)."""
 

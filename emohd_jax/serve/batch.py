@@ -25,8 +25,14 @@ from etils import epath
 from emohd_jax.bundle import DEFAULT_BUNDLE, MANIFEST, Bundle, load_bundle
 from emohd_jax.errors import EXIT_NONE, EXIT_OK, EXIT_PARTIAL, BadInputError, CheckpointLayoutError, UsageError
 
-MEDIA_SUFFIXES = (".mp4", ".flv", ".avi", ".mkv", ".mov", ".webm", ".m4v", ".mpg", ".mpeg",
-                  ".wav", ".flac", ".mp3", ".m4a", ".ogg", ".opus", ".aac")
+VIDEO_SUFFIXES = (".mp4", ".flv", ".avi", ".mkv", ".mov", ".webm", ".m4v", ".mpg", ".mpeg")
+AUDIO_SUFFIXES = (".wav", ".flac", ".mp3", ".m4a", ".ogg", ".opus", ".aac")
+# A photo is a one-frame video to the decoder: the face alone is predicted (what a single .jpg given by name got).
+IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png", ".webp", ".bmp", ".tif", ".tiff")
+MEDIA_SUFFIXES = VIDEO_SUFFIXES + AUDIO_SUFFIXES + IMAGE_SUFFIXES
+NO_MEDIA = "no media found (looked for " + "; ".join(
+    f"{kind}: {' '.join(s.lstrip('.') for s in suffixes)}"
+    for kind, suffixes in (("video", VIDEO_SUFFIXES), ("audio", AUDIO_SUFFIXES), ("images", IMAGE_SUFFIXES))) + ")"
 
 STORE_PATHS = ("given", "name")  # how an input's path is written: as given, or its file name only
 RUN_SCHEMA, RUN_FILE, FAILURES_FILE = "emohd.predict-run/1", "run.json", "failures.json"  # per run, in out_dir
@@ -50,23 +56,45 @@ class PredictRun:
 
 
 def resolve_inputs(paths: Iterable[str | os.PathLike]) -> tuple[list[pathlib.Path], list[tuple[str, str]]]:
-    """Files as given, folders searched recursively for media, globs expanded; (inputs, not found)."""
-    inputs, missing = [], []
+    """Files as given, folders searched recursively and globs expanded for media (`MEDIA_SUFFIXES`);
+    (inputs, failures): a name matching nothing, a folder or glob without media, a broken link (never skipped
+    silently)."""
+    inputs, failures = [], []
     for raw in paths:
         text = str(raw)
         path = pathlib.Path(text)
-        if path.is_dir():
-            inputs += sorted(p for p in path.rglob("*") if p.is_file() and p.suffix.lower() in MEDIA_SUFFIXES)
-        elif path.is_file():
+        if path.is_file():
             inputs.append(path)
-        elif glob.has_magic(text) and (matches := sorted(glob.glob(text, recursive=True))):
-            inputs += [pathlib.Path(m) for m in matches if pathlib.Path(m).is_file()]
+            continue
+        if path.is_symlink() and not path.exists():
+            failures.append((text, _broken_link(path)))
+            continue
+        if path.is_dir():
+            found = sorted(path.rglob("*"))
+        elif glob.has_magic(text) and (matches := glob.glob(text, recursive=True)):
+            found = sorted(pathlib.Path(m) for m in matches)
         else:
-            missing.append((text, "no such file, folder or matching glob"))
+            failures.append((text, "no such file, folder or matching glob"))
+            continue
+        media = [p for p in found if _media_name(p) and (p.is_file() or p.is_symlink() and not p.exists())]
+        inputs += [p for p in media if p.is_file()]
+        failures += [(str(p), _broken_link(p)) for p in media if not p.is_file()]
+        if not media:
+            failures.append((text, NO_MEDIA))
     unique: dict[pathlib.Path, pathlib.Path] = {}
     for p in inputs:  # one input per file, kept as the user named it (a relative path stays relative)
         unique.setdefault(p.resolve(), p)
-    return list(unique.values()), missing
+    return list(unique.values()), failures
+
+
+def _media_name(path: pathlib.Path) -> bool:
+    """A media suffix on the name, or on a link's target (`clip` → `clip.mp4`)."""
+    names = [path.name] + ([os.readlink(path)] if path.is_symlink() else [])
+    return any(pathlib.PurePath(name).suffix.lower() in MEDIA_SUFFIXES for name in names)
+
+
+def _broken_link(path: pathlib.Path) -> str:
+    return f"broken link (to {os.readlink(path)}, which does not exist)"
 
 
 def predict(paths: str | os.PathLike | Iterable[str | os.PathLike], bundle: Bundle | str | os.PathLike | None = None,
@@ -89,12 +117,14 @@ def predict(paths: str | os.PathLike | Iterable[str | os.PathLike], bundle: Bund
     from tqdm import tqdm
 
     from emohd_jax.serve.outputs import result_json, write_result
+    from emohd_jax.serve.options import check_numeric_options
     from emohd_jax.serve.predictor import Predictor
 
     started = _now()
     paths = _path_list(paths)
     if store_paths not in STORE_PATHS:
         raise UsageError(f"store_paths={store_paths!r}", "unknown choice", f"one of: {', '.join(STORE_PATHS)}")
+    check_numeric_options(options)  # a bad range is a usage error before the bundle loads
     out = _writable_folder(out_dir) if out_dir is not None else None
     computed_with = _computed_with(bundle.manifest if isinstance(bundle, Bundle) else _manifest(bundle), options)
 

@@ -12,6 +12,8 @@ vector has seven entries in the order of `classes`:
                     modalities: the towers fused, of "visual", "audio", "text"}
     requested      the modalities computed (`--modalities`); the other fused ones are missing, reason
                    "not requested" (absent in results of older versions: all of them)
+    warnings       what makes the result less than it should be, e.g. "truncated: decoded 1.00 s of 2.24 s" (the
+                   container declares more than decodes); empty when none (absent in older results)
     utterances     in time order, tiling [0, duration_s), each:
         index          position in this list, from 0
         start_s, end_s the span [start_s, end_s)
@@ -34,7 +36,7 @@ vector has seven entries in the order of `classes`:
                    results}; a rerun whose key differs predicts the input again
 
 `<name>.csv` has one row per second k = [k, k+1) of the input (`CSV_COLUMNS`); `<name>.png` is a timeline of
-the face, voice and fused decisions with the transcripts under it. `<name>` is the input's file name without
+the face, voice, words and fused decisions with the transcripts under it. `<name>` is the input's file name without
 its suffix, shortened with a hash of it when long (`fitting_stem`), so every name fits any filesystem.
 """
 
@@ -69,9 +71,12 @@ MODALITIES: tuple[str, ...] = ("visual", "audio", "text")
 CLASS_COLOURS: dict[str, str] = {"neutral": "#9e9e9e", "happiness": "#f2c12e", "anger": "#d62728",
                                  "sadness": "#1f77b4", "fear": "#9467bd", "disgust": "#2ca02c",
                                  "surprise": "#ff7f0e"}
+# Each modality's label, probabilities and, where they are empty, why (`<modality>_reason`).
 CSV_COLUMNS: tuple[str, ...] = ("second", "utterance", "transcript",
-                                "face_label", *(f"face_{c}" for c in EMOTIONS),
-                                "audio_label", *(f"audio_{c}" for c in EMOTIONS), "fused_label")
+                                "face_label", *(f"face_{c}" for c in EMOTIONS), "face_reason",
+                                "audio_label", *(f"audio_{c}" for c in EMOTIONS), "audio_reason",
+                                "words_label", *(f"words_{c}" for c in EMOTIONS), "words_reason",
+                                "fused_label", "fused_reason")
 DPI = 100
 # Width grows with the input so seconds stay apart, up to a cap that keeps a 2-hour timeline one viewable image.
 MIN_WIDTH_IN, MAX_WIDTH_IN, SECONDS_PER_INCH = 10.0, 60.0, 6.0
@@ -108,7 +113,7 @@ def result_json(prediction: Prediction) -> dict:
                            "fused": fused})
     return {"schema": SCHEMA, "input": p.input, "duration_s": round(p.duration_s, 3), "classes": list(EMOTIONS),
             "fusion": {"rule": p.fusion_rule, "calibrated": p.calibrated, "modalities": list(p.modalities)},
-            "requested": list(p.requested), "utterances": utterances,
+            "requested": list(p.requested), "warnings": list(p.warnings), "utterances": utterances,
             "per_second": [{"t": round(float(t), 3), "probs": _rounded(q), "label": _label(q)}
                            for t, q in zip(p.face_times, p.face_probs)],
             "per_patch": [{"start_s": round(float(a), 3), "end_s": round(float(b), 3), "probs": _rounded(q),
@@ -179,7 +184,8 @@ def _write_atomically(path: pathlib.Path, write: Callable[[pathlib.Path], None])
 
 def per_second_rows(result: dict) -> list[dict]:
     """The CSV rows: second k = [k, k+1) with the face frame inside it, and the voice patch and the utterance
-    at its middle (for a last, partial second the middle of its part before the end)."""
+    at its middle (for a last, partial second the middle of its part before the end); the words and the fused
+    decision are the utterance's. An empty modality says why in its `_reason` column."""
     duration = result["duration_s"]
     faces: dict[int, dict] = {}
     for frame in result["per_second"]:
@@ -190,12 +196,29 @@ def per_second_rows(result: dict) -> list[dict]:
     for k in range(math.ceil(duration)):
         middle = (k + min(k + 1.0, duration)) / 2
         face, patch, utt = faces.get(k), _covering(patches, middle), _covering(utterances, middle)
+        words = utt["modalities"].get("text") if utt else None
+        words = words if words and words["present"] else None
         rows.append({"second": k, "utterance": "" if utt is None else utt["index"],
                      "transcript": (utt or {}).get("transcript") or "",
                      "face_label": face["label"] if face else "", **_prob_columns("face", face),
+                     "face_reason": "" if face else _missing(utt, "visual", "no face in this second"),
                      "audio_label": patch["label"] if patch else "", **_prob_columns("audio", patch),
-                     "fused_label": (utt["fused"]["label"] or "") if utt else ""})
+                     "audio_reason": "" if patch else _missing(utt, "audio", "no voice patch at this second"),
+                     "words_label": words["label"] if words else "", **_prob_columns("words", words),
+                     "words_reason": "" if words else _missing(utt, "text", ""),
+                     "fused_label": (utt["fused"]["label"] or "") if utt else "",
+                     "fused_reason": "" if utt and utt["fused"]["label"] else
+                     (utt or {}).get("fused", {}).get("reason", NO_EVIDENCE)})
     return rows
+
+
+def _missing(utterance: dict | None, modality: str, otherwise: str) -> str:
+    """Why `modality` has nothing for a second of `utterance`: the utterance's own reason when the modality is
+    missing there (e.g. "no speech"), else `otherwise` (present in the utterance, not in this second)."""
+    entry = (utterance or {}).get("modalities", {}).get(modality)
+    if entry is None:
+        return "no utterance" if utterance is None else "not in this result"
+    return otherwise if entry["present"] else entry.get("reason") or "missing"
 
 
 def _sorted_spans(entries: Sequence[dict]) -> tuple[list[float], list[dict]]:
@@ -226,27 +249,32 @@ def _write_csv(rows: Sequence[dict], path: pathlib.Path) -> None:
 
 
 def _plot_timeline(result: dict, path: pathlib.Path) -> None:
-    """Face, voice and fused rows of class-coloured cells over the whole input, transcripts under them."""
+    """Face, voice, words and fused rows of class-coloured cells over the whole input, transcripts under them; an
+    empty row says why ("no video" for an audio file, "not requested", …)."""
     duration = max(result["duration_s"], 1.0)
     width = min(MAX_WIDTH_IN, max(MIN_WIDTH_IN, duration / SECONDS_PER_INCH))
     pt_per_s = (width - 1.0) * 72 / duration  # about an inch goes to the row names and margins
     # A bare Figure on the Agg canvas: no pyplot state, so a caller's interactive backend is left alone.
-    fig = Figure(figsize=(width, 4.2), dpi=DPI, layout="constrained")
+    fig = Figure(figsize=(width, 4.8), dpi=DPI, layout="constrained")
     FigureCanvasAgg(fig)
-    ax, words = fig.subplots(2, 1, height_ratios=[3, 1])
+    ax, words = fig.subplots(2, 1, height_ratios=[3.6, 1])
 
-    _cells(ax, 2, "no face found", [(math.floor(f["t"]), math.floor(f["t"]) + 1.0, f["label"], _confidence(f))
-                                   for f in result["per_second"]])
-    _cells(ax, 1, "no voice patch", [(p["start_s"], p["end_s"], p["label"], _confidence(p))
-                                     for p in result["per_patch"]])
+    _cells(ax, 3, _row_note(result, "visual", "no face found"),
+           [(math.floor(f["t"]), math.floor(f["t"]) + 1.0, f["label"], _confidence(f)) for f in result["per_second"]])
+    _cells(ax, 2, _row_note(result, "audio", "no voice patch"),
+           [(p["start_s"], p["end_s"], p["label"], _confidence(p)) for p in result["per_patch"]])
+    said = [(u["start_s"], u["end_s"], u["modalities"]["text"]["label"], _confidence(u["modalities"]["text"]))
+            for u in result["utterances"] if u["modalities"].get("text", {}).get("present")]
+    _cells(ax, 1, _row_note(result, "text", "no words"), said, edgecolor="white", linewidth=0.5)
     fused = [(u["start_s"], u["end_s"], u["fused"]["label"], 1.0) for u in result["utterances"]
              if u["fused"]["label"]]
     _cells(ax, 0, "no decision", fused, edgecolor="white", linewidth=0.5)
-    for start, end, label, _ in fused:
-        if (end - start) * pt_per_s > _CHAR_PT * (len(label) + 2):
-            ax.text((start + end) / 2, 0, label, ha="center", va="center", fontsize=_FONT_PT)
-    ax.set_yticks([0, 1, 2], ["fused", "audio", "face"])
-    ax.set_ylim(-0.6, 2.6)
+    for y, spans in ((1, said), (0, fused)):
+        for start, end, label, _ in spans:
+            if (end - start) * pt_per_s > _CHAR_PT * (len(label) + 2):
+                ax.text((start + end) / 2, y, label, ha="center", va="center", fontsize=_FONT_PT)
+    ax.set_yticks([0, 1, 2, 3], ["fused", "words", "voice", "face"])
+    ax.set_ylim(-0.6, 3.6)
     ax.set_xlim(0, duration)
     ax.xaxis.set_major_locator(MaxNLocator(nbins=int(width), steps=[1, 2, 3, 5, 6, 10]))  # about one per inch
     ax.set_xlabel("seconds")
@@ -261,6 +289,17 @@ def _plot_timeline(result: dict, path: pathlib.Path) -> None:
     fig.legend(handles=[Patch(color=CLASS_COLOURS[c], label=c) for c in EMOTIONS], loc="outside lower center",
                ncol=len(EMOTIONS), fontsize=8, frameon=False)
     fig.savefig(path, format="png", dpi=DPI)
+
+
+def _row_note(result: dict, modality: str, otherwise: str) -> str:
+    """What an empty timeline row says: "no video" for an audio file, else the reason most utterances give for
+    the modality ("not requested", "no speech"), else `otherwise`."""
+    reasons = [u["modalities"][modality].get("reason") or "" for u in result["utterances"]
+               if modality in u["modalities"] and not u["modalities"][modality]["present"]]
+    if not reasons:
+        return otherwise
+    reason = max(set(reasons), key=reasons.count)
+    return "no video" if reason.startswith("no video stream") else reason or otherwise
 
 
 def _confidence(entry: dict) -> float:
@@ -298,33 +337,94 @@ def _transcript_labels(utterances: Sequence[dict], duration: float, pt_per_s: fl
 # ---- terminal table -------------------------------------------------------------------------------------
 
 
-def summary_table(results: Sequence[dict], failures: Sequence[tuple[str, str]]) -> Table:
-    """What a person reads after `emohd predict`: each utterance's three decisions and the fusion, then what
-    could not be predicted and why."""
-    table = Table(title="emohd predict")
-    for name in ("input", "time (s)", "transcript", "V face", "A voice", "T words", "fused"):
-        table.add_column(name, overflow="fold")
-    for result in results:
-        name = pathlib.Path(result["input"]).name
-        utterances = result["utterances"]
-        if not utterances:
-            table.add_row(Text(name), "", "", "", "", "", Text("—"), end_section=True)
-        for i, u in enumerate(utterances):
-            # Text, not markup strings: a transcript such as "[laughs]" must print as heard.
-            table.add_row(Text(name if i == 0 else ""), f"{u['start_s']:.1f}–{u['end_s']:.1f}",
-                          Text(textwrap.shorten(u.get("transcript") or "", 40, placeholder=" …")),
-                          *(_modality_cell(u["modalities"].get(m)) for m in MODALITIES),
-                          Text(u["fused"]["label"] or "—", style="bold"), end_section=i == len(utterances) - 1)
-    for path, reason in failures:
-        table.add_row(Text(pathlib.Path(path).name), "", Text(reason, style="red"), "", "", "",
-                      Text("failed", style="bold red"))
-    return table
+def summary_table(results: Sequence[dict], failures: Sequence[tuple[str, str]]) -> "SummaryTable":
+    """What a person reads after `emohd predict`: each utterance's three decisions and the fused one with their
+    scores, then each input's warnings and what could not be predicted and why; laid out for the console's width."""
+    return SummaryTable(list(results), list(failures))
 
 
-def _modality_cell(entry: dict | None) -> Text:
+# "hap 0.81" where "happiness 0.81" does not fit: three letters tell the seven classes apart.
+CLASS_ABBREVIATIONS: dict[str, str] = {c: c[:3] for c in EMOTIONS}
+_INPUT_MAX, _INPUT_MIN, _TRANSCRIPT_MIN = 24, 8, 10  # characters; a longer name ends in "…"
+_TABLE_BORDERS = 3 * 7 - 3  # between 7 columns: a separator and a space each side (no outer edge)
+
+
+class SummaryTable:
+    """A rich renderable laid out at render time for the console's width: full class names when they fit, else
+    three-letter ones with a legend; cells wrap at spaces (a word longer than its column ends in "…", never
+    breaks); the file name shortens first, then the transcript. Warnings and failures follow as full lines."""
+
+    def __init__(self, results: list[dict], failures: list[tuple[str, str]]):
+        self.results, self.failures = results, failures
+
+    def __rich_console__(self, console, options):
+        utterances = [u for r in self.results for u in r["utterances"]]
+        names = [len(pathlib.Path(r["input"]).name) for r in self.results] or [_INPUT_MIN]
+        time_width = max([len(_span(u)) for u in utterances] + [len("time (s)")])
+        for abbreviate in (False, True):
+            cells = [_fused_cell(u["fused"], abbreviate) for u in utterances if u["fused"]["label"]] + [
+                _modality_cell(e, abbreviate) for u in utterances for e in u["modalities"].values() if e["present"]]
+            score_width = max([len(c.plain) for c in cells] + [len("A voice")])
+            room = options.max_width - _TABLE_BORDERS - time_width - 4 * score_width
+            input_width = max(_INPUT_MIN, min(max(names), _INPUT_MAX, room - _TRANSCRIPT_MIN))
+            if room - input_width >= _TRANSCRIPT_MIN:
+                break
+        # Room to spare goes to the reasons of missing modalities first, so a wide console shows them on one line.
+        reasons = [len(_modality_cell(e).plain) for u in utterances for e in u["modalities"].values()
+                   if not e["present"]] + [len(_fused_cell(u["fused"], abbreviate).plain) for u in utterances]
+        spare = max(0, room - input_width - 2 * _TRANSCRIPT_MIN) // 4
+        score_width = max(score_width, min(max(reasons, default=0), score_width + spare))
+        room = options.max_width - _TABLE_BORDERS - time_width - 4 * score_width
+        yield self.table(abbreviate, input_width, time_width, score_width,
+                         max(_TRANSCRIPT_MIN, room - input_width))
+        for result in self.results:
+            for warning in result.get("warnings", ()):
+                yield Text.assemble(("warning ", "bold yellow"), f"{pathlib.Path(result['input']).name}: {warning}")
+        for path, reason in self.failures:
+            yield Text.assemble(("failed ", "bold red"), f"{pathlib.Path(path).name}: {reason}")
+
+    def table(self, abbreviate: bool, input_width: int, time_width: int, score_width: int,
+              transcript_width: int) -> Table:
+        legend = ", ".join(f"{a} = {c}" for c, a in CLASS_ABBREVIATIONS.items())
+        table = Table(title="emohd predict", caption=legend if abbreviate else None, show_edge=False, pad_edge=False)
+        table.add_column("input", overflow="ellipsis", no_wrap=True, width=input_width)
+        table.add_column("time (s)", no_wrap=True, width=time_width)
+        table.add_column("transcript", overflow="ellipsis", width=transcript_width)
+        for name in ("V face", "A voice", "T words", "fused"):
+            table.add_column(name, overflow="ellipsis", width=score_width)
+        for result in self.results:
+            name = Text(pathlib.Path(result["input"]).name)
+            utterances = result["utterances"]
+            if not utterances:
+                table.add_row(name, "", "", "", "", "", Text("—"), end_section=True)
+            for i, u in enumerate(utterances):
+                # Text, not markup strings: a transcript such as "[laughs]" must print as heard.
+                table.add_row(name if i == 0 else "", _span(u),
+                              Text(textwrap.shorten(u.get("transcript") or "", 40, placeholder=" …")),
+                              *(_modality_cell(u["modalities"].get(m), abbreviate) for m in MODALITIES),
+                              _fused_cell(u["fused"], abbreviate), end_section=i == len(utterances) - 1)
+        return table
+
+
+def _span(utterance: dict) -> str:
+    return f"{utterance['start_s']:.1f}–{utterance['end_s']:.1f}"
+
+
+def _scored(label: str, score: float, abbreviate: bool) -> str:
+    return f"{CLASS_ABBREVIATIONS[label] if abbreviate else label} {score:.2f}"
+
+
+def _fused_cell(fused: dict, abbreviate: bool) -> Text:
+    """"anger 0.62": the fused decision and its fused score; "— no evidence" when nothing was present."""
+    if fused["label"] is None:
+        return Text(f"— {fused.get('reason', NO_EVIDENCE)}", style="dim")
+    return Text(_scored(fused["label"], fused["scores"][CLASS_INDEX[fused["label"]]], abbreviate), style="bold")
+
+
+def _modality_cell(entry: dict | None, abbreviate: bool = False) -> Text:
     """"anger 0.81" (the label and its probability), or "— reason" shortened when the modality is missing."""
     if entry is None:
         return Text("")
     if entry["present"]:
-        return Text(f"{entry['label']} {entry['probs'][CLASS_INDEX[entry['label']]]:.2f}")
+        return Text(_scored(entry["label"], entry["probs"][CLASS_INDEX[entry["label"]]], abbreviate))
     return Text(f"— {textwrap.shorten(entry['reason'], 24, placeholder='…')}", style="dim")

@@ -54,6 +54,7 @@ class Plan:
     frame_face_probs: list[np.ndarray] = dataclasses.field(default_factory=list)                    # [frames]
     patch_spans: list[np.ndarray] = dataclasses.field(default_factory=list)   # per utterance: [patches, 2]
     patch_probs: list[np.ndarray] = dataclasses.field(default_factory=list)   # per utterance: [patches, class]
+    warnings: list[str] = dataclasses.field(default_factory=list)  # "truncated: …": predicted, but from less
     # Queued for the next tower call: (utterance, log-mel patches [n, 96, 64], start_s of each [n]) or, for the
     # Whisper voice tower, (utterance, prepared wave [samples], None) (emohd_jax.serve.voice); (utterance, tokens).
     queued_voice: list[tuple[int, np.ndarray, np.ndarray | None]] = dataclasses.field(default_factory=list)
@@ -120,4 +121,4 @@ class Plan:
             patch_spans=np.concatenate(self.patch_spans) if self.patch_spans else np.zeros((0, 2)),
             patch_probs=np.concatenate(self.patch_probs) if self.patch_probs else np.zeros((0, len(EMOTIONS)),
                                                                                            np.float32),
-            frame_times=self.frame_times, frame_face_probs=tuple(self.frame_face_probs))
+            frame_times=self.frame_times, frame_face_probs=tuple(self.frame_face_probs), warnings=tuple(self.warnings))

@@ -35,6 +35,7 @@ class Prediction:
     patch_probs: np.ndarray           # [patches, class]
     frame_times: np.ndarray           # [frames] s: every sampled frame
     frame_face_probs: tuple[np.ndarray, ...]  # [frames] each: [faces] the detector's probability of each face
+    warnings: tuple[str, ...] = ()    # "truncated: decoded 1.00 s of 2.24 s": predicted, but from less
 
     @property
     def num_utterances(self) -> int:

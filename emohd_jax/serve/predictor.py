@@ -32,10 +32,12 @@ from emohd_jax.audio.io import SAMPLE_RATE, check_not_silent
 from emohd_jax.serve.audio_stream import AudioStream
 from emohd_jax.serve.clock import StageClock
 from emohd_jax.serve.face_track import FaceTrack, decide_faces, track_faces
+from emohd_jax.serve.options import DEFAULTS, check_numeric_options
 from emohd_jax.serve.plan import NOT_REQUESTED, Plan, bucket, run_tower
 from emohd_jax.serve.prediction import Prediction
 from emohd_jax.serve.voice import voice_step
 from emohd_jax.utterances import SpeechSegment
+from emohd_jax.vision.video_io import declared_duration_s, truncation_warning
 
 # What a person asks for (`--modalities face,voice,words`) → the fused modality it is.
 MODALITY_NAMES = {"face": "visual", "voice": "audio", "words": "text"}
@@ -70,9 +72,13 @@ class Predictor:
     """
 
     def __init__(self, bundle: Bundle | None = None, *, modalities: Iterable[str] | str | None = None,
-                 transcriber=None, words_policy: WordsPolicy = WordsPolicy(), max_utterance_s: float = 8.0,
-                 window_s: float = 4.0, block_s: float = 120.0,
-                 frame_chunk: int = 16, carry_s: float = 1.0):
+                 transcriber=None, words_policy: WordsPolicy = WordsPolicy(),
+                 max_utterance_s: float = DEFAULTS["max_utterance_s"], window_s: float = DEFAULTS["window_s"],
+                 block_s: float = DEFAULTS["block_s"], frame_chunk: int = DEFAULTS["frame_chunk"],
+                 carry_s: float = DEFAULTS["carry_s"]):
+        # Ranges checked before the bundle loads (emohd_jax.serve.options): a bad value costs no model loading.
+        check_numeric_options({"max_utterance_s": max_utterance_s, "window_s": window_s, "block_s": block_s,
+                               "frame_chunk": frame_chunk, "carry_s": carry_s})
         self.bundle = bundle or load_bundle()
         self.towers = self.bundle.towers
         self.modalities = tuple(self.bundle.manifest["modalities"])  # fused, in the order of the arrays
@@ -154,6 +160,8 @@ class Predictor:
                 plan.miss("text", i, audio_reason or NOT_REQUESTED)
         if track is not None:
             self._face(plan, track)
+        if (truncated := truncation_warning(plan.duration_s, declared_duration_s(path))) is not None:
+            plan.warnings.append(truncated)  # predicted from what decoded, said in the result and on the terminal
         return self._unrequested(plan)
 
     def _unrequested(self, plan: Plan) -> Plan:

@@ -9,6 +9,7 @@ for that second on a per-second timeline. Timestamps count from the first decode
 
 from __future__ import annotations
 
+import math
 import os
 from typing import Iterator
 
@@ -70,3 +71,30 @@ def sample_frames(path: str | os.PathLike, *, fps: float = 1.0) -> tuple[np.ndar
     """(frames: [n, h, w, 3] uint8 RGB, timestamps_s: [n] float64) sampled at `fps` frames per second."""
     frames, times = zip(*iter_sampled_frames(path, fps=fps))
     return np.stack(frames), np.asarray(times, dtype=np.float64)
+
+
+# A container's declared duration and what its streams decode to differ by a frame or an audio packet, and the
+# 1 fps sampling of a video-only input stands for up to half a period less: beyond that, the file is truncated.
+TRUNCATION_TOLERANCE_S, TRUNCATION_TOLERANCE_FRACTION = 0.5, 0.01
+
+
+def declared_duration_s(path: str | os.PathLike) -> float | None:
+    """The duration a video file's container declares (its header or index), None for a file without a real video
+    stream or without a declared duration (an audio file's is an estimate from its bit rate, not a record)."""
+    try:
+        with av.open(str(path)) as container:
+            _video_stream(container, path)
+            duration = container.duration
+    except (OSError, av.FFmpegError, UnicodeDecodeError, NoVideoStreamError):
+        return None
+    return duration / av.time_base if duration and duration > 0 else None
+
+
+def truncation_warning(decoded_s: float, declared_s: float | None) -> str | None:
+    """"truncated: decoded 1.00 s of 2.24 s" when the decoded length falls short of the declared one (a cut
+    download or copy), else None."""
+    if declared_s is None or not math.isfinite(declared_s):
+        return None
+    if decoded_s < declared_s - TRUNCATION_TOLERANCE_S - TRUNCATION_TOLERANCE_FRACTION * declared_s:
+        return f"truncated: decoded {decoded_s:.2f} s of {declared_s:.2f} s"
+    return None
