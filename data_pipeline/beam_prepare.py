@@ -11,6 +11,7 @@ it the cache) belongs on storage every worker reaches (`gs://…`).
 
 from __future__ import annotations
 
+import copy
 from typing import Iterator, Sequence
 
 from etils import epath
@@ -59,8 +60,9 @@ class ExtractSplit(beam.PTransform):
     def __init__(self, utterances: Sequence[Utterance], extractor: Extractor, cache_dir: str | epath.Path):
         super().__init__()
         self._utterances = list(utterances)
-        # Built now: ParDo keeps a pickled copy of the extractor as it is now (its dialogue context is this split's).
-        self._extract = beam.ParDo(_ExtractRecords(extractor, str(cache_dir)))
+        # A copy: the pipeline runs after every split is built, and the caller's extractor then holds the last
+        # split's state (`set_dialogues`), while this split's workers need this one's.
+        self._extract = beam.ParDo(_ExtractRecords(copy.deepcopy(extractor), str(cache_dir)))
 
     def expand(self, pipeline: beam.pvalue.PBegin) -> beam.PCollection:
         return (pipeline

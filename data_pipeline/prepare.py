@@ -123,7 +123,7 @@ def prepare(splits: Mapping[str, Sequence[Utterance]], extractor: Extractor, out
     out.mkdir(parents=True, exist_ok=True)
     for split, utterances in splits.items():
         if hasattr(extractor, "set_dialogues"):
-            extractor.set_dialogues(utterances)  # this split's dialogue context (a Beam split keeps its own copy)
+            extractor.set_dialogues(utterances)  # this split's dialogue context (a Beam split copies it)
         cache_dir = out / "cache" / split
         if runner is None:
             extract_split(utterances, extractor, cache_dir, desc=f"{extractor.name}/{split}")
