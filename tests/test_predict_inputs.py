@@ -153,6 +153,29 @@ def test_photos_in_a_folder_and_a_glob_are_predicted_as_a_single_photo_given_by_
     assert [pathlib.Path(r["input"]).name for r in globbed.results] == ["again.webp"]
 
 
+def test_a_giant_photo_is_refused_from_its_header_and_the_other_photo_predicted(bundle, tmp_path):
+    if not FACES.is_dir():
+        pytest.skip(f"real data not found at {FACES}")
+    import struct
+    import zlib
+
+    def chunk(kind: bytes, data: bytes) -> bytes:
+        return struct.pack(">I", len(data)) + kind + data + struct.pack(">I", zlib.crc32(kind + data))
+
+    photos = tmp_path / "photos"
+    photos.mkdir()
+    (photos / "panorama.png").write_bytes(  # a 10000×9000 header over a few bytes: never decoded
+        b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", struct.pack(">IIBBBBB", 10_000, 9_000, 8, 0, 0, 0, 0))
+        + chunk(b"IDAT", zlib.compress(b"\x00" * 10)) + chunk(b"IEND", b""))
+    face = sorted(FACES.glob("*.jpg"))[0]
+    shutil.copy(face, photos / face.name)
+    run = predict([photos], bundle, **FACE_ONLY)
+    assert run.exit_code == EXIT_PARTIAL and [pathlib.Path(r["input"]).name for r in run.results] == [face.name]
+    ((path, reason),) = run.failures
+    assert path.endswith("panorama.png")
+    assert "10000×9000 (90 megapixels) is over the 40-megapixel limit" in reason
+
+
 def test_a_broken_link_is_a_failure_and_the_good_clip_of_the_folder_is_predicted(bundle, tmp_path):
     folder = tmp_path / "clips"
     folder.mkdir()

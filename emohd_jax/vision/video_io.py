@@ -27,6 +27,18 @@ def _video_stream(container: av.container.InputContainer, path: str | os.PathLik
     raise NoVideoStreamError(path, "no video stream (an audio-only file, or a container left empty)")
 
 
+def _check_frame_size(stream: av.video.stream.VideoStream, path: str | os.PathLike) -> None:
+    """ImageTooLargeError from the header, before a frame is decoded: a giant photo in a folder of inputs would
+    otherwise take GBs (the limit `prepare` applies to still images; an 8K video frame is under it)."""
+    from emohd_jax.errors import ImageTooLargeError
+    from emohd_jax.vision.extract import MAX_IMAGE_PIXELS
+
+    if stream.width * stream.height > MAX_IMAGE_PIXELS:
+        raise ImageTooLargeError(path, f"{stream.width}×{stream.height} ({stream.width * stream.height / 1e6:.0f} "
+                                       f"megapixels) is over the {MAX_IMAGE_PIXELS / 1e6:.0f}-megapixel limit "
+                                       "(downscale it first)")
+
+
 def iter_sampled_frames(path: str | os.PathLike, *, fps: float = 1.0) -> Iterator[tuple[np.ndarray, float]]:
     """(frame: [h, w, 3] uint8 RGB, timestamp_s) at `fps` frames per second, decoded as a stream: a recording
     of any length holds one decoded frame (and the previous one) in memory at a time."""
@@ -39,6 +51,7 @@ def iter_sampled_frames(path: str | os.PathLike, *, fps: float = 1.0) -> Iterato
     sampled = 0
     with container:
         stream = _video_stream(container, path)
+        _check_frame_size(stream, path)
         period = 1.0 / fps
         frame_step = float(1 / stream.average_rate) if stream.average_rate else 0.0
         target = 0.5 * period  # the middle of the next second to fill
