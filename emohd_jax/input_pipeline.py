@@ -8,6 +8,7 @@ bucketed length so jit compiles once per bucket, not once per batch.
 from __future__ import annotations
 
 import math
+import os
 from typing import Iterator, Mapping, Sequence
 
 import grain
@@ -87,15 +88,20 @@ def train_loader(source, *, global_batch_size: int, seed: int, collate_fn: Colla
     """Endless shuffled batches for this process; `iter(loader)` has get_state/set_state for checkpoints.
 
     `augment` runs per record with grain's per-record seeded RNG, so a resumed run sees the same
-    augmented examples as an uninterrupted one.
+    augmented examples as an uninterrupted one. Reading uses one thread per core and a prefetch buffer of two
+    batches: grain's defaults (16 threads, 500 records) are sized for remote disks, and on a small host they
+    cost more than the step (grain rescans the whole buffer per record: 0.15 s per 32-record batch of MELD
+    features on 2 cores, half of a 16-trial sweep's wall time).
     """
     sampler = grain.samplers.IndexSampler(
         num_records=len(source), shard_options=grain.sharding.ShardByJaxProcess(drop_remainder=True),
         shuffle=True, num_epochs=None, seed=seed)
+    local = local_batch_size(global_batch_size)
+    read = grain.ReadOptions(num_threads=min(16, os.cpu_count() or 1), prefetch_buffer_size=max(2 * local, 16))
     return grain.DataLoader(
-        data_source=source, sampler=sampler, worker_count=worker_count,
+        data_source=source, sampler=sampler, worker_count=worker_count, read_options=read,
         operations=[*([augment] if augment else []),
-                    grain.transforms.Batch(local_batch_size(global_batch_size), drop_remainder=True,
+                    grain.transforms.Batch(local, drop_remainder=True,
                                            batch_fn=collate_fn)])
 
 
