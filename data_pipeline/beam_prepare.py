@@ -2,7 +2,7 @@
 for one machine (`emohd prepare --runner direct|dataflow|flink|spark`).
 
 Each split is a `PTransform` that tfds' Beam support runs and writes: utterances are spread over the workers,
-each worker calls the same `prepare.extract_one` as the single-process path (same extractor, same cache, so a
+each worker calls the same `record_cache.extract_one` as the single-process path (same extractor, same cache, so a
 stopped run resumes on either path), and tfds' Beam writer shuffles by the same record keys, so the shards hold
 the same records. `direct` runs on this machine's cores; dataflow, flink and spark take their own pipeline flags
 (`--project`, `--region`, `--temp_location=gs://…`, `--flink_master`, …), and then the output directory (and with
@@ -16,7 +16,7 @@ from typing import Iterator, Sequence
 
 from etils import epath
 
-from data_pipeline.prepare import extract_one, record_key
+from data_pipeline.record_cache import extract_one, record_key
 from emohd_jax.errors import UsageError
 from emohd_jax.extract import Extractor, Record, Utterance
 

@@ -4,7 +4,7 @@ Extraction is the slow part (faces, log-mel, ASR), so each utterance's records a
 atomically to `cache/` as soon as they exist; an interrupted run picks up where it stopped,
 with no duplicates and no loss. Packing the cache into shards is cheap and deterministic.
 The extraction runs in this process (the default) or, with `runner`, as an Apache Beam pipeline
-(`data_pipeline.beam_prepare`) whose workers call the same `extract_one` into the same cache.
+(`data_pipeline.beam_prepare`) whose workers call the same `record_cache.extract_one` into the same cache.
 Every path goes through `etils.epath`: shards, cache and manifest may live on `gs://`.
 """
 
@@ -19,82 +19,24 @@ import os
 import pathlib
 from typing import Mapping, Sequence
 
-import numpy as np
 from etils import epath
 from tqdm import tqdm
 
 from data_pipeline import shards
 from data_pipeline.sources.base import CLASS_FOLDER_SETS
+from data_pipeline.record_cache import cache_path, extract_one, load_labels, load_records, record_key
 from emohd_jax.classes import EMOTIONS
-from emohd_jax.errors import BadInputError, Skip, SkipReport, UsageError
-from emohd_jax.extract import Extractor, Record, Utterance
+from emohd_jax.errors import Skip, SkipReport, UsageError
+from emohd_jax.extract import Extractor, Utterance
 
 MANIFEST = "manifest.json"
-
-
-def _cache_path(cache_dir: epath.Path, uid: str) -> epath.Path:
-    digest = hashlib.sha1(uid.encode()).hexdigest()[:16]
-    return cache_dir / digest[:2] / f"{digest}.npz"
-
-
-def _save_records(path: epath.Path, records: list[Record] | None, skip: dict | None) -> None:
-    """Atomic write (tmp + rename) so a kill never leaves a half-written entry behind."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    arrays = {"n": np.asarray(len(records or []))}
-    for i, record in enumerate(records or []):
-        for key, value in record.items():
-            arrays[f"{i}/{key}"] = np.asarray(value)
-    if skip is not None:
-        arrays["skip"] = np.asarray(json.dumps(skip))
-    tmp = path.with_suffix(".tmp.npz")
-    with tmp.open("wb") as f:
-        np.savez(f, **arrays)
-    tmp.replace(path)
-
-
-def _load_records(path: epath.Path) -> tuple[list[Record], dict | None]:
-    with path.open("rb") as f, np.load(f, allow_pickle=False) as data:
-        n = int(data["n"])
-        records = [{} for _ in range(n)]
-        for name in data.files:
-            if "/" in name:
-                i, key = name.split("/", 1)
-                value = data[name]
-                records[int(i)][key] = value.item() if value.ndim == 0 else value
-        skip = json.loads(str(data["skip"])) if "skip" in data.files else None
-    return records, skip
-
-
-def _load_labels(path: epath.Path) -> tuple[list[int], dict | None]:
-    """The labels of a cache entry's records (or its skip), reading none of their features (npz members load lazily)."""
-    with path.open("rb") as f, np.load(f, allow_pickle=False) as data:
-        labels = [int(data[f"{i}/label"]) for i in range(int(data["n"]))]
-        return labels, json.loads(str(data["skip"])) if "skip" in data.files else None
-
-
-def record_key(uid: str, index: int) -> str:
-    """The shard key of an utterance's `index`-th record; tfds shuffles by it, so either runner writes one order."""
-    return f"{uid}#{index}"
-
-
-def extract_one(utterance: Utterance, extractor: Extractor, cache_dir: epath.Path) -> tuple[list[Record], dict | None]:
-    """One utterance's records and skip: from the cache, else extracted and cached (bad input is cached as a skip)."""
-    path = _cache_path(cache_dir, utterance.uid)
-    if path.exists():
-        return _load_records(path)
-    try:
-        records, skip = extractor.records(utterance), None
-    except BadInputError as error:
-        records, skip = [], {"kind": error.kind, "reason": str(error)}
-    _save_records(path, records, skip)
-    return records, skip
 
 
 def extract_split(utterances: Sequence[Utterance], extractor: Extractor, cache_dir: str | os.PathLike,
                   desc: str = "") -> None:
     """Fills the cache for every utterance not already there, in this process."""
     cache_dir = epath.Path(cache_dir)
-    todo = [u for u in utterances if not _cache_path(cache_dir, u.uid).exists()]
+    todo = [u for u in utterances if not cache_path(cache_dir, u.uid).exists()]
     for utterance in tqdm(todo, desc=desc or "extract", unit="utt", initial=len(utterances) - len(todo),
                           total=len(utterances)):
         extract_one(utterance, extractor, cache_dir)
@@ -139,7 +81,7 @@ def prepare(splits: Mapping[str, Sequence[Utterance]], extractor: Extractor, out
         per_class = collections.Counter()
         kept = 0
         for utterance in utterances:
-            labels, skip = _load_labels(_cache_path(out / "cache" / split, utterance.uid))
+            labels, skip = load_labels(cache_path(out / "cache" / split, utterance.uid))
             if skip is not None:
                 skips.skips.append(Skip(item=utterance.uid, split=split, **skip))
                 continue
@@ -156,7 +98,7 @@ def prepare(splits: Mapping[str, Sequence[Utterance]], extractor: Extractor, out
 def _stream(cache_dir: epath.Path, utterances: Sequence[Utterance]):
     """(key, record) of every cached record of `utterances`, for the shard writer."""
     for utterance in utterances:
-        records, _ = _load_records(_cache_path(cache_dir, utterance.uid))
+        records, _ = load_records(cache_path(cache_dir, utterance.uid))
         for i, record in enumerate(records):
             yield record_key(utterance.uid, i), record
 

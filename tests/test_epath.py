@@ -16,7 +16,7 @@ from etils import epath
 from etils.epath import backend, gpath
 from fsspec.implementations.memory import MemoryFileSystem
 
-from data_pipeline.prepare import _cache_path, _load_labels, extract_one
+from data_pipeline.record_cache import cache_path, extract_one, load_labels
 from data_pipeline.sources.ravdess import read_ravdess
 from emohd_jax import bundle, measurement, metrics
 from emohd_jax.audio.extract import AudioExtractor
@@ -74,7 +74,7 @@ def test_prepare_cache_on_gs_round_trips_records_and_skips(gcs, data_root):
     cache = epath.Path("gs://bucket/shards/cache/train")
     records, skip = extract_one(utterance, extractor, cache)
     assert skip is None and len(records) >= 2
-    assert list(gcs) == [str(_cache_path(cache, utterance.uid))]  # the atomic write's temporary file is gone
+    assert list(gcs) == [str(cache_path(cache, utterance.uid))]  # the atomic write's temporary file is gone
 
     class Unused:
         def records(self, utterance):
@@ -84,11 +84,11 @@ def test_prepare_cache_on_gs_round_trips_records_and_skips(gcs, data_root):
     for got, expected in zip(cached, records, strict=True):
         np.testing.assert_array_equal(got["patches"], expected["patches"])
         assert got["uid"] == utterance.uid and got["label"] == utterance.label
-    assert _load_labels(_cache_path(cache, utterance.uid)) == ([utterance.label] * len(records), None)
+    assert load_labels(cache_path(cache, utterance.uid)) == ([utterance.label] * len(records), None)
 
     missing = dataclasses.replace(utterance, uid="missing", audio=str(data_root / "ravdess" / "no_such.flac"))
     assert extract_one(missing, extractor, cache)[0] == []
-    labels, skip = _load_labels(_cache_path(cache, "missing"))
+    labels, skip = load_labels(cache_path(cache, "missing"))
     assert labels == [] and skip["kind"] == CorruptMediaError.kind and "no_such.flac" in skip["reason"]
 
 

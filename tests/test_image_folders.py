@@ -102,7 +102,8 @@ def test_bad_images_are_skipped_with_their_reason_and_the_batch_goes_on(tmp_path
     from PIL import Image
 
     from emohd_jax.vision.extract import ImageExtractor
-    from data_pipeline.prepare import extract_split, _cache_path, _load_records
+    from data_pipeline.prepare import extract_split
+    from data_pipeline.record_cache import cache_path, load_records
 
     folder = tmp_path / "happy"
     folder.mkdir()
@@ -119,7 +120,7 @@ def test_bad_images_are_skipped_with_their_reason_and_the_batch_goes_on(tmp_path
     with warnings.catch_warnings():
         warnings.simplefilter("error", Image.DecompressionBombWarning)
         extract_split(utterances, ImageExtractor("mini_xception"), tmp_path / "cache")
-    outcome = {u.uid: _load_records(_cache_path(tmp_path / "cache", u.uid)) for u in utterances}
+    outcome = {u.uid: load_records(cache_path(tmp_path / "cache", u.uid)) for u in utterances}
     assert [(len(outcome[name][0]), outcome[name][1]) for name in ("good.jpg", "large.jpg")] == [(1, None)] * 2
     skips = {uid: skip for uid, (_, skip) in outcome.items() if skip}
     assert {uid: s["kind"] for uid, s in skips.items()} == {
