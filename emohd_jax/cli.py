@@ -133,7 +133,7 @@ def run_predict(argv: list[str]) -> int:
                              "or its file name only (default: %(default)s)")
     parser.add_argument("--no-cache", action="store_true",
                         help=f"do not keep compiled programs between runs (default: kept in {default_cache_dir()}, "
-                             "or under $XDG_CACHE_HOME, so a second run starts fast)")
+                             "that is $XDG_CACHE_HOME/emohd/jax or ~/.cache/emohd/jax, so a second run starts fast)")
     parser.add_argument("--quiet", action="store_true",
                         help="no progress bar and no table; failures are still printed (stderr) and, like every "
                              "run's summary, written to <out>/failures.json and <out>/run.json")

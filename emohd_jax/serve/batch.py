@@ -22,8 +22,8 @@ from typing import Iterable, Mapping
 
 from etils import epath
 
-from emohd_jax.bundle import DEFAULT_BUNDLE, MANIFEST, Bundle, load_bundle
-from emohd_jax.errors import EXIT_NONE, EXIT_OK, EXIT_PARTIAL, BadInputError, CheckpointLayoutError, UsageError
+from emohd_jax.bundle import DEFAULT_BUNDLE, Bundle, load_bundle, read_manifest
+from emohd_jax.errors import EXIT_NONE, EXIT_OK, EXIT_PARTIAL, BadInputError, UsageError
 
 VIDEO_SUFFIXES = (".mp4", ".flv", ".avi", ".mkv", ".mov", ".webm", ".m4v", ".mpg", ".mpeg")
 AUDIO_SUFFIXES = (".wav", ".flac", ".mp3", ".m4a", ".ogg", ".opus", ".aac")
@@ -126,7 +126,9 @@ def predict(paths: str | os.PathLike | Iterable[str | os.PathLike], bundle: Bund
         raise UsageError(f"store_paths={store_paths!r}", "unknown choice", f"one of: {', '.join(STORE_PATHS)}")
     check_numeric_options(options)  # a bad range is a usage error before the bundle loads
     out = _writable_folder(out_dir) if out_dir is not None else None
-    computed_with = _computed_with(bundle.manifest if isinstance(bundle, Bundle) else _manifest(bundle), options)
+    manifest = bundle.manifest if isinstance(bundle, Bundle) else read_manifest(
+        epath.Path(bundle) if bundle is not None else DEFAULT_BUNDLE)  # no tower built: what the resume keys need
+    computed_with = _computed_with(manifest, options)
 
     def stored(path: str | os.PathLike) -> str:
         return pathlib.PurePath(path).name if store_paths == "name" else str(path)
@@ -210,17 +212,6 @@ def _writable_folder(out_dir: str | os.PathLike) -> pathlib.Path:
         raise UsageError(out, f"the output folder (--out) cannot be written to: {error.strerror or error}",
                          "give a folder you can write to") from error
     return out
-
-
-def _manifest(bundle: str | os.PathLike | None) -> dict:
-    """The bundle's manifest, read without building any tower (what the resume keys need)."""
-    path = (epath.Path(bundle) if bundle is not None else DEFAULT_BUNDLE) / MANIFEST
-    if not path.exists():
-        raise FileNotFoundError(f"{path.parent}: not a model bundle (no {MANIFEST}; write one with `emohd export`)")
-    try:
-        return json.loads(path.read_text())
-    except ValueError as error:
-        raise CheckpointLayoutError(path, f"not a readable manifest ({error})") from error
 
 
 def _computed_with(manifest: dict, options: dict) -> dict:
