@@ -308,6 +308,7 @@ def test_the_table_fits_the_terminal_without_breaking_a_word_and_shows_the_fused
     assert ("happiness 0.62" if whole_names else "hap 0.62") in text
     assert ("sadness 0.62" if whole_names else "sad 0.62") in text
     assert ("hap = happiness" in text) != whole_names
+    assert "video" in text and "stream" not in text  # an audio file's face: "no video", not the full reason
 
 
 def _figure_texts(result: dict, tmp_path: pathlib.Path, monkeypatch) -> list[str]:

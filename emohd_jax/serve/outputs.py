@@ -298,8 +298,12 @@ def _row_note(result: dict, modality: str, otherwise: str) -> str:
                if modality in u["modalities"] and not u["modalities"][modality]["present"]]
     if not reasons:
         return otherwise
-    reason = max(set(reasons), key=reasons.count)
-    return "no video" if reason.startswith("no video stream") else reason or otherwise
+    return _brief(max(set(reasons), key=reasons.count)) or otherwise
+
+
+def _brief(reason: str) -> str:
+    """A missing modality's reason as a table cell or timeline row says it: "no video" for an audio file."""
+    return "no video" if reason.startswith("no video stream") else reason
 
 
 def _confidence(entry: dict) -> float:
@@ -375,8 +379,9 @@ class SummaryTable:
         spare = max(0, room - input_width - 2 * _TRANSCRIPT_MIN) // 4
         score_width = max(score_width, min(max(reasons, default=0), score_width + spare))
         room = options.max_width - _TABLE_BORDERS - time_width - 4 * score_width
-        yield self.table(abbreviate, input_width, time_width, score_width,
-                         max(_TRANSCRIPT_MIN, room - input_width))
+        if self.results:  # nothing predicted: the failures alone
+            yield self.table(abbreviate, input_width, time_width, score_width,
+                             max(_TRANSCRIPT_MIN, room - input_width))
         for result in self.results:
             for warning in result.get("warnings", ()):
                 yield Text.assemble(("warning ", "bold yellow"), f"{pathlib.Path(result['input']).name}: {warning}")
@@ -427,4 +432,4 @@ def _modality_cell(entry: dict | None, abbreviate: bool = False) -> Text:
         return Text("")
     if entry["present"]:
         return Text(_scored(entry["label"], entry["probs"][CLASS_INDEX[entry["label"]]], abbreviate))
-    return Text(f"— {textwrap.shorten(entry['reason'], 24, placeholder='…')}", style="dim")
+    return Text(f"— {textwrap.shorten(_brief(entry['reason']), 24, placeholder='…')}", style="dim")
