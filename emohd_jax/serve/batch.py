@@ -131,7 +131,7 @@ def predict(paths: str | os.PathLike | Iterable[str | os.PathLike], bundle: Bund
     computed_with = _computed_with(manifest, options)
 
     def stored(path: str | os.PathLike) -> str:
-        return pathlib.PurePath(path).name if store_paths == "name" else str(path)
+        return (pathlib.PurePath(path).name or str(path)) if store_paths == "name" else str(path)  # ".": "."
 
     inputs, missing = resolve_inputs(paths)
     failures = [(stored(path), reason) for path, reason in missing]
@@ -154,7 +154,7 @@ def predict(paths: str | os.PathLike | Iterable[str | os.PathLike], bundle: Bund
         if todo:
             use_compilation_cache(compilation_cache)
             predictor = Predictor(bundle if isinstance(bundle, Bundle) else load_bundle(bundle), **options)
-        for i, path, stem, key in tqdm(todo, desc="predict", unit="input", disable=not progress):
+        for i, path, stem, key in tqdm(todo, desc="predict", unit="input", disable=not progress or not todo):
             try:
                 result = result_json(predictor.predict_file(path))
             except BadInputError as error:
