@@ -57,12 +57,6 @@ def no_loading(monkeypatch):
     monkeypatch.setattr(predictor_module, "load_bundle", refuse)
 
 
-@pytest.fixture
-def shared_bundle(monkeypatch, bundle):
-    """The CLI gets the module's bundle instead of building another."""
-    monkeypatch.setattr(batch, "load_bundle", lambda path=None: bundle)
-
-
 def _emohd(argv: list[str], capsys) -> tuple[int, str, str]:
     """`emohd ARGV` in this process: (exit code, stdout, stderr)."""
     with pytest.raises(SystemExit) as exited:
@@ -114,7 +108,7 @@ def test_the_api_checks_the_same_ranges_before_loading_a_bundle(options, flag, n
 # ---- 7 and 12: folders, photos, broken links -------------------------------------------------------------
 
 
-def test_a_folder_without_media_exits_4_saying_what_was_looked_for(shared_bundle, tmp_path, capsys):
+def test_a_folder_without_media_exits_4_saying_what_was_looked_for(no_loading, tmp_path, capsys):
     (tmp_path / "notes").mkdir()
     (tmp_path / "notes" / "readme.txt").write_text("no media here\n")
     code, out, _ = _emohd(["predict", tmp_path / "notes", "--out", tmp_path / "out"], capsys)
