@@ -10,6 +10,7 @@ import numpy as np
 
 from emohd_jax.errors import CorruptMediaError
 from emohd_jax.extract import BASE_FIELDS, Field, Record, Utterance
+from emohd_jax.vision.video_io import MAX_IMAGE_PIXELS
 
 
 FACE_SHAPES: dict[str, tuple[int, int, int]] = {"mini_xception": (64, 64, 1), "resnet50": (224, 224, 3)}
@@ -35,9 +36,8 @@ def _face_fields(backbone: str) -> dict[str, Field]:
 
 
 # An image's size is read from its header before anything is decoded: below the face detector's smallest face
-# (MTCNN's 20 px) nothing can be recognised; above 40 megapixels (a 7700×5200 photo) decoding could take GBs.
+# (MTCNN's 20 px) nothing can be recognised; above `video_io.MAX_IMAGE_PIXELS` decoding could take GBs.
 MIN_IMAGE_SIDE = 20
-MAX_IMAGE_PIXELS = 40_000_000
 
 
 def load_image(path: str | os.PathLike) -> np.ndarray:

@@ -16,7 +16,11 @@ from typing import Iterator
 import av
 import numpy as np
 
-from emohd_jax.errors import CorruptMediaError, NoVideoStreamError
+from emohd_jax.errors import CorruptMediaError, ImageTooLargeError, NoVideoStreamError
+
+# Above 40 megapixels (a 7700×5200 photo) decoding one frame could take GBs: refused from the header, for video
+# frames here and still images in `vision.extract` alike (an 8K video frame is under it).
+MAX_IMAGE_PIXELS = 40_000_000
 
 
 def _video_stream(container: av.container.InputContainer, path: str | os.PathLike) -> av.video.stream.VideoStream:
@@ -29,10 +33,7 @@ def _video_stream(container: av.container.InputContainer, path: str | os.PathLik
 
 def _check_frame_size(stream: av.video.stream.VideoStream, path: str | os.PathLike) -> None:
     """ImageTooLargeError from the header, before a frame is decoded: a giant photo in a folder of inputs would
-    otherwise take GBs (the limit `prepare` applies to still images; an 8K video frame is under it)."""
-    from emohd_jax.errors import ImageTooLargeError
-    from emohd_jax.vision.extract import MAX_IMAGE_PIXELS
-
+    otherwise take GBs."""
     if stream.width * stream.height > MAX_IMAGE_PIXELS:
         raise ImageTooLargeError(path, f"{stream.width}×{stream.height} ({stream.width * stream.height / 1e6:.0f} "
                                        f"megapixels) is over the {MAX_IMAGE_PIXELS / 1e6:.0f}-megapixel limit "
