@@ -214,8 +214,8 @@ MODULE_COMMANDS = {
     "asr": ("Speech recognition checks.", {"eval": "emohd_jax.asr.evaluate",
                                             "language": "emohd_jax.asr.language_check"}),
     "check": ("Checks beyond a tower's own dev set: fusion (real A+T and label-paired trimodal), cross-corpus, "
-              "robustness.", {"fusion": "emohd_jax.fusion_checks", "crosscorpus": "emohd_jax.train.crosscorpus",
-                              "robustness": "emohd_jax.train.robustness"}),
+              "robustness.", {"fusion": "emohd_jax.checks.fusion", "crosscorpus": "emohd_jax.checks.crosscorpus",
+                              "robustness": "emohd_jax.checks.robustness"}),
 }
 EXIT_CODES = (f"Exit codes: {EXIT_OK} done; {EXIT_USAGE} a mistake in the command or its input (one line says "
               f"what); {EXIT_PARTIAL} predict: some inputs failed; {EXIT_NONE} predict: none could be predicted; "

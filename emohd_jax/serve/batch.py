@@ -301,12 +301,12 @@ def _write_run_files(out: pathlib.Path, run: dict) -> None:
 
 
 def _versions() -> dict[str, str]:
+    from importlib.metadata import version
+
     import jax
     import jaxlib
 
-    from emohd_jax import __version__
-
-    return {"emohd_jax": __version__, "jax": jax.__version__, "jaxlib": jaxlib.__version__,
+    return {"emohd_jax": version("emohd-jax"), "jax": jax.__version__, "jaxlib": jaxlib.__version__,
             "python": platform.python_version()}
 
 
