@@ -22,9 +22,10 @@ install-dev: $(BIN)/python
 	$(BIN)/pip install -q --no-deps $(NO_DEPS_ASSETS) $(NO_DEPS_TEST_REFS)
 
 # Main job on the offline default: the shipped CREMA-D clips → faces, voice, ASR words → three towers →
-# fitted fusion → a table, and JSON + CSV + timeline PNG per clip in reports/predict_cremad.
+# fitted fusion → a table, and JSON + CSV + timeline PNG per clip in predictions/cremad (git-ignored: each
+# result records its input's size and time stamp; the committed example is reports/predict_cremad).
 predict: install
-	$(BIN)/emohd predict examples/cremad --out reports/predict_cremad --overwrite
+	$(BIN)/emohd predict examples/cremad --out predictions/cremad
 
 # Training demo: MELD sample → shards → MiniLM text tower → dev metrics.
 train-demo: install
