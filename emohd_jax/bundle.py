@@ -111,29 +111,33 @@ def shipped_weights(config, module: nnx.Module) -> dict[str, np.ndarray]:
 def build_tower_module(config, tensors: Mapping[str, np.ndarray], *, source: str) -> nnx.Module:
     """The tower's module filled with `tensors` (over its packaged base when they are partial).
 
-    When `tensors` hold every variable the module is built abstractly (`nnx.eval_shape`): no initialiser runs,
-    which was a fifth of a warm `emohd predict`'s start (hundreds of small traced programs per tower)."""
+    The module is built abstractly (`nnx.eval_shape`): no initialiser runs (hundreds of small traced programs
+    per tower, a fifth of a warm `emohd predict`'s start); every variable then comes from `tensors` or, for a
+    partial tower, from its packaged base."""
     task = make_tower(config)
-    build = lambda: task.build_model(nnx.Rngs(config.seed, dropout=config.seed + 1))  # noqa: E731
+    module = nnx.eval_shape(lambda: task.build_model(nnx.Rngs(config.seed, dropout=config.seed + 1)))
     partial = base_ships_in_package(config) and bool(config.optim.trainable)
-    module = build() if partial else nnx.eval_shape(build)
     if partial:
         task.load_pretrained(module)
         missing = sorted(set(shipped_weights(config, module)) - set(tensors))
         if missing:  # the base comes from its package; everything training changed must be here
             raise CheckpointLayoutError(source, f"tensors missing {missing[:10]}")
     graphdef, params, rngs, other = split_model(module)
-    if not partial:  # inference never draws from them, but they are state: concrete, seeded
-        rngs = jax.tree.map(lambda leaf: _concrete_rng(leaf, config.seed), rngs)
+    rngs = jax.tree.map(lambda leaf: _concrete_rng(leaf, config.seed), rngs)  # never drawn from at inference
     state = nnx.State({"params": params, "other": other})
     param_keys = set(_flat(params))
     wrapped = {f"params/{k}" if k in param_keys else f"other/{k}": v for k, v in tensors.items()}
     fill(state, wrapped, source=source, sep="/", partial=partial)
+    unset = [k for k, v in _flat(state).items() if v.dtype == object]
+    if unset:  # neither the bundle nor the packaged base holds them
+        raise CheckpointLayoutError(source, f"tensors missing {unset[:10]}")
     return nnx.merge(graphdef, state["params"], rngs, state["other"])
 
 
-def _concrete_rng(leaf: jax.ShapeDtypeStruct, seed: int) -> jax.Array:
+def _concrete_rng(leaf: jax.ShapeDtypeStruct | jax.Array, seed: int) -> jax.Array:
     """A value for an abstract RNG-state leaf: a key (split to its shape) or a zero count."""
+    if not isinstance(leaf, jax.ShapeDtypeStruct):
+        return leaf
     if jax.dtypes.issubdtype(leaf.dtype, jax.dtypes.prng_key):
         key = jax.random.key(seed)
         return jax.random.split(key, leaf.shape) if leaf.shape else key
