@@ -51,7 +51,7 @@ def get_config(arg: str = '') -> ml_collections.ConfigDict:
           'file_format': 'array_record',
           'prepare_splits': ('train', 'dev'),
           'root': '/work/shared/data',
-          'shards': '/work/main/work/shards/meld_text_features',
+          'shards': 'work/shards/meld_text_features',
           'split': 'dev',
           'train_split': 'train'},
  'eval': {'batch_size': 256, 'clip_rule': 'mean'},
