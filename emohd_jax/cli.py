@@ -119,7 +119,7 @@ def run_predict(argv: list[str]) -> int:
                         help="which modalities to compute, comma-separated (default: %(default)s); the others are "
                              "reported missing, 'not requested', and cost nothing: without face no face detection, "
                              "without words no speech recognition")
-    from emohd_jax.serve.batch import FAILURES_FILE, STORE_PATHS, default_cache_dir
+    from emohd_jax.serve.batch import FAILURES_FILE, NORMALIZE, STORE_PATHS, default_cache_dir
     from emohd_jax.serve.options import CLI_OPTIONS, NUMERIC_OPTIONS
 
     for option in (NUMERIC_OPTIONS[name] for name in CLI_OPTIONS):  # ranges checked while parsing: exit 2
@@ -131,6 +131,11 @@ def run_predict(argv: list[str]) -> int:
     parser.add_argument("--store-paths", choices=STORE_PATHS, default="given",
                         help="how each input's path is written in the outputs: as given (relative stays relative) "
                              "or its file name only (default: %(default)s)")
+    parser.add_argument("--normalize", choices=NORMALIZE, default="training",
+                        help="the voice features' statistics: the voice tower's training ones, or those of the speech "
+                             "of all inputs in each folder (a first, voice-only pass per folder). 'folder' is what "
+                             "holds for a voice, language or room the tower never heard: a folder of clips from "
+                             "one source (default: %(default)s)")
     parser.add_argument("--no-cache", action="store_true",
                         help=f"do not keep compiled programs between runs (default: kept in {default_cache_dir()}, "
                              "that is $XDG_CACHE_HOME/emohd/jax or ~/.cache/emohd/jax, so a second run starts fast)")
@@ -148,6 +153,7 @@ def run_predict(argv: list[str]) -> int:
 
     run = predict(args.paths, args.bundle, out_dir=args.out, progress=not args.quiet, overwrite=args.overwrite,
                   store_paths=args.store_paths, compilation_cache=not args.no_cache, modalities=modalities,
+                  normalize=args.normalize,
                   **{name: getattr(args, name) for name in CLI_OPTIONS})
     if args.quiet:
         for path, reason in run.failures:  # quiet hides progress, never what went wrong

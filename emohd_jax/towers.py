@@ -429,6 +429,9 @@ class VoiceWhisperTask(ClassifierTask):
         from emohd_jax.models.voice_head import frame_mask
 
         hidden = batch["hidden"]  # [batch, frames, layers, width] float16, zero-padded
+        if "feature_mean" in batch:  # a folder's own statistics [batch, layers, width] (predict --normalize folder)
+            return model(hidden, frame_mask(hidden), batch["feature_mean"], batch["feature_std"],
+                         deterministic=not train)
         ids, means, stds = map(jnp.asarray, self.normalization())
         mode = self.config.model.normalize
         rows = jnp.zeros(hidden.shape[:1], jnp.int32) if mode == "global" else \

@@ -163,6 +163,30 @@ class WhisperFeatureExtractor:
                  **ids} for i, hidden in enumerate(self.features(waves))]
 
 
+class FeatureMoments:
+    """Frame count, sum and sum of squares of features [layers + 1, width] (float64), gathered one utterance at
+    a time: the statistics of a folder's speech (`emohd predict --normalize folder`), the same standardisation
+    the 'corpus' training runs apply per corpus, from a source that is not in the shards."""
+
+    def __init__(self):
+        self.count, self.total, self.squares = 0, 0.0, 0.0
+
+    def add(self, hidden: np.ndarray) -> None:
+        """hidden: [frames, layers + 1, width], one utterance's features."""
+        hidden = np.asarray(hidden, np.float64)
+        self.count += hidden.shape[0]
+        self.total = self.total + hidden.sum(axis=0)
+        self.squares = self.squares + np.square(hidden).sum(axis=0)
+
+    def mean_std(self) -> tuple[np.ndarray, np.ndarray] | None:
+        """(mean, std) [layers + 1, width] float32, as `GroupStatistics.mean_std`; None before any frame."""
+        if not self.count:
+            return None
+        one = GroupStatistics(np.zeros(1, np.int64), np.asarray([self.count], np.float64), self.total[None],
+                              self.squares[None])
+        return one.mean_std()
+
+
 class GroupStatistics:
     """Per group (a corpus split or a speaker) frame count, sum and sum of squares of the features
     [layers + 1, width], float64: mean and std of any union of groups (the training corpora: `global`; one

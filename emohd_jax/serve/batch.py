@@ -35,6 +35,7 @@ NO_MEDIA = "no media found (looked for " + "; ".join(
     for kind, suffixes in (("video", VIDEO_SUFFIXES), ("audio", AUDIO_SUFFIXES), ("images", IMAGE_SUFFIXES))) + ")"
 
 STORE_PATHS = ("given", "name")  # how an input's path is written: as given, or its file name only
+NORMALIZE = ("training", "folder")  # the voice features' statistics: the tower's training ones, or each folder's
 RUN_SCHEMA, RUN_FILE, FAILURES_FILE = "emohd.predict-run/1", "run.json", "failures.json"  # per run, in out_dir
 RESERVED_STEMS = ("run", "failures")  # an input `run.mp4` is written as `run-2.json`: `run.json` is the run's
 HASHED_BYTES = 1 << 20  # the first and the last MiB of an input are hashed into its resume key
@@ -100,7 +101,7 @@ def _broken_link(path: pathlib.Path) -> str:
 def predict(paths: str | os.PathLike | Iterable[str | os.PathLike], bundle: Bundle | str | os.PathLike | None = None,
             *, out_dir: str | os.PathLike | None = None, progress: bool = True, overwrite: bool = False,
             store_paths: str = "given", compilation_cache: bool | str | os.PathLike | None = None,
-            **options) -> PredictRun:
+            normalize: str = "training", **options) -> PredictRun:
     """Predicts every input (a file, folder or glob, or several); writes JSON + CSV + timeline PNG per input to
     `out_dir`, and `run.json` + `failures.json` for the run.
 
@@ -111,6 +112,10 @@ def predict(paths: str | os.PathLike | Iterable[str | os.PathLike], bundle: Bund
     is written as `name-2`). The bundle loads only when some input needs predicting.
     `store_paths`: 'given' (each input's path as given) or 'name' (its file name only) in everything written.
     `compilation_cache`: True (`default_cache_dir()`), a folder, False (off), None (JAX's own setting).
+    `normalize`: 'training' (the voice features standardised with the tower's training statistics) or 'folder'
+    (with the statistics of the speech of all inputs in the same folder, a first voice-only pass per folder: what
+    transfers to a voice, language or room the tower never heard; each result's key then holds the folder's
+    contents, so adding a file to the folder recomputes its results).
     `options`: `modalities` ('face,voice,words' or a list; default all), `max_utterance_s`, `window_s`,
     `block_s`, `frame_chunk`, ... (see `Predictor`).
     """
@@ -124,11 +129,14 @@ def predict(paths: str | os.PathLike | Iterable[str | os.PathLike], bundle: Bund
     paths = _path_list(paths)
     if store_paths not in STORE_PATHS:
         raise UsageError(f"store_paths={store_paths!r}", "unknown choice", f"one of: {', '.join(STORE_PATHS)}")
+    if normalize not in NORMALIZE:
+        raise UsageError(f"normalize={normalize!r}", "unknown choice", f"one of: {', '.join(NORMALIZE)}")
     check_numeric_options(options)  # a bad range is a usage error before the bundle loads
     out = _writable_folder(out_dir) if out_dir is not None else None
     manifest = bundle.manifest if isinstance(bundle, Bundle) else read_manifest(
         epath.Path(bundle) if bundle is not None else DEFAULT_BUNDLE)  # no tower built: what the resume keys need
     computed_with = _computed_with(manifest, options)
+    computed_with["options"]["normalize"] = normalize
 
     def stored(path: str | os.PathLike) -> str:
         return (pathlib.PurePath(path).name or str(path)) if store_paths == "name" else str(path)  # ".": "."
@@ -137,12 +145,19 @@ def predict(paths: str | os.PathLike | Iterable[str | os.PathLike], bundle: Bund
     failures = [(stored(path), reason) for path, reason in missing]
     outcome: dict[int, dict] = {}  # input index → its result (results keep the input order)
     resumed, done, todo, taken = [], [], [], set(RESERVED_STEMS)
+    contents = {}
     for i, path in enumerate(inputs):
         try:
-            key = {"input": _content_key(path, out), **computed_with}
+            contents[i] = _content_key(path, out)
         except OSError as error:
             failures.append((stored(path), f"cannot read: {error.strerror or error}"))
-            continue
+    folders = {i: str(pathlib.Path(inputs[i]).parent) for i in contents}  # normalize='folder': its sources
+    folder_keys = {folder: hashlib.sha256(json.dumps(sorted((contents[i] for i in contents if folders[i] == folder),
+                                                            key=lambda c: c["id"])).encode()).hexdigest()[:16]
+                   for folder in set(folders.values())} if normalize == "folder" else {}
+    for i, content in contents.items():
+        path = inputs[i]
+        key = {"input": content, **computed_with, **({"folder": folder_keys[folders[i]]} if folder_keys else {})}
         stem, earlier = _slot(out, path, key["input"]["id"], taken)
         if earlier is not None and not overwrite and earlier.get("computed_with") == key:
             outcome[i] = earlier
@@ -150,11 +165,19 @@ def predict(paths: str | os.PathLike | Iterable[str | os.PathLike], bundle: Bund
         else:
             todo.append((i, path, stem, key))
     complete = False
+    statistics: dict[str, dict] = {}  # normalize='folder': per folder, the speech it was standardised with
     try:
         if todo:
             use_compilation_cache(compilation_cache)
             predictor = Predictor(bundle if isinstance(bundle, Bundle) else load_bundle(bundle), **options)
+        todo.sort(key=lambda item: folders[item[0]] if folder_keys else "")  # a folder's inputs together
         for i, path, stem, key in tqdm(todo, desc="predict", unit="input", disable=not progress or not todo):
+            if folder_keys and folders[i] not in statistics:
+                members = [inputs[k] for k in contents if folders[k] == folders[i]]
+                moments, frames = predictor.folder_statistics(members)
+                predictor.use_voice_statistics(moments)  # None (no speech at all): the training statistics
+                statistics[folders[i]] = {"inputs": len(members), "speech_frames": frames,
+                                          "standardised_with": "folder" if moments is not None else "training"}
             try:
                 result = result_json(predictor.predict_file(path))
             except BadInputError as error:
@@ -180,7 +203,8 @@ def predict(paths: str | os.PathLike | Iterable[str | os.PathLike], bundle: Bund
                 "paths": [stored(p) for p in paths], "inputs": [stored(p) for p in inputs], "done": done,
                 "skipped_as_finished": resumed, "failed": [{"input": p, "reason": r} for p, r in failures],
                 "versions": _versions(), "bundle_digest": computed_with["bundle"],
-                "options": {**computed_with["options"], "store_paths": store_paths, "overwrite": overwrite}})
+                "options": {**computed_with["options"], "store_paths": store_paths, "overwrite": overwrite},
+                **({"voice_statistics": {stored(f): v for f, v in statistics.items()}} if folder_keys else {})})
     return PredictRun([outcome[i] for i in sorted(outcome)], failures, resumed)
 
 

@@ -35,7 +35,7 @@ from emohd_jax.serve.face_track import FaceTrack, decide_faces, track_faces
 from emohd_jax.serve.options import DEFAULTS, check_numeric_options
 from emohd_jax.serve.plan import NOT_REQUESTED, Plan, bucket, run_tower
 from emohd_jax.serve.prediction import Prediction
-from emohd_jax.serve.voice import voice_step
+from emohd_jax.serve.voice import UtteranceVoice, voice_step
 from emohd_jax.utterances import SpeechSegment
 from emohd_jax.vision.video_io import declared_duration_s, truncation_warning
 
@@ -93,6 +93,38 @@ class Predictor:
         self.audio = AudioStream(self.clock, words=self.words is not None, voice=self.voice is not None,
                                  transcriber=transcriber, policy=words_policy, max_utterance_s=max_utterance_s,
                                  window_s=window_s, block_s=block_s, carry_s=carry_s)
+        self._utterance_options = dict(max_utterance_s=max_utterance_s, window_s=window_s, block_s=block_s,
+                                       frame_chunk=frame_chunk, carry_s=carry_s)
+        self._voice_only: Predictor | None = None
+
+    # ---- voice statistics of a folder (`emohd predict --normalize folder`) ---------------------------
+
+    def folder_statistics(self, paths: Iterable[str | os.PathLike]) -> tuple[tuple[np.ndarray, np.ndarray] | None, int]:
+        """((mean, std) [layers + 1, width] of the voice features over the speech of `paths`, or None when they
+        hold none; the number of speech frames): a first pass, voice only, cut into utterances as predict cuts
+        them. A voice tower trained on several corpora, each standardised with its own statistics, transfers to
+        a new source when that source is standardised with its own too (the cross-corpus tables)."""
+        from emohd_jax.audio.whisper_features import FeatureMoments
+
+        if not isinstance(self.voice_step, UtteranceVoice):
+            raise UsageError("--normalize folder", "needs the voice modality and a Whisper-feature voice tower",
+                             "request voice (--modalities) with a bundle whose voice tower is voice_whisper")
+        if self._voice_only is None:
+            self._voice_only = Predictor(self.bundle, modalities="voice", **self._utterance_options)
+        gatherer = self._voice_only.voice_step
+        gatherer.moments = FeatureMoments()
+        try:
+            for _ in self._voice_only.predict_many((path, None) for path in paths):
+                pass
+            return gatherer.moments.mean_std(), gatherer.moments.count
+        finally:
+            gatherer.moments = None
+
+    def use_voice_statistics(self, statistics: tuple[np.ndarray, np.ndarray] | None) -> None:
+        """Standardise the voice features with `statistics` ((mean, std), `folder_statistics`); None: the
+        tower's training statistics (the default)."""
+        if isinstance(self.voice_step, UtteranceVoice):
+            self.voice_step.statistics = statistics
 
     # ---- inputs ------------------------------------------------------------------------------------
 

@@ -58,10 +58,16 @@ class PatchVoice:
 
 
 class UtteranceVoice:
-    """Whisper features: each utterance's speech (its quiet ends trimmed, at most 30 s) → one tower row."""
+    """Whisper features: each utterance's speech (its quiet ends trimmed, at most 30 s) → one tower row.
+
+    Features are standardised with the tower's training statistics, or with `statistics` ((mean, std)
+    [layers + 1, width]: a folder's own, `emohd predict --normalize folder`); `moments`, when set, gathers the
+    statistics of every utterance run (the first pass over a folder)."""
 
     def __init__(self, tower: LoadedTower, extractor, clock: StageClock, max_batch: int):
         self.tower, self.extractor, self.clock, self.max_batch = tower, extractor, clock, max_batch
+        self.statistics: tuple[np.ndarray, np.ndarray] | None = None
+        self.moments = None  # emohd_jax.audio.whisper_features.FeatureMoments while gathering
 
     def queue(self, plan: Plan, i: int, piece: np.ndarray) -> None:
         """piece: [samples] the utterance's audio → its prepared wave queued, or why it has no voice."""
@@ -80,11 +86,17 @@ class UtteranceVoice:
             with self.clock("whisper_encoder"):
                 for k, h in zip(chunk, self.extractor.features([queued[k][2] for k in chunk])):
                     hidden[k] = h  # [frames, layers + 1, width] float16
+                    if self.moments is not None:
+                        self.moments.add(h)
         for start in range(0, len(order), self.max_batch):
             chunk = order[start:start + self.max_batch]
             batch = Collate(self.tower.task.padded)([{"hidden": hidden[k]} for k in chunk])  # frames bucketed
+            fields = {"hidden": batch["hidden"]}
+            if self.statistics is not None:
+                shape = (len(chunk), *self.statistics[0].shape)
+                fields["feature_mean"], fields["feature_std"] = (np.broadcast_to(a, shape) for a in self.statistics)
             with self.clock("audio_tower"):
-                probs = run_tower(self.tower, {"hidden": batch["hidden"]}, self.max_batch)
+                probs = run_tower(self.tower, fields, self.max_batch)
             for k, p in zip(chunk, probs):
                 plan, i, _, _ = queued[k]
                 span = plan.spans[i]
