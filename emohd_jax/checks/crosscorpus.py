@@ -154,11 +154,15 @@ TABLE_ROWS: tuple[tuple[str, str, str], ...] = (
     ("voice, Whisper head LOCO (RAVDESS 1–16 + URDU), training stats", "voice_whisper_loco_tess_global_clean", "tess"),
     ("voice, Whisper head LOCO (RAVDESS 1–16 + TESS), per-corpus stats", "voice_whisper_loco_urdu_corpus_clean", "urdu"),
     ("voice, Whisper head LOCO (RAVDESS 1–16 + TESS), training stats", "voice_whisper_loco_urdu_global_clean", "urdu"),
+    ("voice, Whisper head LOCO (RAVDESS 1–16 + URDU) trained with training stats, scored with per-corpus stats "
+     "(`predict --normalize folder`)", "voice_whisper_loco_tess_global_clean_folder_stats", "tess"),
+    ("voice, Whisper head LOCO (RAVDESS 1–16 + TESS) trained with training stats, scored with per-corpus stats "
+     "(`predict --normalize folder`)", "voice_whisper_loco_urdu_global_clean_folder_stats", "urdu"),
     ("voice, small VGGish (the previous bundle)", "voice_whisper_vggish_bundle", "ravdess_dev"),
     ("voice, small VGGish (the previous bundle)", "voice_whisper_vggish_bundle", "tess"),
     ("voice, small VGGish (the previous bundle)", "voice_whisper_vggish_bundle", "urdu"),
     ("face, shipped (FER2013 mini-Xception + MLP)", "fer_face_mlp", ""),
-    ("face, shipped, photos through the predictor (MTCNN first; every 8th photo)", "faces_wild", ""),
+    ("face, shipped, photos through the predictor (MTCNN first; all 1,915)", "faces_wild", ""),
     ("words, shipped (MiniLM + LoRA)", "meld_text_lora", ""),
 )
 
