@@ -54,9 +54,12 @@ def plot_confusion(confusion: np.ndarray, path: str | os.PathLike, title: str = 
 def write_report(out_dir: str | os.PathLike, metrics: dict, *, dataset: str, split: str,
                  extra: dict | None = None) -> epath.Path:
     """metrics.json (the schema of metrics.py plus dataset/split), metrics.md and confusion.png."""
+    from emohd_jax.run_config import shown_path
+
     out = epath.Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
-    payload = {"dataset": dataset, "split": split, **metrics, **(extra or {})}
+    extra = {k: shown_path(v) if isinstance(v, str) else v for k, v in (extra or {}).items()}  # no machine folders
+    payload = {"dataset": dataset, "split": split, **metrics, **extra}
     (out / "metrics.json").write_text(json.dumps(payload, indent=1))
     (out / "metrics.md").write_text(f"# {dataset} · {split}\n\n" + markdown_table(metrics))
     plot_confusion(np.asarray(metrics["confusion"]), out / "confusion.png", title=f"{dataset} {split}")

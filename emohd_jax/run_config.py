@@ -175,6 +175,15 @@ def emohd_home() -> pathlib.Path:
     return pathlib.Path(os.environ.get("EMOHD_HOME") or os.getcwd()).resolve()
 
 
+def shown_path(path: str) -> str:
+    """`path` relative to $EMOHD_HOME when it lies inside it, as given otherwise: a report records where a run or
+    input is without the machine's folders (configs resolve their paths against $EMOHD_HOME)."""
+    try:
+        return str(pathlib.Path(path).relative_to(emohd_home()))
+    except ValueError:
+        return path
+
+
 def default_data_root() -> pathlib.Path:
     if os.environ.get("EMOHD_DATA"):
         return pathlib.Path(os.environ["EMOHD_DATA"]).resolve()

@@ -70,3 +70,16 @@ def test_splits_read_the_canonical_classes(configs, data_root):
         assert {u.label for u in held} <= classes, variant
         if "actors" in data:
             assert not {u.speaker for u in train} & {u.speaker for u in held}, variant
+
+
+def test_reports_record_paths_relative_to_the_emohd_home(tmp_path, monkeypatch):
+    """A committed report holds no machine's folders: a checkpoint under $EMOHD_HOME is written relative to it."""
+    from emohd_jax.metrics import classification_metrics
+    from emohd_jax.reports import write_report
+
+    monkeypatch.setenv("EMOHD_HOME", str(tmp_path))
+    metrics = classification_metrics([0, 1, 2], [0, 1, 1])
+    path = write_report(tmp_path / "report", metrics, dataset="x", split="dev",
+                        extra={"checkpoint": str(tmp_path / "work" / "runs" / "r"), "elsewhere": "/opt/run", "n_runs": 3})
+    written = json.loads(path.read_text())
+    assert (written["checkpoint"], written["elsewhere"], written["n_runs"]) == ("work/runs/r", "/opt/run", 3)

@@ -335,6 +335,8 @@ def run_checks(config) -> dict:
     def f1(labels, decided):
         return metrics_lib.classification_metrics(labels, decided)["weighted_f1"]
 
+    from emohd_jax.run_config import shown_path
+
     summary = {"inputs": {name: shown_path(path) for name, path in config.inputs.items()}, "seed": config.seed, "draws": config.draws,
                "margin_at": config.margin_at, "margin_paired": config.margin_paired, "real_at": {}, "paired": {}}
     for name, (probs, present, labels) in real.items():
@@ -361,16 +363,6 @@ def run_checks(config) -> dict:
     summary["default_rule"] = config.default_rule
     write_report(summary, pathlib.Path(config.report_dir))
     return summary
-
-
-def shown_path(path: str) -> str:
-    """`path` relative to $EMOHD_HOME when it lies inside it: a committed report holds no machine's folders."""
-    from emohd_jax.run_config import emohd_home
-
-    try:
-        return str(pathlib.Path(path).relative_to(emohd_home()))
-    except ValueError:
-        return path
 
 
 def fit_for_bundle(config) -> dict:
