@@ -25,6 +25,7 @@ from tqdm import tqdm
 from emohd_jax import fusion, metrics as metrics_lib
 from emohd_jax.classes import EMOTIONS
 from emohd_jax.errors import BadInputError, SkipReport
+from emohd_jax.run_config import shown_path
 from emohd_jax.serve.prediction import Prediction
 
 
@@ -121,7 +122,7 @@ def evaluate_system(config) -> dict:
     skips = SkipReport(skips.skips)
     report_dir = epath.Path(config.report_dir)  # local or gs://
     report_dir.mkdir(parents=True, exist_ok=True)
-    summary = {"dataset": config.data.dataset, "split": config.data.split, "bundle": str(bundle.path),
+    summary = {"dataset": config.data.dataset, "split": config.data.split, "bundle": shown_path(str(bundle.path)),
                "fusion_fitted_on": {m: t["dev"]["dataset"] + " " + t["dev"]["split"]
                                     for m, t in bundle.manifest["towers"].items()}}
     for source in config.transcripts:

@@ -11,6 +11,7 @@ import ml_collections
 import optuna
 from etils import epath
 
+from emohd_jax.run_config import shown_path
 from emohd_jax.study.space import Sweep, trial_config
 
 METRICS = ("weighted_f1", "accuracy", "macro_f1")
@@ -23,7 +24,8 @@ def trials_table(study: optuna.Study) -> list[dict]:
                                                         optuna.trial.TrialState.PRUNED)):
         dev = t.user_attrs.get("dev", {})
         rows.append({"trial": t.number, "state": t.state.name.lower(), **{m: dev.get(m) for m in METRICS},
-                     "best_step": dev.get("step"), "params": t.params, "checkpoint": t.user_attrs.get("checkpoint")})
+                     "best_step": dev.get("step"), "params": t.params,
+                     "checkpoint": shown_path(t.user_attrs.get("checkpoint") or "") or None})
     return sorted(rows, key=lambda r: -(r["weighted_f1"] if r["weighted_f1"] is not None else -math.inf))
 
 
