@@ -199,22 +199,17 @@ class GroupStatistics:
     def from_records(cls, records: Iterable[Mapping], keys: Sequence[str] = ("corpus_id", "speaker_id")
                      ) -> dict[str, "GroupStatistics"]:
         """key → statistics over the clean (view 0) records grouped by that field ('corpus_id', 'speaker_id')."""
-        sums: dict[str, dict[int, list]] = {key: {} for key in keys}
+        moments: dict[str, dict[int, FeatureMoments]] = {key: {} for key in keys}
         for record in records:
             if int(record["view"]) != 0:
                 continue
-            hidden = np.asarray(record["hidden"], np.float64)  # [frames, L, W]
-            frame_sum, frame_squares = hidden.sum(axis=0), np.square(hidden).sum(axis=0)
             for key in keys:
-                entry = sums[key].setdefault(int(record[key]), [0, 0.0, 0.0])
-                entry[0] += hidden.shape[0]
-                entry[1] = entry[1] + frame_sum
-                entry[2] = entry[2] + frame_squares
+                moments[key].setdefault(int(record[key]), FeatureMoments()).add(record["hidden"])  # [frames, L, W]
         out = {}
-        for key, groups in sums.items():
+        for key, groups in moments.items():
             ids = np.asarray(sorted(groups), np.int64)
-            out[key] = cls(ids, np.asarray([groups[i][0] for i in ids], np.float64),
-                           np.stack([groups[i][1] for i in ids]), np.stack([groups[i][2] for i in ids]))
+            out[key] = cls(ids, np.asarray([groups[i].count for i in ids], np.float64),
+                           np.stack([groups[i].total for i in ids]), np.stack([groups[i].squares for i in ids]))
         return out
 
     def mean_std(self, ids: Iterable[int] | None = None, *, min_std: float = 1e-3) -> tuple[np.ndarray, np.ndarray]:
