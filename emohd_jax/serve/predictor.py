@@ -111,6 +111,11 @@ class Predictor:
                              "request voice (--modalities) with a bundle whose voice tower is voice_whisper")
         if self._voice_only is None:
             self._voice_only = Predictor(self.bundle, modalities="voice", **self._utterance_options)
+            # This predictor's voice extractor (its Whisper encoder loaded and compiled once), in a voice step
+            # of the pass's own.
+            self._voice_only.voice = self.voice
+            self._voice_only.voice_step = voice_step(self.towers["audio"], self.voice, self._voice_only.clock,
+                                                     MAX_BATCH)
         gatherer = self._voice_only.voice_step
         gatherer.moments = FeatureMoments()
         try:
