@@ -73,6 +73,9 @@ def get_config(arg: str = "ravdess") -> ml_collections.ConfigDict:
     c.model.attention_hidden = 128  # attentive pooling's scoring MLP
     c.model.dropout = 0.3
     c.model.input_dropout = 0.1     # on the normalised features (per frame and channel)
+    c.model.swap_stats = 0.0        # training only: share of clips standardised with another training speaker's stats
+    c.model.mixstyle = 0.0          # training only: share of clips whose frame mean/std mix with another clip's
+    c.model.mixstyle_alpha = 0.1    # MixStyle's Beta(alpha, alpha)
 
     c.optim.lr = 2e-3
     c.optim.warmup_steps = 100

@@ -365,7 +365,7 @@ class VoiceWhisperTask(ClassifierTask):
         encoder, m = CONFIGS[self.config.features.model], self.config.model
         return VoiceHead(encoder.layers + 1, encoder.width, NUM_CLASSES, hidden=m.hidden,
                          attention_hidden=m.attention_hidden, dropout=m.dropout, input_dropout=m.input_dropout,
-                         rngs=rngs)
+                         swap_stats=m.swap_stats, mixstyle=m.mixstyle, mixstyle_alpha=m.mixstyle_alpha, rngs=rngs)
 
     def load_pretrained(self, model: nnx.Module) -> None:
         """Nothing: the encoder is frozen and ran at prepare time; the head starts fresh."""
@@ -425,6 +425,21 @@ class VoiceWhisperTask(ClassifierTask):
                 raise ValueError(f"model.normalize={mode!r} (known: global, corpus, speaker)")
         return self._tables[mode]
 
+    def swap_table(self) -> tuple:
+        """(means, stds) [speakers, layers, width] of the speakers in the training splits (`model.swap_stats`
+        draws from them), NumPy; the held-out corpora's speakers are never in it."""
+        import numpy as np
+
+        from data_pipeline import shards
+
+        if "swap" not in self._tables:
+            train = shards.open_split(self.config.data.shards, self.config.data.train_split)
+            speakers = np.unique([int(train[i]["speaker_id"]) for i in range(len(train))])
+            ids, means, stds = self.statistics("speaker_id").table()
+            rows = np.searchsorted(ids, speakers)
+            self._tables["swap"] = (means[rows], stds[rows])
+        return self._tables["swap"]
+
     def logits(self, model: nnx.Module, batch: dict, *, train: bool) -> jax.Array:
         from emohd_jax.models.voice_head import frame_mask
 
@@ -436,7 +451,8 @@ class VoiceWhisperTask(ClassifierTask):
         mode = self.config.model.normalize
         rows = jnp.zeros(hidden.shape[:1], jnp.int32) if mode == "global" else \
             jnp.clip(jnp.searchsorted(ids, batch[f"{mode}_id"]), 0, ids.shape[0] - 1)
-        return model(hidden, frame_mask(hidden), means[rows], stds[rows], deterministic=not train)
+        swap = tuple(map(jnp.asarray, self.swap_table())) if train and self.config.model.swap_stats > 0 else None
+        return model(hidden, frame_mask(hidden), means[rows], stds[rows], deterministic=not train, swap_table=swap)
 
     def finish(self, model: nnx.Module, workdir: pathlib.Path) -> None:
         """The global normalisation beside the checkpoints: what predict standardises a lone clip with."""
