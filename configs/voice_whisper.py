@@ -35,14 +35,18 @@ AUGMENTED_SUFFIX = "_aug"
 
 
 def get_config(arg: str = "ravdess") -> ml_collections.ConfigDict:
-    """`variant[,normalize][,clean]`: e.g. `loco_tess`, `loco_tess,global`, `ravdess,corpus,clean` (no augmented
-    copies: shards of the clean splits only, `work/shards/voice_whisper_clean`)."""
+    """`variant[,normalize][,clean][,field=value...]`: e.g. `loco_tess`, `loco_tess,global`, `ravdess,corpus,clean`
+    (no augmented copies: shards of the clean splits only, `work/shards/voice_whisper_clean`),
+    `loco_tess,global,swap_stats=0.5,seed=1` (a model field or the seed set; the run's name says so)."""
     variant, *options = (arg or "ravdess").split(",")
     if variant not in VARIANTS:
         raise ValueError(f"unknown variant {variant!r} (known: {', '.join(VARIANTS)})")
+    settings = dict(o.split("=", 1) for o in options if "=" in o)  # model fields, e.g. swap_stats=0.5
+    options = [o for o in options if "=" not in o]
     clean = "clean" in options
     normalize = next((o for o in options if o != "clean"), "")
-    name = "_".join(["voice_whisper", variant, *([normalize] if normalize else []), *(["clean"] if clean else [])])
+    name = "_".join(["voice_whisper", variant, *([normalize] if normalize else []), *(["clean"] if clean else []),
+                     *(f"{k}{v}" for k, v in settings.items())])
     c = common.run("voice_whisper", name)
     c.data = common.data("speech", "work/shards/voice_whisper_clean" if clean else "work/shards/voice_whisper")
     c.data.split_sources = ml_collections.ConfigDict(SPLIT_SOURCES)
@@ -73,9 +77,18 @@ def get_config(arg: str = "ravdess") -> ml_collections.ConfigDict:
     c.model.attention_hidden = 128  # attentive pooling's scoring MLP
     c.model.dropout = 0.3
     c.model.input_dropout = 0.1     # on the normalised features (per frame and channel)
+    c.model.pool_std = True         # attentive pooling returns the weighted std beside the mean
     c.model.swap_stats = 0.0        # training only: share of clips standardised with another training speaker's stats
+    c.model.swap_groups = "speaker"  # whose statistics: a training 'speaker' | 'corpus'
     c.model.mixstyle = 0.0          # training only: share of clips whose frame mean/std mix with another clip's
     c.model.mixstyle_alpha = 0.1    # MixStyle's Beta(alpha, alpha)
+
+    for field, value in settings.items():  # `seed` or a model field
+        block = c if field == "seed" else c.model
+        if field not in block:
+            raise ValueError(f"unknown model field {field!r} in {arg!r} (known: seed, {', '.join(c.model)})")
+        kind = type(block[field])
+        block[field] = value.lower() in ("1", "true") if kind is bool else kind(value)
 
     c.optim.lr = 2e-3
     c.optim.warmup_steps = 100

@@ -365,7 +365,8 @@ class VoiceWhisperTask(ClassifierTask):
         encoder, m = CONFIGS[self.config.features.model], self.config.model
         return VoiceHead(encoder.layers + 1, encoder.width, NUM_CLASSES, hidden=m.hidden,
                          attention_hidden=m.attention_hidden, dropout=m.dropout, input_dropout=m.input_dropout,
-                         swap_stats=m.swap_stats, mixstyle=m.mixstyle, mixstyle_alpha=m.mixstyle_alpha, rngs=rngs)
+                         pool_std=m.pool_std, swap_stats=m.swap_stats, mixstyle=m.mixstyle,
+                         mixstyle_alpha=m.mixstyle_alpha, rngs=rngs)
 
     def load_pretrained(self, model: nnx.Module) -> None:
         """Nothing: the encoder is frozen and ran at prepare time; the head starts fresh."""
@@ -426,17 +427,18 @@ class VoiceWhisperTask(ClassifierTask):
         return self._tables[mode]
 
     def swap_table(self) -> tuple:
-        """(means, stds) [speakers, layers, width] of the speakers in the training splits (`model.swap_stats`
-        draws from them), NumPy; the held-out corpora's speakers are never in it."""
+        """(means, stds) [groups, layers, width] of the `model.swap_groups` ('speaker' | 'corpus') in the training
+        splits (`model.swap_stats` draws from them), NumPy; the held-out corpora's are never in it."""
         import numpy as np
 
         from data_pipeline import shards
 
         if "swap" not in self._tables:
+            key = f"{self.config.model.swap_groups}_id"
             train = shards.open_split(self.config.data.shards, self.config.data.train_split)
-            speakers = np.unique([int(train[i]["speaker_id"]) for i in range(len(train))])
-            ids, means, stds = self.statistics("speaker_id").table()
-            rows = np.searchsorted(ids, speakers)
+            groups = np.unique([int(train[i][key]) for i in range(len(train))])
+            ids, means, stds = self.statistics(key).table()
+            rows = np.searchsorted(ids, groups)
             self._tables["swap"] = (means[rows], stds[rows])
         return self._tables["swap"]
 

@@ -53,17 +53,21 @@ def mixstyle(key: jax.Array, x: jax.Array, mask: jax.Array, prob: float, alpha: 
 class VoiceHead(nnx.Module):
     """hidden [batch, frames, layers, width] + frame mask → logits [batch, classes].
 
+    `pool_std`: the attentive pooling returns the weighted std beside the mean (Okabe et al.); a clip's spread
+    over time is what differs most between corpora in its statistics, so without it the head may transfer better.
     `swap_stats` / `mixstyle`: training-time probabilities of the two augmentations above (0 = off)."""
 
     def __init__(self, layers: int, width: int, num_classes: int, *, hidden: int = 256, attention_hidden: int = 128,
-                 dropout: float = 0.3, input_dropout: float = 0.1, swap_stats: float = 0.0, mixstyle: float = 0.0,
-                 mixstyle_alpha: float = 0.1, rngs: nnx.Rngs):
+                 dropout: float = 0.3, input_dropout: float = 0.1, pool_std: bool = True, swap_stats: float = 0.0,
+                 mixstyle: float = 0.0, mixstyle_alpha: float = 0.1, rngs: nnx.Rngs):
         self.layer_logits = nnx.Param(jnp.zeros((layers,), jnp.float32))  # softmax → one weight per layer
         self.project = nnx.Linear(width, hidden, rngs=rngs)
         self.score_in = nnx.Linear(hidden, attention_hidden, rngs=rngs)
         self.score_out = nnx.Linear(attention_hidden, 1, rngs=rngs)
-        self.pooled_norm = nnx.LayerNorm(2 * hidden, rngs=rngs)  # pooled statistics are far smaller than frames
-        self.mlp_in = nnx.Linear(2 * hidden, hidden, rngs=rngs)
+        self.pool_std = pool_std
+        pooled = 2 * hidden if pool_std else hidden
+        self.pooled_norm = nnx.LayerNorm(pooled, rngs=rngs)  # pooled statistics are far smaller than frames
+        self.mlp_in = nnx.Linear(pooled, hidden, rngs=rngs)
         self.classifier = nnx.Linear(hidden, num_classes, rngs=rngs)
         self.input_dropout = nnx.Dropout(input_dropout, rngs=rngs)
         self.dropout = nnx.Dropout(dropout, rngs=rngs)
@@ -94,9 +98,11 @@ class VoiceHead(nnx.Module):
         scores = self.score_out(jnp.tanh(self.score_in(h)))[..., 0]  # [batch, frames]
         weights = jax.nn.softmax(jnp.where(mask, scores, -jnp.inf), axis=1)[..., None]
         h = jnp.where(keep, h, 0.0)
-        pooled_mean = jnp.sum(weights * h, axis=1)  # [batch, hidden]
-        pooled_std = jnp.sqrt(jnp.sum(weights * jnp.square(h - pooled_mean[:, None]), axis=1) + _EPS)
-        z = self.pooled_norm(jnp.concatenate([pooled_mean, pooled_std], axis=-1))
+        pooled = jnp.sum(weights * h, axis=1)  # [batch, hidden]
+        if self.pool_std:
+            pooled_std = jnp.sqrt(jnp.sum(weights * jnp.square(h - pooled[:, None]), axis=1) + _EPS)
+            pooled = jnp.concatenate([pooled, pooled_std], axis=-1)
+        z = self.pooled_norm(pooled)
         z = jax.nn.gelu(self.mlp_in(self.dropout(z, deterministic=deterministic)))
         return self.classifier(self.dropout(z, deterministic=deterministic))
 
