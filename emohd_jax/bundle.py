@@ -54,6 +54,9 @@ ADDED_FIELDS: dict[tuple[str, str], object] = {
     ("text", "model.dtype"): "float32", ("text", "model.lora_rank"): 0,
     ("image", "model.dtype"): "float32", ("feature_mlp", "model.dtype"): "float32",
     ("audio", "model.dtype"): "float32",
+    ("voice_whisper", "model.pool_std"): True, ("voice_whisper", "model.swap_stats"): 0.0,
+    ("voice_whisper", "model.swap_groups"): "speaker", ("voice_whisper", "model.mixstyle"): 0.0,
+    ("voice_whisper", "model.mixstyle_alpha"): 0.1,
 }
 
 
