@@ -3,6 +3,7 @@
 import jax
 import jax.numpy as jnp
 import numpy as np
+import pytest
 from flax import nnx
 
 from emohd_jax.classes import NUM_CLASSES
@@ -56,3 +57,37 @@ def test_the_augmentations_change_training_logits_only():
     assert np.abs(np.asarray(trained) - np.asarray(same)).max() > 1e-2
     np.testing.assert_array_equal(np.asarray(plain(hidden, mask, mean, std, deterministic=False, swap_table=table)),
                                   np.asarray(same))  # no augmentation asked, no dropout: training = inference
+
+
+@pytest.mark.slow
+def test_swap_table_holds_the_training_speakers_only_and_training_runs_with_every_option(data_root, tmp_path):
+    """Real RAVDESS (2 actors) and TESS clips: the statistics swap draws from the training split's speakers, never
+    the held-out corpus's; a run with the swap, MixStyle and mean-only pooling trains and scores."""
+    from configs.voice_whisper import get_config
+    from data_pipeline.prepare import prepare
+    from data_pipeline.sources.ravdess import read_ravdess
+    from data_pipeline.sources.tess import read_tess
+    from emohd_jax.audio.whisper_features import group_id, speaker_key
+    from emohd_jax.train.trainer import evaluate_shards, make_task, train_and_evaluate
+
+    config = get_config("ravdess,global,clean,swap_stats=0.5,mixstyle=0.5,pool_std=false")
+    assert config.workdir.endswith("ravdess_global_clean_swap_stats0.5_mixstyle0.5_pool_stdfalse")
+    assert (config.model.swap_stats, config.model.mixstyle, config.model.pool_std) == (0.5, 0.5, False)
+    config.data.shards, config.workdir = str(tmp_path / "shards"), str(tmp_path / "run")
+    config.data.eval_split = "tess"
+    config.train.num_steps, config.train.batch_size, config.train.checkpoint_every = 2, 4, 2
+    config.eval.batch_size = 4
+    ravdess, _ = read_ravdess(data_root / "ravdess", actors=[1, 2], split="ravdess_train")
+    tess, _ = read_tess(data_root / "tess", split="tess")
+    splits = {"ravdess_train": ravdess[::30], "tess": tess[::700]}
+    task = make_task(config)
+    prepare(splits, task.extractor(), config.data.shards)
+    means, stds = task.swap_table()
+    actors = sorted({group_id(speaker_key(u)) for u in splits["ravdess_train"]})
+    ids, all_means, _ = task.statistics("speaker_id").table()  # RAVDESS actors 1, 2 and TESS's speakers
+    assert len(actors) == 2 and len(ids) > 2 and means.shape == stds.shape == (2, 7, 512)
+    np.testing.assert_array_equal(means, all_means[np.searchsorted(ids, actors)])
+    result = train_and_evaluate(config)
+    assert result["steps"] == 2
+    _, predictions = evaluate_shards(config, config.data.shards, "tess")
+    assert len(predictions["uid"]) == 2 and np.allclose(np.sum(predictions["probs"], axis=1), 1, atol=1e-3)
