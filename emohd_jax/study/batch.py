@@ -125,15 +125,29 @@ class TrialProgram:
         return state, Model(graphdef=graphdef, rng_state=rngs)
 
     def train_step(self, state: TrainState, model: Model, values: TrialValues):
-        """(states, batch, model) → (states, metrics [trials]): `trainer.train_step` vmapped over trials, jitted once."""
+        """(states, batch, model) → (states, metrics [trials]): `trainer.train_step` vmapped over trials, jitted once.
+
+        Each trial computes the numbers its run alone computes (`emohd train`, same seed: bitwise on XLA:CPU).
+        Two things make that so: the batch is broadcast to [trials, ...], so every dot has the trial axis as a
+        batch dimension (one matmul per trial, of one run's shape; a batch shared across trials would fold them
+        into the matmul's free dimension, which XLA:CPU blocks, and so sums, otherwise), and the step counters,
+        equal in every trial, go in unbatched, so what derives from them alone (Adam's bias corrections,
+        the schedule) is one scalar shared by every parameter, as in one run (see `optim.divide_by_scalar`).
+        """
         task, tx, trains = self.task, self.tx, self.trains
 
-        def step(state, batch, model, weights, label_smoothing, seed):
-            def one(state, model, weights, label_smoothing, seed):
-                return train_step(state, batch, model, task=task, tx=tx, weights=weights,
-                                  label_smoothing=label_smoothing, seed=seed, trains=trains)
+        def one(state, batch, model, weights, label_smoothing, seed):
+            return train_step(state, batch, model, task=task, tx=tx, weights=weights, label_smoothing=label_smoothing,
+                              seed=seed, trains=trains)
 
-            return jax.vmap(one)(state, model, weights, label_smoothing, seed)
+        def step(state, batch, model, weights, label_smoothing, seed):
+            trials = seed.shape[0]
+            batch = jax.tree.map(lambda x: jnp.broadcast_to(x, (trials, *x.shape)), batch)
+            counters = jax.tree_util.tree_map_with_path(lambda path, _: _is_step_counter(path), state)
+            state = jax.tree.map(lambda x, shared: x[0] if shared else x, state, counters)
+            state_axes = jax.tree.map(lambda shared: None if shared else 0, counters)
+            return jax.vmap(one, in_axes=(state_axes, 0, 0, 0, 0, 0))(state, batch, model, weights, label_smoothing,
+                                                                      seed)
 
         traced = (values.class_weights, values.label_smoothing, values.seed)
         in_shardings = (self.stacked(state), self.batch_sharding, self.stacked(model), *self.stacked(traced))
@@ -151,6 +165,11 @@ class TrialProgram:
 
         fn = inference_jit(predict)
         return lambda params, other, batch: fn(params, other, batch, model)
+
+
+def _is_step_counter(path: tuple) -> bool:
+    """`TrainState.step` and the optimiser states' `count`s: the same in every trial of a batch."""
+    return getattr(path[-1], "name", None) in ("step", "count")
 
 
 def unstack(tree, k: int):

@@ -21,6 +21,7 @@ from emohd_jax.classes import NUM_CLASSES
 from emohd_jax.extract import BASE_FIELDS, Field, Record, Utterance
 from emohd_jax.input_pipeline import bucket_length
 from emohd_jax.towers import ClassifierTask, FeatureMLPTask, TextTask, make_tower
+from emohd_jax.train.optim import divide_by_scalar
 from emohd_jax.xla_cpu import inference_jit
 
 
@@ -45,7 +46,7 @@ class FeatureHead(nnx.Module):
     def dropout(self, x: jax.Array) -> jax.Array:
         keep = 1.0 - self.rate[...]
         mask = jax.random.bernoulli(self.dropout_rngs(), keep, x.shape)
-        return jax.lax.select(mask, x / keep, jnp.zeros_like(x))
+        return jax.lax.select(mask, divide_by_scalar(x, keep), jnp.zeros_like(x))  # a trial batch rounds alike
 
     def __call__(self, x: jax.Array, *, train: bool) -> jax.Array:
         if self.norm is not None:

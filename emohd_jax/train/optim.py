@@ -5,6 +5,9 @@ trains many trials, each with its own values, under one compilation).
 
 Which parameters train is a list of regexes over parameter paths (`config.optim.trainable`),
 so "VGGish convs frozen", "ResNet50 top 10 layers" and "head only" are config, not code.
+
+Divisions by a scalar (`divide_by_scalar`) and the gradient norm (`global_norm`) are written so that one run and
+each trial of a vmapped batch (`study.batch`) compute the same numbers, bit for bit, on XLA:CPU.
 """
 
 from __future__ import annotations
@@ -35,6 +38,51 @@ def _decay_mask(params: nnx.State) -> nnx.State:
     return jax.tree.map(lambda p: p.ndim > 1, params)
 
 
+def divide_by_scalar(x: jax.Array, s: jax.Array | float) -> jax.Array:
+    """x / s for a scalar s, as an IEEE division in every program.
+
+    XLA:CPU's algebraic simplifier rewrites `x / broadcast(s)` into `x * broadcast(1 / s)` (one rounding more)
+    only when s has one use. Under `jax.vmap` a per-trial s [trials] is reshaped once per use, so a trial batch
+    gets the multiply where one run, whose s is shared by every parameter, keeps the division: the two drift
+    apart by an ulp a step, amplified over a run. The barrier hands the division a full-shape divisor instead.
+    """
+    return x / jax.lax.optimization_barrier(jnp.broadcast_to(jnp.asarray(s, x.dtype), x.shape))
+
+
+def global_norm(tree) -> jax.Array:
+    """√Σx² over every leaf, the same number in one run and in each trial of a vmapped batch.
+
+    XLA:CPU picks a reduction's kernel (its own loop or YNNPACK's, tree-split or not, fused with what) by the
+    shape and the ops around it, so `optax.tree.norm` of a [trials, ...] tree, or of one run's gradients in a
+    step built otherwise, adds in another order. Here each leaf's Σx² is `pairwise_sum`: elementwise adds in an
+    order the program fixes; the squares go through a barrier so no add is contracted with them into an FMA.
+    """
+    return jnp.sqrt(sum(pairwise_sum(jax.lax.optimization_barrier(jnp.square(x))) for x in jax.tree.leaves(tree)))
+
+
+def pairwise_sum(x: jax.Array) -> jax.Array:
+    """Σx (all elements) by halving: zero-padded to a power of two, then the first half plus the second, repeatedly."""
+    x = x.ravel()
+    size = 1 << (x.size - 1).bit_length()
+    x = jnp.pad(x, (0, size - x.size))
+    while size > 1:
+        size //= 2
+        x = x[:size] + x[size:]
+    return x[0]
+
+
+def clip_by_global_norm(max_norm: float) -> optax.GradientTransformation:
+    """`optax.clip_by_global_norm` with `global_norm`'s fixed-order sums and `divide_by_scalar`'s division."""
+
+    def update(updates, state, params=None):
+        del params
+        g_norm = global_norm(updates)
+        within = g_norm < max_norm
+        return jax.tree.map(lambda g: jax.lax.select(within, g, divide_by_scalar(g, g_norm) * max_norm), updates), state
+
+    return optax.GradientTransformation(optax.init_empty_state, update)
+
+
 def learning_rate_schedule(lr: jax.Array | float, total_steps: int, warmup_steps: int) -> optax.Schedule:
     """Warm-up from 0 to `lr`, cosine decay to `lr`/100. `lr` may be a traced array (a sweep trial's own value):
     only the schedule's shape is fixed at trace time, so one compiled step serves every learning rate."""
@@ -51,7 +99,7 @@ def make_optimizer(optim, params: nnx.State, total_steps: int) -> optax.Gradient
     """
     def adamw(learning_rate: jax.Array, weight_decay: jax.Array) -> optax.GradientTransformation:
         return optax.chain(
-            optax.clip_by_global_norm(optim.clip_norm),
+            clip_by_global_norm(optim.clip_norm),
             optax.adamw(learning_rate_schedule(learning_rate, total_steps, optim.warmup_steps), b1=0.9, b2=0.999,
                         weight_decay=weight_decay, mask=_decay_mask),
         )

@@ -28,7 +28,7 @@ from emohd_jax.classes import EMOTIONS, NUM_CLASSES
 from emohd_jax.clip_decision import group_by_clip
 from emohd_jax.towers import TOWERS, Task, split_model
 from emohd_jax.train import sharding
-from emohd_jax.train.optim import make_optimizer, trainable_labels
+from emohd_jax.train.optim import global_norm, make_optimizer, trainable_labels
 from emohd_jax.xla_cpu import inference_jit
 
 
@@ -80,6 +80,10 @@ def loss_and_grads(state: TrainState, batch: dict, model: Model, *, task: Task, 
     module = nnx.merge(model.graphdef, state.params, model.rng_state, state.other)
     nnx.reseed(module, dropout=jax.random.fold_in(jax.random.key(seed), state.step))
 
+    # A value XLA cannot fold: a constant (one run) and a traced value (a sweep's trial) then compile to the same
+    # loss, whose multiply-adds XLA:CPU contracts into the same FMAs, so both round alike.
+    label_smoothing = jax.lax.optimization_barrier(jnp.asarray(label_smoothing, jnp.float32))
+
     def loss_fn(module):
         return task.loss(module, batch, weights=weights, label_smoothing=label_smoothing)
 
@@ -102,7 +106,7 @@ def train_step(state: TrainState, batch: dict, model: Model, *, task: Task, tx: 
     updates, opt_state = tx.update(grads, state.opt_state, state.params)
     new_state = state.replace(step=state.step + 1, params=optax.apply_updates(state.params, updates),
                               other=other, opt_state=opt_state)
-    return new_state, {"loss": loss, "accuracy": accuracy, "grad_norm": optax.global_norm(grads)}
+    return new_state, {"loss": loss, "accuracy": accuracy, "grad_norm": global_norm(grads)}
 
 
 def predict_step(params: nnx.State, other: nnx.State, batch: dict, model: Model, *, task: Task) -> jax.Array:
