@@ -1,5 +1,6 @@
-"""Sweeps (emohd_jax.study): a trial batch trained as one vmapped program equals the trials run one by one, on
-8 devices too; a study killed with SIGKILL resumes to the same results; two workers share one study.
+"""Sweeps (emohd_jax.study): a trial batch trained as one vmapped program equals the trials run one by one (its
+steps bitwise), on 8 devices too; a study killed with SIGKILL resumes to the same results; two workers share one
+study.
 
 Data: the first rows of the shipped MELD sample through the real MiniLM (frozen features, prepared once).
 """

@@ -7,7 +7,8 @@ smoothing and class weights are traced arrays [trials, ...], so one compilation 
 trials share the rest of the config. The training stream is read once per step for all K. The trial axis
 is split over the devices (8 trials on 8 devices: one trial each); devices left over split the batch.
 Every trial's evaluation, best checkpoint and TensorBoard scalars are those `emohd train` writes for one
-run; the batch's stacked state and data position are checkpointed together, so a killed batch resumes.
+run (its steps bit for bit on XLA:CPU: `TrialProgram.train_step`); the batch's stacked state and data position
+are checkpointed together, so a killed batch resumes.
 """
 
 from __future__ import annotations
