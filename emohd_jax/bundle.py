@@ -38,7 +38,7 @@ from flax import nnx, traverse_util
 from emohd_jax import fusion
 from emohd_jax.classes import EMOTIONS
 from emohd_jax.errors import CheckpointLayoutError, CorruptBundleError
-from emohd_jax.models.flat_state import fill
+from emohd_jax.models.flat_state import abstract_module, fill
 from emohd_jax.towers import ClassifierTask, make_tower, split_model
 from emohd_jax.train.optim import trainable_labels
 from emohd_jax.xla_cpu import inference_jit
@@ -111,11 +111,11 @@ def shipped_weights(config, module: nnx.Module) -> dict[str, np.ndarray]:
 def build_tower_module(config, tensors: Mapping[str, np.ndarray], *, source: str) -> nnx.Module:
     """The tower's module filled with `tensors` (over its packaged base when they are partial).
 
-    The module is built abstractly (`nnx.eval_shape`): no initialiser runs (hundreds of small traced programs
+    The module is built abstractly (`abstract_module`): no initialiser runs (hundreds of small traced programs
     per tower, a fifth of a warm `emohd predict`'s start); every variable then comes from `tensors` or, for a
     partial tower, from its packaged base."""
     task = make_tower(config)
-    module = nnx.eval_shape(lambda: task.build_model(nnx.Rngs(config.seed, dropout=config.seed + 1)))
+    module = abstract_module(lambda: task.build_model(nnx.Rngs(config.seed, dropout=config.seed + 1)), config.seed)
     partial = base_ships_in_package(config) and bool(config.optim.trainable)
     if partial:
         task.load_pretrained(module)
@@ -123,7 +123,6 @@ def build_tower_module(config, tensors: Mapping[str, np.ndarray], *, source: str
         if missing:  # the base comes from its package; everything training changed must be here
             raise CheckpointLayoutError(source, f"tensors missing {missing[:10]}")
     graphdef, params, rngs, other = split_model(module)
-    rngs = jax.tree.map(lambda leaf: _concrete_rng(leaf, config.seed), rngs)  # never drawn from at inference
     state = nnx.State({"params": params, "other": other})
     param_keys = set(_flat(params))
     wrapped = {f"params/{k}" if k in param_keys else f"other/{k}": v for k, v in tensors.items()}
@@ -132,16 +131,6 @@ def build_tower_module(config, tensors: Mapping[str, np.ndarray], *, source: str
     if unset:  # neither the bundle nor the packaged base holds them
         raise CheckpointLayoutError(source, f"tensors missing {unset[:10]}")
     return nnx.merge(graphdef, state["params"], rngs, state["other"])
-
-
-def _concrete_rng(leaf: jax.ShapeDtypeStruct | jax.Array, seed: int) -> jax.Array:
-    """A value for an abstract RNG-state leaf: a key (split to its shape) or a zero count."""
-    if not isinstance(leaf, jax.ShapeDtypeStruct):
-        return leaf
-    if jax.dtypes.issubdtype(leaf.dtype, jax.dtypes.prng_key):
-        key = jax.random.key(seed)
-        return jax.random.split(key, leaf.shape) if leaf.shape else key
-    return jnp.zeros(leaf.shape, leaf.dtype)
 
 
 def _jitted_probs(task: ClassifierTask, module: nnx.Module) -> Callable[[dict], jax.Array]:

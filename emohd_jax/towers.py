@@ -123,15 +123,21 @@ class TextTask(ClassifierTask):
                               rngs=rngs)
 
     def load_pretrained(self, model: nnx.Module) -> None:
-        """Encoder weights from the checkpoint; LoRA adapters (if any) keep their fresh (identity) start."""
-        from emohd_jax.convert.hf_text import load_text_encoder
-        from emohd_jax.models.text_encoder import add_lora
+        """Encoder weights from the checkpoint, straight into `model` (abstract or not: no second encoder is
+        built); LoRA adapters (if any) keep their fresh (identity) start, their base the checkpoint's weights."""
+        import numpy as np
+
+        from emohd_jax.convert.hf_text import encoder_params
+        from emohd_jax.models.flat_state import fill
 
         if self.config.model.pretrained:
-            encoder = load_text_encoder(self._source_dir())
-            if self.config.model.lora_rank:
-                add_lora(encoder, self.config.model.lora_rank, rngs=nnx.Rngs(0))
-            nnx.update(model.encoder, nnx.state(encoder, nnx.All(nnx.Param, nnx.Not(nnx.LoRAParam))))
+            _, params, source = encoder_params(self._source_dir())
+            base = nnx.state(model.encoder, nnx.All(nnx.Param, nnx.Not(nnx.LoRAParam)))
+            dtypes = {"/".join(map(str, path)): variable.dtype for path, variable in nnx.to_flat_state(base)}
+            unwrapped = {key: key.replace("/base_module", "") for key in dtypes}  # a LoRA projection's own weights
+            fill(base, {key: np.asarray(params[name], dtypes[key]) for key, name in unwrapped.items() if name in params},
+                 sep="/", source=source)
+            nnx.update(model.encoder, base)
 
     def logits(self, model: nnx.Module, batch: dict, *, train: bool) -> jax.Array:
         ids = batch["input_ids"]

@@ -22,7 +22,7 @@ from typing import Iterable, Mapping
 
 from etils import epath
 
-from emohd_jax.bundle import DEFAULT_BUNDLE, Bundle, load_bundle, read_manifest
+from emohd_jax.bundle import DEFAULT_BUNDLE, Bundle, read_manifest
 from emohd_jax.errors import EXIT_NONE, EXIT_OK, EXIT_PARTIAL, BadInputError, UsageError
 
 VIDEO_SUFFIXES = (".mp4", ".flv", ".avi", ".mkv", ".mov", ".webm", ".m4v", ".mpg", ".mpeg")
@@ -169,7 +169,7 @@ def predict(paths: str | os.PathLike | Iterable[str | os.PathLike], bundle: Bund
     try:
         if todo:
             use_compilation_cache(compilation_cache)
-            predictor = Predictor(bundle if isinstance(bundle, Bundle) else load_bundle(bundle), **options)
+            predictor = Predictor(bundle, **options)  # loads the bundle (a folder) when it is not loaded
         todo.sort(key=lambda item: folders[item[0]] if folder_keys else "")  # a folder's inputs together
         for i, path, stem, key in tqdm(todo, desc="predict", unit="input", disable=not progress or not todo):
             if folder_keys and folders[i] not in statistics:
