@@ -41,7 +41,7 @@ from emohd_jax.errors import CheckpointLayoutError, CorruptBundleError
 from emohd_jax.models.flat_state import abstract_module, fill
 from emohd_jax.towers import ClassifierTask, make_tower, split_model
 from emohd_jax.train.optim import trainable_labels
-from emohd_jax.xla_cpu import inference_jit
+from emohd_jax.exported import CachedProgram
 
 SCHEMA = "emohd.bundle/1"
 MANIFEST = "bundle.json"
@@ -133,14 +133,21 @@ def build_tower_module(config, tensors: Mapping[str, np.ndarray], *, source: str
     return nnx.merge(graphdef, state["params"], rngs, state["other"])
 
 
-def _jitted_probs(task: ClassifierTask, module: nnx.Module) -> Callable[[dict], jax.Array]:
+def _jitted_probs(task: ClassifierTask, module: nnx.Module, *, name: str, key: str) -> Callable[[dict], jax.Array]:
+    """batch (the tower's model fields) → probs [batch, classes]; its program kept between runs (`key`: what the
+    closure holds besides the weights, e.g. the voice tower's shipped feature statistics)."""
     graphdef, state = nnx.split(module)
 
-    def probs(state, batch):  # batch: the tower's model fields → [batch, classes]
+    def probs(state, batch):
         return task.predict_probs(nnx.merge(graphdef, state), batch)
 
-    jitted = inference_jit(probs)
-    return lambda batch: jitted(state, batch)
+    program = CachedProgram(probs, name=name, key=key)
+    return lambda batch: program(state, batch)
+
+
+def manifest_digest(manifest: dict) -> str:
+    """sha256 of a bundle's manifest, which records each of its files' sha256: the bundle's identity."""
+    return hashlib.sha256(json.dumps(manifest, sort_keys=True).encode()).hexdigest()
 
 
 def load_bundle(path: str | os.PathLike | None = None) -> Bundle:
@@ -154,6 +161,7 @@ def load_bundle(path: str | os.PathLike | None = None) -> Bundle:
     import safetensors.numpy
 
     files = {modality: verified_files(root, entry) for modality, entry in manifest["towers"].items()}
+    digest = manifest_digest(manifest)
     towers = {}
     for modality, entry in manifest["towers"].items():
         config = upgrade_config(ml_collections.ConfigDict(entry["config"]))
@@ -167,7 +175,8 @@ def load_bundle(path: str | os.PathLike | None = None) -> Bundle:
             raise CorruptBundleError(weights, f"not a readable safetensors file ({err}); {_REPAIR}") from err
         module = build_tower_module(config, tensors, source=str(weights))
         task = make_tower(config)
-        towers[modality] = LoadedTower(modality, config, task, _jitted_probs(task, module), module)
+        probs = _jitted_probs(task, module, name=f"tower-{modality}", key=f"{modality}:{digest}")
+        towers[modality] = LoadedTower(modality, config, task, probs, module)
     return Bundle(root, manifest, towers, fusion.from_json(manifest["fusion"]))
 
 

@@ -10,19 +10,21 @@ encoder's masked-LM stage included. A task keeps the whole run config as `config
 
 from __future__ import annotations
 
+import functools
 import pathlib
-from typing import Protocol
+from typing import TYPE_CHECKING, Protocol
 
-import grain
 import jax
 import jax.numpy as jnp
 from flax import nnx
 
 from emohd_jax.classes import NUM_CLASSES
 from emohd_jax.extract import Extractor
-from emohd_jax.losses import cross_entropy, masked_lm_loss
-from emohd_jax.text import masking
+from emohd_jax.losses import IGNORE, cross_entropy, masked_lm_loss
 from emohd_jax.vision import tta as face_tta
+
+if TYPE_CHECKING:
+    import grain  # training only: predict never imports it (0.3 s with orbax)
 
 DTYPES = {"float32": jnp.float32, "bfloat16": jnp.bfloat16}
 
@@ -158,14 +160,17 @@ class ImageTask(ClassifierTask):
     modality = "visual"
 
     def __init__(self, config):
-        from emohd_jax.vision.augment import FaceAugment
-
         self.config = config
         self.flip = bool(config.eval.flip)
         self.shift = int(config.eval.shift)
-        augment = config.augment
-        self.augment = FaceAugment(**{k: v for k, v in augment.items() if k != "enabled"}) \
-            if augment.enabled else None
+
+    @functools.cached_property
+    def augment(self) -> grain.transforms.RandomMap | None:
+        """Built when training asks (a loaded bundle never does: its import costs a `predict` start 0.3 s)."""
+        from emohd_jax.vision.augment import FaceAugment
+
+        augment = self.config.augment
+        return FaceAugment(**{k: v for k, v in augment.items() if k != "enabled"}) if augment.enabled else None
 
     def extractor(self, stills: bool = False) -> Extractor:
         """Still face images (a class-folder set), else 1 fps MTCNN faces of a video (predict's media)."""
@@ -252,11 +257,14 @@ class FeatureMLPTask(ClassifierTask):
         self.config = config
         self.backbone_task = ImageTask(config)
         self.extractor = self.backbone_task.extractor
-        self.augment = self.backbone_task.augment
         key = (self.config.model.backbone, self.config.model.features)
         if key not in FEATURE_DIMS:
             raise ValueError(f"model.features={key[1]!r} is not available for {key[0]} (known: {sorted(FEATURE_DIMS)})")
         self.feature_dim = FEATURE_DIMS[key]
+
+    @property
+    def augment(self) -> grain.transforms.RandomMap | None:
+        return self.backbone_task.augment
 
     def build_model(self, rngs: nnx.Rngs) -> nnx.Module:
         from emohd_jax.models.frozen_backbone import FrozenBackboneMLP
@@ -288,12 +296,15 @@ class AudioTask(ClassifierTask):
     modality = "audio"
 
     def __init__(self, config):
+        self.config = config
+
+    @functools.cached_property
+    def augment(self) -> grain.transforms.RandomMap | None:
+        """Built when training asks (see `ImageTask.augment`)."""
         from emohd_jax.audio.log_mel_augment import LogMelAugment
 
-        self.config = config
-        augment = config.augment
-        self.augment = LogMelAugment(**{k: v for k, v in augment.items() if k != "enabled"}) \
-            if augment.enabled else None
+        augment = self.config.augment
+        return LogMelAugment(**{k: v for k, v in augment.items() if k != "enabled"}) if augment.enabled else None
 
     def extractor(self, stills: bool = False) -> Extractor:
         from emohd_jax.audio.extract import AudioExtractor
@@ -461,7 +472,7 @@ class MaskedLMTask(TextTask):
     stage starts from it with `--config.model.init=<workdir>/encoder`.
     """
 
-    padded = {"input_ids": 0, "token_type_ids": 0, "mlm_labels": masking.IGNORE}
+    padded = {"input_ids": 0, "token_type_ids": 0, "mlm_labels": IGNORE}
     target_fields = ("mlm_labels",)
     evaluates = False
 
@@ -470,6 +481,7 @@ class MaskedLMTask(TextTask):
         from transformers import AutoTokenizer
 
         from emohd_jax.convert.hf_text import text_encoder_config
+        from emohd_jax.text import masking
 
         tokenizer = AutoTokenizer.from_pretrained(resolve_text_dir(config.text.tokenizer or config.model.init))
         self.augment = masking.MaskTokens(tokenizer.mask_token_id, text_encoder_config(self._source_dir()).vocab_size,

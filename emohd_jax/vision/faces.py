@@ -23,6 +23,7 @@ import numpy as np
 from flax import nnx
 
 from emohd_jax.errors import NoFaceError
+from emohd_jax.exported import CachedProgram
 from emohd_jax.models import mtcnn
 from emohd_jax.vision.video_io import sample_frames
 
@@ -130,19 +131,20 @@ def _pixel_windows(boxes: np.ndarray, width: int, height: int) -> tuple[np.ndarr
 
 # ---- the cascade -------------------------------------------------------------------------------
 
-def _jitted(module: nnx.Module) -> Callable[[jax.Array], tuple[jax.Array, ...]]:
-    """`module` as a pure jitted function of its input (weights passed as device arrays).
+def _jitted(module: nnx.Module, name: str) -> Callable[[jax.Array], tuple[jax.Array, ...]]:
+    """`module` as a pure jitted function of its input (weights passed as device arrays), its program per input
+    shape kept between runs (`emohd_jax.exported`: PNet has one per pyramid scale).
 
     Full float32 precision: TF32 on GPUs would move scores across the thresholds, and the nets are tiny.
     """
     graphdef, state = nnx.split(module)
 
-    @jax.jit
     def apply(state, x):
         with jax.default_matmul_precision("highest"):
             return nnx.merge(graphdef, state)(mtcnn.normalize(x))
 
-    return lambda x: apply(state, x)
+    program = CachedProgram(apply, name=f"mtcnn-{name}", cpu_inference=False)
+    return lambda x: program(state, x)
 
 
 def _bucket(n: int, smallest: int) -> int:
@@ -174,7 +176,8 @@ class MTCNNDetector:
     def __init__(self, weights: str | os.PathLike = mtcnn.DEFAULT_WEIGHTS, *, min_face_size: int = 20,
                  thresholds: Sequence[float] = (0.6, 0.7, 0.7), factor: float = 0.709):
         nets = mtcnn.load(weights)
-        self._pnet, self._rnet, self._onet = _jitted(nets.pnet), _jitted(nets.rnet), _jitted(nets.onet)
+        self._pnet, self._rnet, self._onet = (_jitted(net, name) for net, name in
+                                              ((nets.pnet, "pnet"), (nets.rnet, "rnet"), (nets.onet, "onet")))
         self.min_face_size, self.thresholds, self.factor = min_face_size, tuple(thresholds), factor
 
     def _scales(self, height: int, width: int) -> list[float]:
