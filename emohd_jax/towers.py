@@ -15,6 +15,7 @@ import pathlib
 from typing import TYPE_CHECKING, Protocol
 
 import jax
+import numpy as np
 import jax.numpy as jnp
 from flax import nnx
 
@@ -70,6 +71,17 @@ class ClassifierTask:
     evaluates = True
     modality: str
 
+    def pretrained_params(self) -> dict[str, np.ndarray]:
+        """The variables `load_pretrained` sets, by '/'-joined path from the model's root: what a bundle's partial
+        tower takes from its package. Here an abstract model filled by `load_pretrained`; towers that can read
+        their checkpoint directly override it, sparing a `predict` start the abstract build."""
+        from flax import traverse_util
+
+        module = nnx.eval_shape(lambda: self.build_model(nnx.Rngs(0)))
+        self.load_pretrained(module)
+        flat = traverse_util.flatten_dict(nnx.to_pure_dict(nnx.state(module)))
+        return {"/".join(map(str, k)): np.asarray(v) for k, v in flat.items() if not isinstance(v, jax.ShapeDtypeStruct)}
+
     def predict_probs(self, model: nnx.Module, batch: dict) -> jax.Array:
         """probs: [batch, classes] fp32 from the model fields of a batch; pure, jitted by the caller."""
         return jax.nn.softmax(self.logits(model, batch, train=False).astype(jnp.float32), axis=-1)
@@ -124,21 +136,27 @@ class TextTask(ClassifierTask):
                               lora_rank=self.config.model.lora_rank, **model_dtypes(self.config.model),
                               rngs=rngs)
 
+    def pretrained_params(self) -> dict[str, np.ndarray]:
+        """The checkpoint's encoder weights under `encoder/`, where a LoRA-wrapped projection keeps them."""
+        from emohd_jax.convert.hf_text import encoder_params
+        from emohd_jax.models.text_encoder import lora_base_path
+
+        if not self.config.model.pretrained:
+            return {}
+        rename = lora_base_path if self.config.model.lora_rank else (lambda path: path)
+        return {f"encoder/{rename(path)}": value for path, value in encoder_params(self._source_dir())[1].items()}
+
     def load_pretrained(self, model: nnx.Module) -> None:
         """Encoder weights from the checkpoint, straight into `model` (abstract or not: no second encoder is
         built); LoRA adapters (if any) keep their fresh (identity) start, their base the checkpoint's weights."""
-        import numpy as np
-
-        from emohd_jax.convert.hf_text import encoder_params
         from emohd_jax.models.flat_state import fill
 
         if self.config.model.pretrained:
-            _, params, source = encoder_params(self._source_dir())
+            params = {path.removeprefix("encoder/"): value for path, value in self.pretrained_params().items()}
             base = nnx.state(model.encoder, nnx.All(nnx.Param, nnx.Not(nnx.LoRAParam)))
             dtypes = {"/".join(map(str, path)): variable.dtype for path, variable in nnx.to_flat_state(base)}
-            unwrapped = {key: key.replace("/base_module", "") for key in dtypes}  # a LoRA projection's own weights
-            fill(base, {key: np.asarray(params[name], dtypes[key]) for key, name in unwrapped.items() if name in params},
-                 sep="/", source=source)
+            fill(base, {key: np.asarray(value, dtypes[key]) for key, value in params.items()}, sep="/",
+                 source=str(self._source_dir()))
             nnx.update(model.encoder, base)
 
     def logits(self, model: nnx.Module, batch: dict, *, train: bool) -> jax.Array:
@@ -193,6 +211,17 @@ class ImageTask(ClassifierTask):
             return ResNet50(ResNetConfig(variant=self.config.model.variant, num_classes=NUM_CLASSES),
                             **model_dtypes(self.config.model), rngs=rngs)
         raise ValueError(f"unknown face backbone {self.config.model.backbone!r} (known: mini_xception, resnet50)")
+
+    def pretrained_params(self) -> dict[str, np.ndarray]:
+        """mini-Xception: its safetensors file as stored (every variable); ResNet50: the generic path."""
+        if self.config.model.backbone != "mini_xception":
+            return super().pretrained_params()
+        import safetensors.numpy
+
+        from emohd_jax.models import mini_xception
+
+        weights = safetensors.numpy.load_file(str(self.config.model.init or mini_xception.WEIGHTS))
+        return {name.replace(".", "/"): value for name, value in weights.items()}
 
     def load_pretrained(self, model: nnx.Module) -> None:
         model_config = self.config.model
@@ -273,6 +302,12 @@ class FeatureMLPTask(ClassifierTask):
         return FrozenBackboneMLP(self.backbone_task.build_model(rngs), self.feature_dim, model.head_hidden,
                                  model.head_dropout, pooled=model.features == "pooled",
                                  **model_dtypes(model), rngs=rngs)
+
+    def pretrained_params(self) -> dict[str, np.ndarray]:
+        """The backbone's own pretrained weights under `backbone/`; a stage-1 run's (`model.init`): generic."""
+        if self.config.model.init:
+            return super().pretrained_params()
+        return {f"backbone/{path}": value for path, value in self.backbone_task.pretrained_params().items()}
 
     def load_pretrained(self, model: nnx.Module) -> None:
         if not self.config.model.init:
