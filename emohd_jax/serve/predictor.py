@@ -51,8 +51,8 @@ T = TypeVar("T")
 def load_in_background(build: Callable[[], T]) -> concurrent.futures.Future[T]:
     """`build()` on a worker thread; `.result()` gives its value or raises its error where it is needed.
 
-    The recognisers' weights load in C++ (seconds, the GIL released) while the main thread builds the bundle's
-    towers: on 2 cores the two overlap instead of adding up in every `emohd predict` start."""
+    The recognisers' weights load in CTranslate2's C++ (seconds) while the main thread loads the bundle and runs
+    the face track: on 2 cores the two overlap instead of adding up in every `emohd predict` start."""
     executor = concurrent.futures.ThreadPoolExecutor(max_workers=1, thread_name_prefix="emohd-load")
     try:
         return executor.submit(build)
