@@ -78,8 +78,8 @@ class LoadedTower:
     modality: str
     config: ml_collections.ConfigDict
     task: ClassifierTask
-    tensors: Mapping[str, np.ndarray]  # the bundle's weights of this tower, by variable path
-    base: Mapping[str, np.ndarray]     # a partial tower's packaged base (`task.pretrained_params`), else empty
+    tensors: Mapping[str, jax.Array]  # the bundle's weights of this tower, by variable path, on the device
+    base: Mapping[str, jax.Array]     # a partial tower's packaged base (`task.pretrained_params`), else empty
     source: str                        # the weights file, for errors
     key: str                           # what the program depends on besides sources and shapes: the bundle
 
@@ -88,20 +88,18 @@ class LoadedTower:
         return fill_tower(self.config, abstract_tower(self.config), self.tensors, source=self.source, base=self.base)
 
     @functools.cached_property
-    def _program(self) -> tuple[CachedProgram, tuple]:
+    def _program(self) -> CachedProgram:
         config, task, source = self.config, self.task, self.source
-        abstract = functools.cache(lambda: abstract_tower(config))  # traced once per process, when first traced
+        abstract = functools.cache(lambda: abstract_tower(config))  # built once per process, when first traced
 
         def probs(tensors, base, batch):
             return task.predict_probs(fill_tower(config, abstract(), tensors, source=source, base=base), batch)
 
-        weights = jax.device_put((dict(self.tensors), dict(self.base)))  # on the device once, not per call
-        return CachedProgram(probs, name=f"tower-{self.modality}", key=self.key), weights
+        return CachedProgram(probs, name=f"tower-{self.modality}", key=self.key)
 
     def probs(self, batch: dict) -> jax.Array:
         """batch: the tower's model fields, each [batch, ...] → probs [batch, classes]."""
-        program, (tensors, base) = self._program
-        return program(tensors, base, batch)
+        return self._program(self.tensors, self.base, batch)
 
 
 @dataclasses.dataclass
@@ -215,6 +213,7 @@ def load_bundle(path: str | os.PathLike | None = None) -> Bundle:
         base = task.pretrained_params() if base_ships_in_package(config) and config.optim.trainable else {}
         # The key: the closure of a tower's program holds what its config names besides the weights (the voice
         # tower's shipped feature statistics), all recorded in the manifest.
+        tensors, base = jax.device_put((dict(tensors), base))  # on the device once, not with every call
         towers[modality] = LoadedTower(modality, config, task, tensors, base, str(weights), f"{modality}:{digest}")
     return Bundle(root, manifest, towers, fusion.from_json(manifest["fusion"]))
 
