@@ -22,11 +22,12 @@ from __future__ import annotations
 
 import dataclasses
 import datetime
+import functools
 import hashlib
 import json
 import os
 import subprocess
-from typing import Callable, Mapping
+from typing import Any, Mapping
 
 import jax
 import jax.numpy as jnp
@@ -38,10 +39,10 @@ from flax import nnx, traverse_util
 from emohd_jax import fusion
 from emohd_jax.classes import EMOTIONS
 from emohd_jax.errors import CheckpointLayoutError, CorruptBundleError
-from emohd_jax.models.flat_state import fill
+from emohd_jax.exported import CachedProgram
+from emohd_jax.models.flat_state import concrete_rng, fill
 from emohd_jax.towers import ClassifierTask, make_tower, split_model
 from emohd_jax.train.optim import trainable_labels
-from emohd_jax.xla_cpu import inference_jit
 
 SCHEMA = "emohd.bundle/1"
 MANIFEST = "bundle.json"
@@ -72,14 +73,36 @@ def upgrade_config(config: ml_collections.ConfigDict) -> ml_collections.ConfigDi
 
 @dataclasses.dataclass
 class LoadedTower:
-    """One tower ready to serve: `probs(batch) → [batch, classes]`, jitted once (retraced only per bucket shape);
-    `module` for callers that compose towers into one jitted function (`emohd bench fused`)."""
+    """One tower ready to serve: `probs(batch) → [batch, classes]`, one program per batch shape, kept between
+    runs (`emohd_jax.exported`). Its arguments are the weights as they are stored (`tensors`, and `base`: the
+    packaged base of a partial tower), so a run that finds its programs saved builds no module at all; `module`
+    is built on first use, for callers that compose towers into one jitted function (`emohd bench fused`)."""
 
     modality: str
     config: ml_collections.ConfigDict
     task: ClassifierTask
-    probs: Callable[[dict], jax.Array]
-    module: nnx.Module
+    tensors: Mapping[str, jax.Array]  # the bundle's weights of this tower, by variable path, on the device
+    base: Mapping[str, jax.Array]     # a partial tower's packaged base (`task.pretrained_params`), else empty
+    source: str                        # the weights file, for errors
+    key: str                           # what the program depends on besides sources and shapes: the bundle
+
+    @functools.cached_property
+    def module(self) -> nnx.Module:
+        return fill_tower(self.config, abstract_tower(self.config), self.tensors, source=self.source, base=self.base)
+
+    @functools.cached_property
+    def _program(self) -> CachedProgram:
+        config, task, source = self.config, self.task, self.source
+        abstract = functools.cache(lambda: abstract_tower(config))  # built once per process, when first traced
+
+        def probs(tensors, base, batch):
+            return task.predict_probs(fill_tower(config, abstract(), tensors, source=source, base=base), batch)
+
+        return CachedProgram(probs, name=f"tower-{self.modality}", key=self.key)
+
+    def probs(self, batch: dict) -> jax.Array:
+        """batch: the tower's model fields, each [batch, ...] → probs [batch, classes]."""
+        return self._program(self.tensors, self.base, batch)
 
 
 @dataclasses.dataclass
@@ -101,60 +124,69 @@ def base_ships_in_package(config) -> bool:
     return config.model.init in ("minilm", "")
 
 
-def shipped_weights(config, module: nnx.Module) -> dict[str, np.ndarray]:
+def _leaves(tree) -> dict[str, Any]:
+    """'/'-joined variable path → leaf (an array, a tracer or, not yet filled, a ShapeDtypeStruct)."""
+    return {"/".join(map(str, k)): v for k, v in traverse_util.flatten_dict(nnx.to_pure_dict(tree)).items()}
+
+
+def shipped_names(config, module: nnx.Module) -> set[str]:
     """The variables a bundle must store: all of them, or (base in a package) the trained params + all others."""
     _, params, _, other = split_model(module)
-    flat_params = _flat(params)
+    names = set(_leaves(params))
     if base_ships_in_package(config) and config.optim.trainable:
-        labels = {k: str(v) for k, v in _flat(trainable_labels(params, list(config.optim.trainable))).items()}
-        flat_params = {k: v for k, v in flat_params.items() if labels[k] == "train"}
-    return {**flat_params, **_flat(other)}
+        labels = _leaves(trainable_labels(params, list(config.optim.trainable)))
+        names = {k for k in names if str(labels[k]) == "train"}
+    return names | set(_leaves(other))
+
+
+def shipped_weights(config, module: nnx.Module) -> dict[str, np.ndarray]:
+    """The arrays `shipped_names` names."""
+    _, params, _, other = split_model(module)
+    names = shipped_names(config, module)
+    return {k: v for k, v in {**_flat(params), **_flat(other)}.items() if k in names}
 
 
 def build_tower_module(config, tensors: Mapping[str, np.ndarray], *, source: str) -> nnx.Module:
-    """The tower's module filled with `tensors` (over its packaged base when they are partial).
+    """The tower's module filled with `tensors` (over its packaged base when they are partial)."""
+    return fill_tower(config, abstract_tower(config), tensors, source=source)
 
-    The module is built abstractly (`nnx.eval_shape`): no initialiser runs (hundreds of small traced programs
-    per tower, a fifth of a warm `emohd predict`'s start); every variable then comes from `tensors` or, for a
-    partial tower, from its packaged base."""
-    task = make_tower(config)
-    module = nnx.eval_shape(lambda: task.build_model(nnx.Rngs(config.seed, dropout=config.seed + 1)))
+
+def abstract_tower(config) -> nnx.Module:
+    """The tower's module as shapes only (`nnx.eval_shape`): no initialiser runs (hundreds of small traced
+    programs per tower); `fill_tower` gives it its weights."""
+    return nnx.eval_shape(lambda: make_tower(config).build_model(nnx.Rngs(config.seed, dropout=config.seed + 1)))
+
+
+def fill_tower(config, abstract: nnx.Module, tensors: Mapping[str, Any], *, source: str,
+               base: Mapping[str, Any] | None = None) -> nnx.Module:
+    """A copy of `abstract` (`abstract_tower`) with every variable from `tensors` or, for a partial tower, from
+    its packaged base (`base`: `task.pretrained_params()`, read from the package when None). Pure in its
+    arrays: the towers' programs call it while tracing, with the weights as arguments."""
+    graphdef, params, rngs, other = split_model(abstract)
     partial = base_ships_in_package(config) and bool(config.optim.trainable)
     if partial:
-        task.load_pretrained(module)
-        missing = sorted(set(shipped_weights(config, module)) - set(tensors))
+        missing = sorted(shipped_names(config, abstract) - set(tensors))
         if missing:  # the base comes from its package; everything training changed must be here
             raise CheckpointLayoutError(source, f"tensors missing {missing[:10]}")
-    graphdef, params, rngs, other = split_model(module)
-    rngs = jax.tree.map(lambda leaf: _concrete_rng(leaf, config.seed), rngs)  # never drawn from at inference
-    state = nnx.State({"params": params, "other": other})
-    param_keys = set(_flat(params))
-    wrapped = {f"params/{k}" if k in param_keys else f"other/{k}": v for k, v in tensors.items()}
-    fill(state, wrapped, source=source, sep="/", partial=partial)
-    unset = [k for k, v in _flat(state).items() if v.dtype == object]
+        base = make_tower(config).pretrained_params() if base is None else base
+    rngs = jax.tree.map(lambda leaf: concrete_rng(leaf, config.seed), rngs)  # never drawn from at inference
+    copy = functools.partial(jax.tree.map, lambda leaf: leaf)  # new variables: `abstract` stays as it is
+    state = nnx.State({"params": copy(params), "other": copy(other)})
+    param_keys = set(_leaves(params))
+    dtypes = {k: v.dtype for k, v in _leaves(state).items()}
+    wrapped = {f"params/{k}" if k in param_keys else f"other/{k}": v
+               for k, v in {**(base if partial else {}), **tensors}.items()}  # the bundle's over the package's
+    cast = {k: v.astype(dtypes[k]) if k in dtypes and v.dtype != dtypes[k] else v for k, v in wrapped.items()}
+    fill(state, cast, source=source, sep="/", partial=partial)
+    unset = [k for k, v in _leaves(state).items() if isinstance(v, jax.ShapeDtypeStruct)]
     if unset:  # neither the bundle nor the packaged base holds them
         raise CheckpointLayoutError(source, f"tensors missing {unset[:10]}")
     return nnx.merge(graphdef, state["params"], rngs, state["other"])
 
 
-def _concrete_rng(leaf: jax.ShapeDtypeStruct | jax.Array, seed: int) -> jax.Array:
-    """A value for an abstract RNG-state leaf: a key (split to its shape) or a zero count."""
-    if not isinstance(leaf, jax.ShapeDtypeStruct):
-        return leaf
-    if jax.dtypes.issubdtype(leaf.dtype, jax.dtypes.prng_key):
-        key = jax.random.key(seed)
-        return jax.random.split(key, leaf.shape) if leaf.shape else key
-    return jnp.zeros(leaf.shape, leaf.dtype)
-
-
-def _jitted_probs(task: ClassifierTask, module: nnx.Module) -> Callable[[dict], jax.Array]:
-    graphdef, state = nnx.split(module)
-
-    def probs(state, batch):  # batch: the tower's model fields → [batch, classes]
-        return task.predict_probs(nnx.merge(graphdef, state), batch)
-
-    jitted = inference_jit(probs)
-    return lambda batch: jitted(state, batch)
+def manifest_digest(manifest: dict) -> str:
+    """sha256 of a bundle's manifest, which records each of its files' sha256: the bundle's identity."""
+    return hashlib.sha256(json.dumps(manifest, sort_keys=True).encode()).hexdigest()
 
 
 def load_bundle(path: str | os.PathLike | None = None) -> Bundle:
@@ -168,6 +200,7 @@ def load_bundle(path: str | os.PathLike | None = None) -> Bundle:
     import safetensors.numpy
 
     files = {modality: verified_files(root, entry) for modality, entry in manifest["towers"].items()}
+    digest = manifest_digest(manifest)
     towers = {}
     for modality, entry in manifest["towers"].items():
         config = upgrade_config(ml_collections.ConfigDict(entry["config"]))
@@ -179,9 +212,12 @@ def load_bundle(path: str | os.PathLike | None = None) -> Bundle:
             tensors = safetensors.numpy.load(files[modality][entry["weights"]])
         except Exception as err:  # safetensors raises its own error types for a damaged header
             raise CorruptBundleError(weights, f"not a readable safetensors file ({err}); {_REPAIR}") from err
-        module = build_tower_module(config, tensors, source=str(weights))
         task = make_tower(config)
-        towers[modality] = LoadedTower(modality, config, task, _jitted_probs(task, module), module)
+        base = task.pretrained_params() if base_ships_in_package(config) and config.optim.trainable else {}
+        # The key: the closure of a tower's program holds what its config names besides the weights (the voice
+        # tower's shipped feature statistics), all recorded in the manifest.
+        tensors, base = jax.device_put((dict(tensors), base))  # on the device once, not with every call
+        towers[modality] = LoadedTower(modality, config, task, tensors, base, str(weights), f"{modality}:{digest}")
     return Bundle(root, manifest, towers, fusion.from_json(manifest["fusion"]))
 
 

@@ -9,11 +9,13 @@ from __future__ import annotations
 
 import math
 import os
-from typing import Iterator, Mapping, Sequence
+from typing import TYPE_CHECKING, Iterator, Mapping, Sequence
 
-import grain
 import jax
 import numpy as np
+
+if TYPE_CHECKING:
+    import grain
 
 BUCKETS: tuple[int, ...] = (16, 32, 64, 128, 256, 512)
 
@@ -93,6 +95,8 @@ def train_loader(source, *, global_batch_size: int, seed: int, collate_fn: Colla
     cost more than the step (grain rescans the whole buffer per record: 0.15 s per 32-record batch of MELD
     features on 2 cores, half of a 16-trial sweep's wall time).
     """
+    import grain  # here, not at the top: `predict` (Collate only) starts without it and orbax
+
     sampler = grain.samplers.IndexSampler(
         num_records=len(source), shard_options=grain.sharding.ShardByJaxProcess(drop_remainder=True),
         shuffle=True, num_epochs=None, seed=seed)

@@ -6,6 +6,8 @@ import jax
 import jax.numpy as jnp
 import optax
 
+IGNORE = -1  # masked-LM target of a position that was not masked (emohd_jax.text.masking)
+
 
 def cross_entropy(logits: jax.Array, labels: jax.Array, weights: jax.Array, valid: jax.Array,
                   label_smoothing: float = 0.0) -> jax.Array:
@@ -19,8 +21,8 @@ def cross_entropy(logits: jax.Array, labels: jax.Array, weights: jax.Array, vali
 
 
 def masked_lm_loss(logits: jax.Array, targets: jax.Array) -> tuple[jax.Array, jax.Array]:
-    """(mean loss, accuracy) over masked positions. logits: [batch, time, vocab]; targets: [batch, time], -1 = not masked."""
-    masked = targets >= 0
+    """(mean loss, accuracy) over masked positions. logits: [batch, time, vocab]; targets: [batch, time], IGNORE = not masked."""
+    masked = targets != IGNORE
     per_token = optax.softmax_cross_entropy_with_integer_labels(logits, jnp.maximum(targets, 0))
     n = jnp.maximum(masked.sum(), 1)
     accuracy = ((logits.argmax(-1) == targets) & masked).sum() / n

@@ -10,19 +10,22 @@ encoder's masked-LM stage included. A task keeps the whole run config as `config
 
 from __future__ import annotations
 
+import functools
 import pathlib
-from typing import Protocol
+from typing import TYPE_CHECKING, Protocol
 
-import grain
 import jax
+import numpy as np
 import jax.numpy as jnp
 from flax import nnx
 
 from emohd_jax.classes import NUM_CLASSES
 from emohd_jax.extract import Extractor
-from emohd_jax.losses import cross_entropy, masked_lm_loss
-from emohd_jax.text import masking
+from emohd_jax.losses import IGNORE, cross_entropy, masked_lm_loss
 from emohd_jax.vision import tta as face_tta
+
+if TYPE_CHECKING:
+    import grain  # training only: predict never imports it (0.3 s with orbax)
 
 DTYPES = {"float32": jnp.float32, "bfloat16": jnp.bfloat16}
 
@@ -67,6 +70,17 @@ class ClassifierTask:
     target_fields = ("label",)
     evaluates = True
     modality: str
+
+    def pretrained_params(self) -> dict[str, np.ndarray]:
+        """The variables `load_pretrained` sets, by '/'-joined path from the model's root: what a bundle's partial
+        tower takes from its package. Here an abstract model filled by `load_pretrained`; towers that can read
+        their checkpoint directly override it, sparing a `predict` start the abstract build."""
+        from flax import traverse_util
+
+        module = nnx.eval_shape(lambda: self.build_model(nnx.Rngs(0)))
+        self.load_pretrained(module)
+        flat = traverse_util.flatten_dict(nnx.to_pure_dict(nnx.state(module)))
+        return {"/".join(map(str, k)): np.asarray(v) for k, v in flat.items() if not isinstance(v, jax.ShapeDtypeStruct)}
 
     def predict_probs(self, model: nnx.Module, batch: dict) -> jax.Array:
         """probs: [batch, classes] fp32 from the model fields of a batch; pure, jitted by the caller."""
@@ -122,16 +136,28 @@ class TextTask(ClassifierTask):
                               lora_rank=self.config.model.lora_rank, **model_dtypes(self.config.model),
                               rngs=rngs)
 
+    def pretrained_params(self) -> dict[str, np.ndarray]:
+        """The checkpoint's encoder weights under `encoder/`, where a LoRA-wrapped projection keeps them."""
+        from emohd_jax.convert.hf_text import encoder_params
+        from emohd_jax.models.text_encoder import lora_base_path
+
+        if not self.config.model.pretrained:
+            return {}
+        rename = lora_base_path if self.config.model.lora_rank else (lambda path: path)
+        return {f"encoder/{rename(path)}": value for path, value in encoder_params(self._source_dir())[1].items()}
+
     def load_pretrained(self, model: nnx.Module) -> None:
-        """Encoder weights from the checkpoint; LoRA adapters (if any) keep their fresh (identity) start."""
-        from emohd_jax.convert.hf_text import load_text_encoder
-        from emohd_jax.models.text_encoder import add_lora
+        """Encoder weights from the checkpoint, straight into `model` (abstract or not: no second encoder is
+        built); LoRA adapters (if any) keep their fresh (identity) start, their base the checkpoint's weights."""
+        from emohd_jax.models.flat_state import fill
 
         if self.config.model.pretrained:
-            encoder = load_text_encoder(self._source_dir())
-            if self.config.model.lora_rank:
-                add_lora(encoder, self.config.model.lora_rank, rngs=nnx.Rngs(0))
-            nnx.update(model.encoder, nnx.state(encoder, nnx.All(nnx.Param, nnx.Not(nnx.LoRAParam))))
+            params = {path.removeprefix("encoder/"): value for path, value in self.pretrained_params().items()}
+            base = nnx.state(model.encoder, nnx.All(nnx.Param, nnx.Not(nnx.LoRAParam)))
+            dtypes = {"/".join(map(str, path)): variable.dtype for path, variable in nnx.to_flat_state(base)}
+            fill(base, {key: np.asarray(value, dtypes[key]) for key, value in params.items()}, sep="/",
+                 source=str(self._source_dir()))
+            nnx.update(model.encoder, base)
 
     def logits(self, model: nnx.Module, batch: dict, *, train: bool) -> jax.Array:
         ids = batch["input_ids"]
@@ -152,14 +178,17 @@ class ImageTask(ClassifierTask):
     modality = "visual"
 
     def __init__(self, config):
-        from emohd_jax.vision.augment import FaceAugment
-
         self.config = config
         self.flip = bool(config.eval.flip)
         self.shift = int(config.eval.shift)
-        augment = config.augment
-        self.augment = FaceAugment(**{k: v for k, v in augment.items() if k != "enabled"}) \
-            if augment.enabled else None
+
+    @functools.cached_property
+    def augment(self) -> grain.transforms.RandomMap | None:
+        """Built when training asks (a loaded bundle never does: its import costs a `predict` start 0.3 s)."""
+        from emohd_jax.vision.augment import FaceAugment
+
+        augment = self.config.augment
+        return FaceAugment(**{k: v for k, v in augment.items() if k != "enabled"}) if augment.enabled else None
 
     def extractor(self, stills: bool = False) -> Extractor:
         """Still face images (a class-folder set), else 1 fps MTCNN faces of a video (predict's media)."""
@@ -182,6 +211,17 @@ class ImageTask(ClassifierTask):
             return ResNet50(ResNetConfig(variant=self.config.model.variant, num_classes=NUM_CLASSES),
                             **model_dtypes(self.config.model), rngs=rngs)
         raise ValueError(f"unknown face backbone {self.config.model.backbone!r} (known: mini_xception, resnet50)")
+
+    def pretrained_params(self) -> dict[str, np.ndarray]:
+        """mini-Xception: its safetensors file as stored (every variable); ResNet50: the generic path."""
+        if self.config.model.backbone != "mini_xception":
+            return super().pretrained_params()
+        import safetensors.numpy
+
+        from emohd_jax.models import mini_xception
+
+        weights = safetensors.numpy.load_file(str(self.config.model.init or mini_xception.WEIGHTS))
+        return {name.replace(".", "/"): value for name, value in weights.items()}
 
     def load_pretrained(self, model: nnx.Module) -> None:
         model_config = self.config.model
@@ -246,11 +286,14 @@ class FeatureMLPTask(ClassifierTask):
         self.config = config
         self.backbone_task = ImageTask(config)
         self.extractor = self.backbone_task.extractor
-        self.augment = self.backbone_task.augment
         key = (self.config.model.backbone, self.config.model.features)
         if key not in FEATURE_DIMS:
             raise ValueError(f"model.features={key[1]!r} is not available for {key[0]} (known: {sorted(FEATURE_DIMS)})")
         self.feature_dim = FEATURE_DIMS[key]
+
+    @property
+    def augment(self) -> grain.transforms.RandomMap | None:
+        return self.backbone_task.augment
 
     def build_model(self, rngs: nnx.Rngs) -> nnx.Module:
         from emohd_jax.models.frozen_backbone import FrozenBackboneMLP
@@ -259,6 +302,12 @@ class FeatureMLPTask(ClassifierTask):
         return FrozenBackboneMLP(self.backbone_task.build_model(rngs), self.feature_dim, model.head_hidden,
                                  model.head_dropout, pooled=model.features == "pooled",
                                  **model_dtypes(model), rngs=rngs)
+
+    def pretrained_params(self) -> dict[str, np.ndarray]:
+        """The backbone's own pretrained weights under `backbone/`; a stage-1 run's (`model.init`): generic."""
+        if self.config.model.init:
+            return super().pretrained_params()
+        return {f"backbone/{path}": value for path, value in self.backbone_task.pretrained_params().items()}
 
     def load_pretrained(self, model: nnx.Module) -> None:
         if not self.config.model.init:
@@ -282,12 +331,15 @@ class AudioTask(ClassifierTask):
     modality = "audio"
 
     def __init__(self, config):
+        self.config = config
+
+    @functools.cached_property
+    def augment(self) -> grain.transforms.RandomMap | None:
+        """Built when training asks (see `ImageTask.augment`)."""
         from emohd_jax.audio.log_mel_augment import LogMelAugment
 
-        self.config = config
-        augment = config.augment
-        self.augment = LogMelAugment(**{k: v for k, v in augment.items() if k != "enabled"}) \
-            if augment.enabled else None
+        augment = self.config.augment
+        return LogMelAugment(**{k: v for k, v in augment.items() if k != "enabled"}) if augment.enabled else None
 
     def extractor(self, stills: bool = False) -> Extractor:
         from emohd_jax.audio.extract import AudioExtractor
@@ -473,7 +525,7 @@ class MaskedLMTask(TextTask):
     stage starts from it with `--config.model.init=<workdir>/encoder`.
     """
 
-    padded = {"input_ids": 0, "token_type_ids": 0, "mlm_labels": masking.IGNORE}
+    padded = {"input_ids": 0, "token_type_ids": 0, "mlm_labels": IGNORE}
     target_fields = ("mlm_labels",)
     evaluates = False
 
@@ -482,6 +534,7 @@ class MaskedLMTask(TextTask):
         from transformers import AutoTokenizer
 
         from emohd_jax.convert.hf_text import text_encoder_config
+        from emohd_jax.text import masking
 
         tokenizer = AutoTokenizer.from_pretrained(resolve_text_dir(config.text.tokenizer or config.model.init))
         self.augment = masking.MaskTokens(tokenizer.mask_token_id, text_encoder_config(self._source_dir()).vocab_size,

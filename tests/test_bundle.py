@@ -105,3 +105,19 @@ def test_the_shipped_voice_tower_is_the_whisper_head_with_its_checked_normalisat
     np.savez(copy / shipped["name"], mean=mean + 1.0, std=std)
     with pytest.raises(CheckpointLayoutError, match="sha256"):
         load_bundle(copy)
+
+
+def test_packaged_bases_read_directly_equal_what_load_pretrained_puts_in_the_model():
+    """A served tower takes its packaged base as read from the package (`pretrained_params`, no model built): the
+    same names, shapes and values as the abstract model that `load_pretrained` fills."""
+    from emohd_jax.bundle import load_bundle
+    from emohd_jax.towers import ClassifierTask
+
+    bundle = load_bundle()
+    assert {m for m, tower in bundle.towers.items() if tower.base} == {"visual", "text"}
+    for tower in bundle.towers.values():
+        if tower.base:
+            generic = ClassifierTask.pretrained_params(tower.task)
+            assert tower.base.keys() == generic.keys()
+            for name, value in generic.items():
+                np.testing.assert_array_equal(np.asarray(tower.base[name], value.dtype), value, err_msg=name)

@@ -21,7 +21,7 @@ import emohd_jax
 from emohd_jax import cli
 from emohd_jax.bundle import load_bundle
 from emohd_jax.errors import EXIT_NONE, EXIT_OK, EXIT_PARTIAL, EXIT_USAGE, UsageError
-from emohd_jax.serve import batch
+from emohd_jax.serve import predictor as predictor_module
 from emohd_jax.serve.batch import default_cache_dir, predict, use_compilation_cache
 from emohd_jax.serve.outputs import fitting_stem
 
@@ -54,7 +54,7 @@ def no_loading(monkeypatch):
     def refuse(*args, **kwargs):
         raise AssertionError("the bundle was loaded")
 
-    monkeypatch.setattr(batch, "load_bundle", refuse)
+    monkeypatch.setattr(predictor_module, "load_bundle", refuse)
 
 
 @pytest.fixture
@@ -66,7 +66,7 @@ def loads(monkeypatch, bundle) -> list:
         calls.append(path)
         return bundle
 
-    monkeypatch.setattr(batch, "load_bundle", load)
+    monkeypatch.setattr(predictor_module, "load_bundle", load)
     return calls
 
 

@@ -23,7 +23,7 @@ from emohd_jax import cli
 from emohd_jax.bundle import DEFAULT_BUNDLE, MANIFEST, load_bundle
 from emohd_jax.classes import EMOTIONS
 from emohd_jax.errors import EXIT_NONE, EXIT_PARTIAL, EXIT_USAGE, CorruptBundleError, UsageError
-from emohd_jax.serve import batch, predictor as predictor_module
+from emohd_jax.serve import predictor as predictor_module
 from emohd_jax.serve.batch import IMAGE_SUFFIXES, PredictRun, predict
 from emohd_jax.serve.options import CLI_OPTIONS, NUMERIC_OPTIONS
 from emohd_jax.serve.outputs import CSV_COLUMNS, summary_table, write_result
@@ -53,7 +53,6 @@ def no_loading(monkeypatch):
     def refuse(*args, **kwargs):
         raise AssertionError("the bundle was loaded")
 
-    monkeypatch.setattr(batch, "load_bundle", refuse)
     monkeypatch.setattr(predictor_module, "load_bundle", refuse)
 
 

@@ -69,7 +69,7 @@ def test_dialogue_context_is_segment_b(sample, extractor):
     extractor.set_dialogues(sample["train"])
     later = next(u for u in sample["train"] if u.turn == 2)
     ids = extractor.records(later)[0]["input_ids"]
-    text = extractor.tokenizer.decode(ids)
+    text = extractor.tokenizer.decode(ids.tolist(), skip_special_tokens=False)
     previous = [u for u in sample["train"] if u.dialogue == later.dialogue and u.turn in (0, 1)]
     assert text.index(later.text.lower()[:10]) < text.index(previous[0].text.lower()[:10])
     assert text.startswith(f"[CLS] {later.speaker.lower()} :")

@@ -50,6 +50,9 @@ def test_reader_reads_each_package(name):
     assert f"encoder/layer_{layers}/ffn/linear_1/weight" not in tensors
     assert tensors["decoder/embeddings/weight"].shape == (vocabulary, width)
     assert tensors["encoder/conv1/weight"].dtype == np.float32 and int(tensors["encoder/num_heads"]) == width // 64
+    encoder_only = read_ct2_model(whisper_model_dir(name), prefix="encoder/")  # the decoder seeked past
+    assert encoder_only.keys() == {k for k in tensors if k.startswith("encoder/")}
+    assert all(np.array_equal(encoder_only[k], tensors[k]) for k in encoder_only)
 
 
 def test_log_mel_matches_faster_whisper(waves):

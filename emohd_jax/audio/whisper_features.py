@@ -96,7 +96,7 @@ class WhisperFeatureExtractor:
             from flax import nnx
 
             from emohd_jax.convert.whisper_ct2 import load_whisper_encoder
-            from emohd_jax.xla_cpu import inference_jit
+            from emohd_jax.exported import CachedProgram
 
             graphdef, state = nnx.split(load_whisper_encoder(self.model_name))
 
@@ -104,8 +104,8 @@ class WhisperFeatureExtractor:
                 hidden = nnx.merge(graphdef, state)(mel, mask)  # [layers + 1, batch, positions, width]
                 return jnp.transpose(hidden, (1, 2, 0, 3)).astype(jnp.float16)
 
-            jitted = inference_jit(encode)
-            self._encode = lambda mel, mask: jitted(state, mel, mask)
+            program = CachedProgram(encode, name="whisper-encoder", key=str(self.model_name))
+            self._encode = lambda mel, mask: program(state, mel, mask)
         return self._encode
 
     def prepare_wave(self, wave: np.ndarray) -> np.ndarray:

@@ -9,9 +9,9 @@ time goes (decode, faces, towers, log-mel, ASR, fusion). Real time (1 media seco
 to beat; the aim is 3× on 2 cores.
 
 Start: `emohd predict <first video clip> --out <new folder>` as a user runs it, each in a fresh process,
-timed from launch to exit (its one result written): cold (an empty compilation cache), warm (the same
-command again with the cache the cold run filled: the aim is ≤ 5 s) and with `--no-cache`; then the rerun
-with nothing left to do (the result is in --out: no model is loaded).
+timed from launch to exit (its one result written): cold (an empty cache), warm (the same command again
+with the compiled and traced programs the cold run kept, `emohd_jax.exported`: the aim is ≤ 5 s) and with
+`--no-cache`; then the rerun with nothing left to do (the result is in --out: no model is loaded).
 """
 
 from __future__ import annotations

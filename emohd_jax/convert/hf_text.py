@@ -21,7 +21,7 @@ import numpy as np
 from flax import nnx, traverse_util
 
 from emohd_jax.errors import CheckpointLayoutError, CommandLineParser
-from emohd_jax.models.flat_state import fill
+from emohd_jax.models.flat_state import abstract_module, fill
 from emohd_jax.models.text_encoder import MaskedLMHead, TextEncoder, TextEncoderConfig
 
 _CONVERTED_FORMAT = "emohd_jax.text_encoder"
@@ -213,7 +213,7 @@ def assign_params(model: nnx.Module, params: dict, *, source: str = "<params>") 
     """
     state = nnx.state(model, nnx.Param)
     dtypes = {"/".join(map(str, path)): var.dtype for path, var in nnx.to_flat_state(state)}
-    fill(state, {k: jnp.asarray(v, dtypes.get(k)) for k, v in _flat_params(params).items()}, sep="/", source=source)
+    fill(state, {k: np.asarray(v, dtypes.get(k)) for k, v in _flat_params(params).items()}, sep="/", source=source)
     nnx.update(model, state)
     return model
 
@@ -225,26 +225,39 @@ def _read_hf_config(path: pathlib.Path) -> dict:
     return json.loads(config_file.read_text())
 
 
-def load_hf_text_encoder(
-    path: str | os.PathLike, *, dtype=jnp.float32, rngs: nnx.Rngs | None = None
-) -> TextEncoder:
+def load_hf_text_encoder(path: str | os.PathLike, *, dtype=jnp.float32) -> TextEncoder:
     """Build a `TextEncoder` from a HF checkpoint directory (config.json + safetensors or .bin) and fill it."""
+    return _assemble(*_hf_encoder_params(path), dtype=dtype)
+
+
+def encoder_params(path: str | os.PathLike) -> tuple[TextEncoderConfig, dict[str, np.ndarray], str]:
+    """A text encoder on disk in either layout (Hugging Face, mapped on the fly, or ours) → (its config, its
+    params keyed by our '/'-joined variable paths, the file they came from), without building the model."""
+    if _read_hf_config(pathlib.Path(path)).get("format") == _CONVERTED_FORMAT:
+        return _converted_encoder_params(path)
+    return _hf_encoder_params(path)
+
+
+def _hf_encoder_params(path: str | os.PathLike) -> tuple[TextEncoderConfig, dict[str, np.ndarray], str]:
     path = pathlib.Path(path)
     config = TextEncoderConfig.from_hf_config(_read_hf_config(path))
     tensors, weights_file = read_hf_tensors(path)
     params = hf_state_to_encoder_params(config, tensors, source=str(weights_file))
-    model = TextEncoder(config, dtype=dtype, rngs=rngs or nnx.Rngs(0))
-    return assign_params(model, params, source=str(weights_file))
+    return config, _flat_params(params), str(weights_file)
 
 
-def load_hf_mlm_head(
-    path: str | os.PathLike, *, dtype=jnp.float32, rngs: nnx.Rngs | None = None
-) -> MaskedLMHead:
+def _assemble(config: TextEncoderConfig, params: dict[str, np.ndarray], source: str, *, dtype) -> TextEncoder:
+    """The encoder built abstractly (no random initialisation to throw away) and filled with `params`."""
+    model = abstract_module(lambda: TextEncoder(config, dtype=dtype, rngs=nnx.Rngs(0)))
+    return assign_params(model, params, source=source)
+
+
+def load_hf_mlm_head(path: str | os.PathLike, *, dtype=jnp.float32) -> MaskedLMHead:
     """The pre-trained masked-LM head of a *ForMaskedLM checkpoint (e.g. distilbert-base-uncased)."""
     path = pathlib.Path(path)
     config = TextEncoderConfig.from_hf_config(_read_hf_config(path))
     tensors, weights_file = read_hf_tensors(path)
-    head = MaskedLMHead(config, dtype=dtype, rngs=rngs or nnx.Rngs(0))
+    head = abstract_module(lambda: MaskedLMHead(config, dtype=dtype, rngs=nnx.Rngs(0)))
     params = hf_state_to_mlm_head_params(tensors, source=str(weights_file))
     return assign_params(head, params, source=str(weights_file))
 
@@ -271,8 +284,12 @@ def save_converted(model: TextEncoder, out_dir: str | os.PathLike) -> pathlib.Pa
     return out
 
 
-def load_converted(out_dir: str | os.PathLike, *, dtype=jnp.float32, rngs: nnx.Rngs | None = None) -> TextEncoder:
+def load_converted(out_dir: str | os.PathLike, *, dtype=jnp.float32) -> TextEncoder:
     """Rebuild a `TextEncoder` written by `save_converted`."""
+    return _assemble(*_converted_encoder_params(out_dir), dtype=dtype)
+
+
+def _converted_encoder_params(out_dir: str | os.PathLike) -> tuple[TextEncoderConfig, dict[str, np.ndarray], str]:
     from safetensors.numpy import load_file
 
     out = pathlib.Path(out_dir)
@@ -281,8 +298,7 @@ def load_converted(out_dir: str | os.PathLike, *, dtype=jnp.float32, rngs: nnx.R
         raise CheckpointLayoutError(
             out / "config.json", f"not a converted text encoder (format {meta.get('format')!r})"
         )
-    model = TextEncoder(TextEncoderConfig(**meta["encoder"]), dtype=dtype, rngs=rngs or nnx.Rngs(0))
-    return assign_params(model, load_file(out / _PARAMS_FILE), source=str(out / _PARAMS_FILE))
+    return TextEncoderConfig(**meta["encoder"]), load_file(out / _PARAMS_FILE), str(out / _PARAMS_FILE)
 
 
 def convert_text_checkpoint(src: str | os.PathLike, out: str | os.PathLike) -> pathlib.Path:
@@ -305,11 +321,9 @@ def text_encoder_config(path: str | os.PathLike) -> TextEncoderConfig:
     return TextEncoderConfig.from_hf_config(meta)
 
 
-def load_text_encoder(path: str | os.PathLike, *, dtype=jnp.float32, rngs: nnx.Rngs | None = None) -> TextEncoder:
+def load_text_encoder(path: str | os.PathLike, *, dtype=jnp.float32) -> TextEncoder:
     """Either layout on disk: Hugging Face (converted on the fly) or ours (`save_converted`)."""
-    if _read_hf_config(pathlib.Path(path)).get("format") == _CONVERTED_FORMAT:
-        return load_converted(path, dtype=dtype, rngs=rngs)
-    return load_hf_text_encoder(path, dtype=dtype, rngs=rngs)
+    return _assemble(*encoder_params(path), dtype=dtype)
 
 
 def main(argv: list[str] | None = None) -> None:

@@ -76,8 +76,9 @@ def whisper_model_dir(name: str, *, cache_dir: str | os.PathLike | None = None) 
     return folder
 
 
-def read_ct2_model(path: str | os.PathLike) -> dict[str, np.ndarray]:
-    """A CTranslate2 `model.bin` (or its folder) → {variable name: array}, aliases included.
+def read_ct2_model(path: str | os.PathLike, prefix: str = "") -> dict[str, np.ndarray]:
+    """A CTranslate2 `model.bin` (or its folder) → {variable name: array}, aliases included; with `prefix`
+    ("encoder/"), only the variables named so (the others are seeked past, not read).
 
     float16/float32/bfloat16 come back as float32; quantised weights with a `<name>_scale` array are dequantised
     to float32 (`w / scale`: per output row for int8, one scalar for int16) and the scale dropped; other integers
@@ -87,7 +88,7 @@ def read_ct2_model(path: str | os.PathLike) -> dict[str, np.ndarray]:
     if path.is_dir():
         path = path / "model.bin"
     with open(path, "rb") as f:
-        variables = _read_variables(f, path)
+        variables = _read_variables(f, path, prefix)
     for name in [n for n in variables if n.endswith("_scale") and n[:-len("_scale")] in variables]:
         weight_name = name[:-len("_scale")]
         weight, scale = variables[weight_name], variables.pop(name)
@@ -96,7 +97,7 @@ def read_ct2_model(path: str | os.PathLike) -> dict[str, np.ndarray]:
     return variables
 
 
-def _read_variables(f: BinaryIO, path: pathlib.Path) -> dict[str, np.ndarray]:
+def _read_variables(f: BinaryIO, path: pathlib.Path, prefix: str = "") -> dict[str, np.ndarray]:
     """Header (binary version, spec name, revision, variable count), then each variable's name, rank, dims, dtype
     id, byte count and bytes, then the aliases (name → variable); little-endian, strings length-prefixed and
     NUL-terminated; float16 and bfloat16 are widened to float32 here. A file that ends early, names an unknown
@@ -129,11 +130,15 @@ def _read_variables(f: BinaryIO, path: pathlib.Path) -> dict[str, np.ndarray]:
         dtype = _CT2_DTYPES[dtype_id]
         if n_bytes != math.prod(shape) * dtype.itemsize:
             raise CheckpointLayoutError(path, f"{name}: {n_bytes} bytes for shape {shape} of {dtype}")
+        if not name.startswith(prefix):
+            f.seek(n_bytes, os.SEEK_CUR)
+            continue
         value = np.frombuffer(read(n_bytes), dtype).reshape(shape)
         variables[name] = value.astype(np.float32) if dtype in _HALF_FLOATS else value
     for _ in range(uint("I")):
         alias, target = string(), string()
-        variables[alias] = variables[target]
+        if target in variables:
+            variables[alias] = variables[target]
     return variables
 
 
@@ -199,7 +204,7 @@ def load_whisper_encoder(name_or_path: str | os.PathLike, *, dtype=jnp.float32, 
     else:
         source = os.fspath(name_or_path)
         source = os.path.join(source, "model.bin") if os.path.isdir(source) else source
-    tensors, config = _encoder_tensors(read_ct2_model(source), source)
+    tensors, config = _encoder_tensors(read_ct2_model(source, prefix="encoder/"), source)
     model = nnx.eval_shape(lambda: WhisperEncoder(config, dtype=dtype, param_dtype=param_dtype, rngs=nnx.Rngs(0)))
     tensors = {name: value.astype(param_dtype) if name != "positions" else value for name, value in tensors.items()}
     return with_state_dict(model, tensors, source=source)

@@ -8,6 +8,7 @@ only in names, in token type embeddings (BERT has them) and in their heads, so o
 from __future__ import annotations
 
 import dataclasses
+import re
 from typing import Any, Callable, Literal
 
 import jax
@@ -217,6 +218,11 @@ class TextEncoder(nnx.Module):
         return x
 
 
+# The projections `add_lora` wraps, by their path inside an encoder layer.
+LORA_PROJECTIONS = ("attention/query", "attention/key", "attention/value", "attention/out", "ffn_in", "ffn_out")
+_LORA_BASE = re.compile(rf"^(layers/\d+/(?:{'|'.join(LORA_PROJECTIONS)}))/(kernel|bias)$")
+
+
 def add_lora(encoder: TextEncoder, rank: int, *, rngs: nnx.Rngs) -> None:
     """Wraps every attention and FFN projection of `encoder` in `nnx.LoRA`, in place: y = W x + b + x A B.
 
@@ -224,11 +230,17 @@ def add_lora(encoder: TextEncoder, rank: int, *, rngs: nnx.Rngs) -> None:
     need training and shipping, which is what makes a fine-tuned MiniLM fit in a few MB instead of 90.
     """
     for layer in encoder.layers:
-        for owner, name in ((layer.attention, "query"), (layer.attention, "key"), (layer.attention, "value"),
-                            (layer.attention, "out"), (layer, "ffn_in"), (layer, "ffn_out")):
+        for path in LORA_PROJECTIONS:
+            *parents, name = path.split("/")
+            owner = getattr(layer, parents[0]) if parents else layer
             base = getattr(owner, name)
             setattr(owner, name, nnx.LoRA(base.in_features, rank, base.out_features, base_module=base,
                                           dtype=base.dtype, param_dtype=base.param_dtype, rngs=rngs))
+
+
+def lora_base_path(path: str) -> str:
+    """An encoder variable's '/'-joined path → where it sits once `add_lora` wrapped its projection."""
+    return _LORA_BASE.sub(r"\1/base_module/\2", path)
 
 
 class TextClassifier(nnx.Module):

@@ -11,6 +11,7 @@ recording.
 
 from __future__ import annotations
 
+import concurrent.futures
 import pathlib
 from typing import Iterator
 
@@ -39,6 +40,8 @@ class AudioStream:
 
     @property
     def transcriber(self):
+        if isinstance(self._transcriber, concurrent.futures.Future):  # loading on a worker thread (Predictor)
+            self._transcriber = self._transcriber.result()
         if self._transcriber is None:  # Whisper loads in seconds: only when an input has speech to transcribe
             from emohd_jax.asr.whisper import WhisperTranscriber
 

@@ -22,7 +22,8 @@ from typing import Iterable, Mapping
 
 from etils import epath
 
-from emohd_jax.bundle import DEFAULT_BUNDLE, Bundle, load_bundle, read_manifest
+from emohd_jax import exported
+from emohd_jax.bundle import DEFAULT_BUNDLE, Bundle, manifest_digest, read_manifest
 from emohd_jax.errors import EXIT_NONE, EXIT_OK, EXIT_PARTIAL, BadInputError, UsageError
 
 VIDEO_SUFFIXES = (".mp4", ".flv", ".avi", ".mkv", ".mov", ".webm", ".m4v", ".mpg", ".mpeg")
@@ -169,7 +170,7 @@ def predict(paths: str | os.PathLike | Iterable[str | os.PathLike], bundle: Bund
     try:
         if todo:
             use_compilation_cache(compilation_cache)
-            predictor = Predictor(bundle if isinstance(bundle, Bundle) else load_bundle(bundle), **options)
+            predictor = Predictor(bundle, **options)  # loads the bundle (a folder) when it is not loaded
         todo.sort(key=lambda item: folders[item[0]] if folder_keys else "")  # a folder's inputs together
         for i, path, stem, key in tqdm(todo, desc="predict", unit="input", disable=not progress or not todo):
             if folder_keys and folders[i] not in statistics:
@@ -249,9 +250,8 @@ def _computed_with(manifest: dict, options: dict) -> dict:
         raise TypeError(f"predict() got unknown options {unknown} (the Predictor's are {sorted(parameters)})")
     chosen = {name: options.get(name, p.default) for name, p in parameters.items() if name not in MEMORY_ONLY}
     chosen["modalities"] = [m for m in requested_modalities(chosen["modalities"]) if m in manifest["towers"]]
-    digest = hashlib.sha256(json.dumps(manifest, sort_keys=True).encode()).hexdigest()
     # Through JSON once, so a key compares equal to the same key read back from a result file.
-    return json.loads(json.dumps({"bundle": digest, "options": chosen}, default=_plain))
+    return json.loads(json.dumps({"bundle": manifest_digest(manifest), "options": chosen}, default=_plain))
 
 
 def _plain(value) -> object:
@@ -347,7 +347,8 @@ def default_cache_dir() -> pathlib.Path:
 def use_compilation_cache(cache: bool | str | os.PathLike | None = True) -> pathlib.Path | None:
     """JAX's persistent compilation cache for this process: on (True: `default_cache_dir()`; or a folder), off
     (False), or as JAX has it (None). A second run then loads the towers' compiled programs instead of compiling
-    them again. Returns the folder in use (None when off, or when it cannot be created: a warning, no failure)."""
+    them again, and the towers' traced programs (`emohd_jax.exported`, in its `exported/` folder) instead of
+    tracing them again. Returns the folder in use (None when off, or when it cannot be created: a warning, no failure)."""
     import jax
     from jax.experimental.compilation_cache import compilation_cache
 
@@ -355,6 +356,7 @@ def use_compilation_cache(cache: bool | str | os.PathLike | None = True) -> path
         return None
     if cache is False:
         jax.config.update("jax_enable_compilation_cache", False)
+        exported.enable(None)
         return None
     folder = default_cache_dir() if cache is True else pathlib.Path(cache)
     try:
@@ -362,6 +364,7 @@ def use_compilation_cache(cache: bool | str | os.PathLike | None = True) -> path
     except OSError as error:
         warnings.warn(f"{folder}: no compilation cache ({error.strerror or error}); every run compiles anew")
         return None
+    exported.enable(folder / "exported")  # the traced programs beside the compiled ones
     jax.config.update("jax_compilation_cache_dir", str(folder))
     jax.config.update("jax_enable_compilation_cache", True)
     jax.config.update("jax_persistent_cache_min_compile_time_secs", CACHE_MIN_COMPILE_S)

@@ -6,7 +6,6 @@ from __future__ import annotations
 import dataclasses
 from typing import Sequence
 
-import jax.numpy as jnp
 import numpy as np
 
 from emohd_jax.bundle import LoadedTower
@@ -31,7 +30,7 @@ def run_tower(tower: LoadedTower, fields: dict[str, np.ndarray], max_batch: int 
         size = len(next(iter(chunk.values())))
         padded = {k: np.concatenate([v, np.zeros((bucket(size) - size, *v.shape[1:]), v.dtype)])
                   for k, v in chunk.items()}
-        out.append(np.asarray(tower.probs({k: jnp.asarray(v) for k, v in padded.items()}))[:size])
+        out.append(np.asarray(tower.probs(padded))[:size])
     return np.concatenate(out) if out else np.zeros((0, len(EMOTIONS)), np.float32)
 
 

@@ -14,10 +14,11 @@ empty), else missing with the reason ("language: ur"); a transcript the user giv
 
 from __future__ import annotations
 
+import concurrent.futures
 import itertools
 import os
 import pathlib
-from typing import Callable, Iterable, Iterator, Sequence
+from typing import Callable, Iterable, Iterator, Sequence, TypeVar
 
 import jax
 import numpy as np
@@ -44,6 +45,19 @@ MODALITY_NAMES = {"face": "visual", "voice": "audio", "words": "text"}
 MAX_BATCH = 256  # rows per tower call
 NO_SPEECH = "no speech"  # the voice's reason for an utterance where the VAD found no speech
 _fusion = jax.jit(fusion.fuse_with)  # params, probs [spans, modality, class], present [spans, modality]
+T = TypeVar("T")
+
+
+def load_in_background(build: Callable[[], T]) -> concurrent.futures.Future[T]:
+    """`build()` on a worker thread; `.result()` gives its value or raises its error where it is needed.
+
+    The recognisers' weights load in CTranslate2's C++ (seconds) while the main thread loads the bundle and runs
+    the face track: on 2 cores the two overlap instead of adding up in every `emohd predict` start."""
+    executor = concurrent.futures.ThreadPoolExecutor(max_workers=1, thread_name_prefix="emohd-load")
+    try:
+        return executor.submit(build)
+    finally:
+        executor.shutdown(wait=False)
 
 
 def requested_modalities(names: Iterable[str] | str | None) -> tuple[str, ...]:
@@ -69,9 +83,12 @@ class Predictor:
     `frame_chunk`: sampled frames through the face detector at once. Both bound the memory a recording needs.
     `modalities`: those to compute (default all the bundle has); the others are missing, "not requested".
     `words_policy`: when the recogniser's words may reach the words tower (thresholds: `WordsPolicy`).
+    `bundle`: a loaded Bundle, its folder, or None for the shipped one; while a folder loads, the speech
+    recogniser (when the words are requested) loads beside it (`load_in_background`).
     """
 
-    def __init__(self, bundle: Bundle | None = None, *, modalities: Iterable[str] | str | None = None,
+    def __init__(self, bundle: Bundle | str | os.PathLike | None = None, *,
+                 modalities: Iterable[str] | str | None = None,
                  transcriber=None, words_policy: WordsPolicy = WordsPolicy(),
                  max_utterance_s: float = DEFAULTS["max_utterance_s"], window_s: float = DEFAULTS["window_s"],
                  block_s: float = DEFAULTS["block_s"], frame_chunk: int = DEFAULTS["frame_chunk"],
@@ -79,7 +96,11 @@ class Predictor:
         # Ranges checked before the bundle loads (emohd_jax.serve.options): a bad value costs no model loading.
         check_numeric_options({"max_utterance_s": max_utterance_s, "window_s": window_s, "block_s": block_s,
                                "frame_chunk": frame_chunk, "carry_s": carry_s})
-        self.bundle = bundle or load_bundle()
+        if transcriber is None and "text" in requested_modalities(modalities):
+            from emohd_jax.asr.whisper import WhisperTranscriber
+
+            transcriber = load_in_background(WhisperTranscriber)
+        self.bundle = bundle if isinstance(bundle, Bundle) else load_bundle(bundle)
         self.towers = self.bundle.towers
         self.modalities = tuple(self.bundle.manifest["modalities"])  # fused, in the order of the arrays
         self.requested = tuple(m for m in requested_modalities(modalities) if m in self.towers)

@@ -4,12 +4,15 @@ from __future__ import annotations
 
 import collections
 import os
-from typing import Sequence
+from typing import TYPE_CHECKING, Sequence
 
 import numpy as np
 
 from emohd_jax.errors import EmptyTranscriptError
 from emohd_jax.extract import BASE_FIELDS, TEXT, Field, Record, Utterance
+
+if TYPE_CHECKING:
+    import tokenizers
 
 
 def dialogue_context(utterances: Sequence[Utterance], turns: int) -> dict[str, str]:
@@ -29,6 +32,26 @@ def dialogue_context(utterances: Sequence[Utterance], turns: int) -> dict[str, s
     return context
 
 
+def load_tokenizer(tokenizer_dir: str | os.PathLike) -> "tokenizers.Tokenizer":
+    """The folder's fast tokenizer (`tokenizer.json`), read by `tokenizers` alone, padding off.
+
+    Importing transformers (and with it torch) costs about 3 s of every `emohd predict` start; its fast
+    tokenizers wrap this same object and encode identically (checked on every MELD train and dev utterance,
+    alone and with context, in tests/test_text_tokenizer.py). A folder without `tokenizer.json` (a slow
+    tokenizer's vocab only) is converted by transformers once per process."""
+    from tokenizers import Tokenizer
+
+    path = os.path.join(os.fspath(tokenizer_dir), "tokenizer.json")
+    if os.path.isfile(path):
+        tokenizer = Tokenizer.from_file(path)
+    else:
+        from transformers import AutoTokenizer
+
+        tokenizer = AutoTokenizer.from_pretrained(os.fspath(tokenizer_dir), use_fast=True).backend_tokenizer
+    tokenizer.no_padding()  # a saved tokenizer.json may pad every encoding to its length (MiniLM's: 128)
+    return tokenizer
+
+
 class TextExtractor:
     """Word-piece tokens of the utterance (segment A) and, optionally, its dialogue context (segment B).
 
@@ -39,10 +62,8 @@ class TextExtractor:
     name = "text"
 
     def __init__(self, tokenizer_dir: str | os.PathLike, *, max_length: int = 128, context_turns: int = 0):
-        from transformers import AutoTokenizer
-
         self.tokenizer_dir = str(tokenizer_dir)
-        self.tokenizer = AutoTokenizer.from_pretrained(self.tokenizer_dir, use_fast=True)
+        self.tokenizer = load_tokenizer(self.tokenizer_dir)
         self.max_length, self.context_turns = max_length, context_turns
         self.fields = {**BASE_FIELDS, "input_ids": Field((None,), "int32"), "token_type_ids": Field((None,), "int32"),
                        "text": Field((), TEXT)}
@@ -60,12 +81,13 @@ class TextExtractor:
         """Token ids for one utterance: the same call at prepare time and at predict time."""
         if speaker:
             text = f"{speaker}: {text}"
-        if context and len(self.tokenizer(text, add_special_tokens=False)["input_ids"]) + 4 > self.max_length:
+        tokenizer = self.tokenizer
+        tokenizer.no_truncation()
+        if context and len(tokenizer.encode(text, add_special_tokens=False).ids) + 4 > self.max_length:
             context = ""  # the utterance alone fills the window: it keeps priority over its context
-        encoded = self.tokenizer(text, context or None, truncation="only_second" if context else True,
-                                 max_length=self.max_length, return_token_type_ids=True)
-        return {"input_ids": np.asarray(encoded["input_ids"], np.int32),
-                "token_type_ids": np.asarray(encoded["token_type_ids"], np.int32)}
+        tokenizer.enable_truncation(self.max_length, strategy="only_second" if context else "longest_first")
+        encoded = tokenizer.encode(text, context or None)
+        return {"input_ids": np.asarray(encoded.ids, np.int32), "token_type_ids": np.asarray(encoded.type_ids, np.int32)}
 
     def records(self, utterance: Utterance) -> list[Record]:
         if not utterance.text or not utterance.text.strip():

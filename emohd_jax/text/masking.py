@@ -6,7 +6,7 @@ from __future__ import annotations
 import grain
 import numpy as np
 
-IGNORE = -1  # target of an unmasked position
+from emohd_jax.losses import IGNORE
 
 
 class MaskTokens(grain.transforms.RandomMap):

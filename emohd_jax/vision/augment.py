@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import grain
 import numpy as np
-from scipy import ndimage
 
 
 class FaceAugment(grain.transforms.RandomMap):
@@ -22,6 +21,8 @@ class FaceAugment(grain.transforms.RandomMap):
         self.brightness, self.contrast = brightness, contrast
 
     def random_map(self, record: dict, rng: np.random.Generator) -> dict:
+        from scipy import ndimage  # 0.6 s to import: training only, never in a `predict` start
+
         face = record["face"]  # [h, w, c] uint8
         h, w = face.shape[:2]
         # Draw every number even when a transform is off, so switching one off leaves the others' draws alone.

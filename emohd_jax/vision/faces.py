@@ -15,15 +15,18 @@ from __future__ import annotations
 import dataclasses
 import functools
 import os
-from typing import Callable, Literal, NamedTuple, Protocol, Sequence
+from typing import Callable, Literal, Mapping, NamedTuple, Protocol, Sequence
 
 import jax
 import jax.numpy as jnp
 import numpy as np
+import safetensors.numpy
 from flax import nnx
 
 from emohd_jax.errors import NoFaceError
+from emohd_jax.exported import CachedProgram
 from emohd_jax.models import mtcnn
+from emohd_jax.models.flat_state import with_state_dict
 from emohd_jax.vision.video_io import sample_frames
 
 Selection = Literal["largest", "most_confident"]
@@ -130,19 +133,25 @@ def _pixel_windows(boxes: np.ndarray, width: int, height: int) -> tuple[np.ndarr
 
 # ---- the cascade -------------------------------------------------------------------------------
 
-def _jitted(module: nnx.Module) -> Callable[[jax.Array], tuple[jax.Array, ...]]:
-    """`module` as a pure jitted function of its input (weights passed as device arrays).
+def _jitted(weights: Mapping[str, np.ndarray], name: str, source: str) -> Callable[[jax.Array], tuple[jax.Array, ...]]:
+    """The cascade's net `name` ("pnet" | "rnet" | "onet") as a pure function of its input, its program per input
+    shape kept between runs (`emohd_jax.exported`: PNet has one per pyramid scale). Its weights (the file's
+    `name.*` tensors) are the program's arguments and its module is built only while tracing, so a run that
+    finds the programs saved builds none (`mtcnn.load` builds all three).
 
     Full float32 precision: TF32 on GPUs would move scores across the thresholds, and the nets are tiny.
     """
-    graphdef, state = nnx.split(module)
+    net_class = {"pnet": mtcnn.PNet, "rnet": mtcnn.RNet, "onet": mtcnn.ONet}[name]
+    tensors = jax.device_put({key.removeprefix(f"{name}."): value for key, value in weights.items()
+                              if key.startswith(f"{name}.")})
 
-    @jax.jit
-    def apply(state, x):
+    def apply(tensors, x):
+        net = with_state_dict(nnx.eval_shape(lambda: net_class(nnx.Rngs(0))), tensors, source=source)
         with jax.default_matmul_precision("highest"):
-            return nnx.merge(graphdef, state)(mtcnn.normalize(x))
+            return net(mtcnn.normalize(x))
 
-    return lambda x: apply(state, x)
+    program = CachedProgram(apply, name=f"mtcnn-{name}", cpu_inference=False)
+    return lambda x: program(tensors, x)
 
 
 def _bucket(n: int, smallest: int) -> int:
@@ -173,8 +182,8 @@ class MTCNNDetector:
 
     def __init__(self, weights: str | os.PathLike = mtcnn.DEFAULT_WEIGHTS, *, min_face_size: int = 20,
                  thresholds: Sequence[float] = (0.6, 0.7, 0.7), factor: float = 0.709):
-        nets = mtcnn.load(weights)
-        self._pnet, self._rnet, self._onet = _jitted(nets.pnet), _jitted(nets.rnet), _jitted(nets.onet)
+        tensors = safetensors.numpy.load_file(str(weights))
+        self._pnet, self._rnet, self._onet = (_jitted(tensors, name, str(weights)) for name in ("pnet", "rnet", "onet"))
         self.min_face_size, self.thresholds, self.factor = min_face_size, tuple(thresholds), factor
 
     def _scales(self, height: int, width: int) -> list[float]:
