@@ -137,7 +137,7 @@ def run_predict(argv: list[str]) -> int:
                              "holds for a voice, language or room the tower never heard: a folder of clips from "
                              "one source (default: %(default)s)")
     parser.add_argument("--no-cache", action="store_true",
-                        help=f"do not keep compiled programs between runs (default: kept in {default_cache_dir()}, "
+                        help=f"do not keep traced and compiled programs between runs (default: kept in {default_cache_dir()}, "
                              "that is $XDG_CACHE_HOME/emohd/jax or ~/.cache/emohd/jax, so a second run starts fast)")
     parser.add_argument("--quiet", action="store_true",
                         help="no progress bar and no table; failures are still printed (stderr) and, like every "
