@@ -154,6 +154,10 @@ TABLE_ROWS: tuple[tuple[str, str, str], ...] = (
     ("voice, Whisper head LOCO (RAVDESS 1–16 + URDU), training stats", "voice_whisper_loco_tess_global_clean", "tess"),
     ("voice, Whisper head LOCO (RAVDESS 1–16 + TESS), per-corpus stats", "voice_whisper_loco_urdu_corpus_clean", "urdu"),
     ("voice, Whisper head LOCO (RAVDESS 1–16 + TESS), training stats", "voice_whisper_loco_urdu_global_clean", "urdu"),
+    ("voice, Whisper head LOCO (RAVDESS 1–16 + URDU, aug), per-corpus stats", "voice_whisper_loco_tess_corpus", "tess"),
+    ("voice, Whisper head LOCO (RAVDESS 1–16 + URDU, aug), training stats", "voice_whisper_loco_tess_global", "tess"),
+    ("voice, Whisper head LOCO (RAVDESS 1–16 + TESS, aug), per-corpus stats", "voice_whisper_loco_urdu_corpus", "urdu"),
+    ("voice, Whisper head LOCO (RAVDESS 1–16 + TESS, aug), training stats", "voice_whisper_loco_urdu_global", "urdu"),
     ("voice, Whisper head LOCO (RAVDESS 1–16 + URDU) trained with training stats, scored with per-corpus stats "
      "(`predict --normalize folder`)", "voice_whisper_loco_tess_global_clean_folder_stats", "tess"),
     ("voice, Whisper head LOCO (RAVDESS 1–16 + TESS) trained with training stats, scored with per-corpus stats "
