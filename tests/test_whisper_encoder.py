@@ -80,7 +80,11 @@ def test_last_layer_matches_ctranslate2(name, waves, encoders):
     hidden = np.asarray(_encode(encoders[name], jnp.asarray(mel), None))
     width, layers, _ = _SHAPES[name]
     assert hidden.shape == (layers + 1, 2, 1500, width)
-    assert np.abs(hidden[-1] - theirs).max() <= 2e-3  # measured 2.9e-5 (tiny.en), 1.1e-3 (base) on these clips
+    # Measured on these clips: tiny.en 2.9e-5; base 1.1e-3 on an AVX2 host, 2.04e-3 on an AVX-only EPYC, where a
+    # float64 evaluation of the same weights puts ctranslate2 at 5.2e-4 and this port (jitted) at 1.6e-3: base's
+    # blocks 4-5 carry activations of ~500, float32's relative 8e-6 there is 4e-3, and the final LayerNorm divides
+    # it by the spread. Float32 rounding, not a mapping error (a wrong mapping is off by O(1)).
+    assert np.abs(hidden[-1] - theirs).max() <= 2.5e-3
 
 
 @pytest.mark.parametrize("name", sorted(_SHAPES))

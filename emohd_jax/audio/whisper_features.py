@@ -92,20 +92,24 @@ class WhisperFeatureExtractor:
         """The jitted encoder (loaded on first use): (mel [batch, frames, 80], mask [batch, frames]) → hidden
         [batch, positions, layers + 1, width] float16."""
         if self._encode is None:
+            import jax
             import jax.numpy as jnp
-            from flax import nnx
 
-            from emohd_jax.convert.whisper_ct2 import load_whisper_encoder
+            from emohd_jax.convert.whisper_ct2 import build_whisper_encoder, whisper_encoder_weights
             from emohd_jax.exported import CachedProgram
 
-            graphdef, state = nnx.split(load_whisper_encoder(self.model_name))
+            # The weights are the program's arguments and the module is built only while tracing: a start that
+            # finds the program saved builds none (its abstract build alone is ~0.4 s of a warm start).
+            tensors, config, source = whisper_encoder_weights(self.model_name)
+            tensors = jax.device_put(tensors)
 
-            def encode(state, mel, mask):
-                hidden = nnx.merge(graphdef, state)(mel, mask)  # [layers + 1, batch, positions, width]
+            def encode(tensors, mel, mask):
+                encoder = build_whisper_encoder(config, tensors, source=source)
+                hidden = encoder(mel, mask)  # [layers + 1, batch, positions, width]
                 return jnp.transpose(hidden, (1, 2, 0, 3)).astype(jnp.float16)
 
-            program = CachedProgram(encode, name="whisper-encoder", key=str(self.model_name))
-            self._encode = lambda mel, mask: program(state, mel, mask)
+            program = CachedProgram(encode, name="whisper-encoder", key=f"{self.model_name}:{config}")
+            self._encode = lambda mel, mask: program(tensors, mel, mask)
         return self._encode
 
     def prepare_wave(self, wave: np.ndarray) -> np.ndarray:

@@ -27,7 +27,7 @@ import pathlib
 import shutil
 import struct
 import tempfile
-from typing import BinaryIO
+from typing import Any, BinaryIO, Mapping
 
 import ml_dtypes
 import numpy as np
@@ -196,18 +196,31 @@ def _check_sha256(model_bin: pathlib.Path, expected: str) -> None:
     _verified[key] = stamp
 
 
-def load_whisper_encoder(name_or_path: str | os.PathLike, *, dtype=jnp.float32, param_dtype=jnp.float32) -> WhisperEncoder:
-    """The encoder of Whisper "base" or "tiny.en" (sha256-checked package weights, `whisper_model_dir`), or of
-    any CTranslate2 Whisper folder / model.bin; the config is read from the file's shapes."""
+def whisper_encoder_weights(name_or_path: str | os.PathLike) -> tuple[dict[str, np.ndarray], WhisperEncoderConfig, str]:
+    """(flat state dict, config, source file) of Whisper "base" or "tiny.en" (sha256-checked package weights,
+    `whisper_model_dir`), or of any CTranslate2 Whisper folder / model.bin; the config is read from the shapes."""
     if str(name_or_path) in CONFIGS:
         source = whisper_model_dir(str(name_or_path)) / "model.bin"
     else:
         source = os.fspath(name_or_path)
         source = os.path.join(source, "model.bin") if os.path.isdir(source) else source
     tensors, config = _encoder_tensors(read_ct2_model(source, prefix="encoder/"), source)
+    return tensors, config, str(source)
+
+
+def build_whisper_encoder(config: WhisperEncoderConfig, tensors: Mapping[str, Any], *, source: str = "<tensors>",
+                          dtype=jnp.float32, param_dtype=jnp.float32) -> WhisperEncoder:
+    """The encoder filled with `tensors` (`whisper_encoder_weights`), built abstractly (no initialiser runs).
+    Pure in its arrays: a program that takes the weights as arguments calls it while tracing."""
     model = nnx.eval_shape(lambda: WhisperEncoder(config, dtype=dtype, param_dtype=param_dtype, rngs=nnx.Rngs(0)))
     tensors = {name: value.astype(param_dtype) if name != "positions" else value for name, value in tensors.items()}
     return with_state_dict(model, tensors, source=source)
+
+
+def load_whisper_encoder(name_or_path: str | os.PathLike, *, dtype=jnp.float32, param_dtype=jnp.float32) -> WhisperEncoder:
+    """The encoder of `name_or_path` (see `whisper_encoder_weights`) as a module."""
+    tensors, config, source = whisper_encoder_weights(name_or_path)
+    return build_whisper_encoder(config, tensors, source=source, dtype=dtype, param_dtype=param_dtype)
 
 
 def _encoder_tensors(ct2: dict[str, np.ndarray], source: str | os.PathLike
