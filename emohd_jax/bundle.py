@@ -37,17 +37,14 @@ from etils import epath
 from flax import nnx, traverse_util
 
 from emohd_jax import fusion
+from emohd_jax.bundle_manifest import (DEFAULT_BUNDLE, MANIFEST, REPAIR, SCHEMA, manifest_digest, read_manifest,
+                                      verified_files)
 from emohd_jax.classes import EMOTIONS
 from emohd_jax.errors import CheckpointLayoutError, CorruptBundleError
 from emohd_jax.exported import CachedProgram
 from emohd_jax.models.flat_state import concrete_rng, fill
 from emohd_jax.towers import ClassifierTask, make_tower, split_model
 from emohd_jax.train.optim import trainable_labels
-
-SCHEMA = "emohd.bundle/1"
-MANIFEST = "bundle.json"
-DEFAULT_BUNDLE = epath.Path(__file__).parent / "assets" / "bundle"
-
 
 # Fields added to tower configs after bundles were shipped: (task, field) → the value older bundles were
 # trained with. Filled once at load, so a tower never guesses.
@@ -184,11 +181,6 @@ def fill_tower(config, abstract: nnx.Module, tensors: Mapping[str, Any], *, sour
     return nnx.merge(graphdef, state["params"], rngs, state["other"])
 
 
-def manifest_digest(manifest: dict) -> str:
-    """sha256 of a bundle's manifest, which records each of its files' sha256: the bundle's identity."""
-    return hashlib.sha256(json.dumps(manifest, sort_keys=True).encode()).hexdigest()
-
-
 def load_bundle(path: str | os.PathLike | None = None) -> Bundle:
     """Builds every tower and the fusion of a bundle folder (default: the one shipped in the package).
 
@@ -211,7 +203,7 @@ def load_bundle(path: str | os.PathLike | None = None) -> Bundle:
         try:
             tensors = safetensors.numpy.load(files[modality][entry["weights"]])
         except Exception as err:  # safetensors raises its own error types for a damaged header
-            raise CorruptBundleError(weights, f"not a readable safetensors file ({err}); {_REPAIR}") from err
+            raise CorruptBundleError(weights, f"not a readable safetensors file ({err}); {REPAIR}") from err
         task = make_tower(config)
         base = task.pretrained_params() if base_ships_in_package(config) and config.optim.trainable else {}
         # The key: the closure of a tower's program holds what its config names besides the weights (the voice
@@ -219,49 +211,6 @@ def load_bundle(path: str | os.PathLike | None = None) -> Bundle:
         tensors, base = jax.device_put((dict(tensors), base))  # on the device once, not with every call
         towers[modality] = LoadedTower(modality, config, task, tensors, base, str(weights), f"{modality}:{digest}")
     return Bundle(root, manifest, towers, fusion.from_json(manifest["fusion"]))
-
-
-_REPAIR = "export the bundle again with `emohd export`, or reinstall the package for the shipped one"
-
-
-def read_manifest(root: epath.Path) -> dict:
-    """`<root>/bundle.json` parsed and checked (schema, class order, the entries the loader reads)."""
-    manifest_path = root / MANIFEST
-    if not manifest_path.exists():
-        raise FileNotFoundError(f"{root}: not a model bundle (no {MANIFEST}; write one with `emohd export`)")
-    try:
-        manifest = json.loads(manifest_path.read_text())
-    except (ValueError, UnicodeDecodeError) as err:  # a truncated file ends mid-value
-        raise CorruptBundleError(manifest_path, f"not valid JSON ({err}): truncated or edited; {_REPAIR}") from err
-    if not isinstance(manifest, dict) or manifest.get("schema") != SCHEMA:
-        schema = manifest.get("schema") if isinstance(manifest, dict) else None
-        raise CheckpointLayoutError(manifest_path, f"schema {schema!r}, this version reads {SCHEMA}")
-    missing = [key for key in ("classes", "modalities", "towers", "fusion") if key not in manifest]
-    missing += [f"towers.{m}.{key}" for m, entry in manifest.get("towers", {}).items()
-                for key in ("config", "weights") if key not in entry]
-    if missing:
-        raise CorruptBundleError(manifest_path, f"no {', '.join(missing)} entry; {_REPAIR}")
-    if tuple(manifest["classes"]) != EMOTIONS:
-        raise CheckpointLayoutError(manifest_path, f"class order {manifest['classes']} differs from {list(EMOTIONS)}")
-    return manifest
-
-
-def verified_files(root: epath.Path, entry: dict) -> dict[str, bytes]:
-    """A tower's weights and shipped files (name → bytes), each of the size and sha256 its manifest entry records
-    (`emohd export` records both); CorruptBundleError naming the first that differs."""
-    recorded = [(entry["weights"], entry.get("bytes"), entry.get("sha256")),
-                *((f["name"], f.get("bytes"), f["sha256"]) for f in entry.get("files", {}).values())]
-    data = {}
-    for name, size, sha256 in recorded:
-        path = root / name
-        data[name] = path.read_bytes()
-        if size is not None and len(data[name]) != size:
-            raise CorruptBundleError(path, f"{len(data[name]):,} bytes, the manifest records {size:,}: truncated or "
-                                           f"replaced; {_REPAIR}")
-        if sha256 is not None and hashlib.sha256(data[name]).hexdigest() != sha256:
-            raise CorruptBundleError(path, f"sha256 differs from the manifest's: the file was changed or damaged; "
-                                           f"{_REPAIR}")
-    return data
 
 
 # ---- export --------------------------------------------------------------------------------------

@@ -143,7 +143,7 @@ def run_predict(argv: list[str]) -> int:
                         help="no progress bar and no table; failures are still printed (stderr) and, like every "
                              "run's summary, written to <out>/failures.json and <out>/run.json")
     args = parser.parse_args(argv)
-    from emohd_jax.serve.predictor import requested_modalities
+    from emohd_jax.serve.options import requested_modalities
 
     modalities = requested_modalities(args.modalities)  # a typo is a usage error before any model loads
     from rich.console import Console

@@ -42,10 +42,11 @@ import jax
 import jax.numpy as jnp
 import optax
 
+from emohd_jax.classes import MODALITIES  # noqa: F401  (fusion.MODALITIES: the order of the arrays)
+
 RULES = ("paper", "max", "sum")   # the paper's DR-weighted rules (SPEC §5)
 STACK = "stack"                    # product of experts over vector-scaled log-probabilities
 ALL_RULES = (*RULES, STACK)
-MODALITIES = ("visual", "audio", "text")
 
 
 def confusion_counts(labels: jax.Array, preds: jax.Array, valid: jax.Array, num_classes: int) -> jax.Array:

@@ -287,19 +287,26 @@ def test_without_words_a_long_recording_is_cut_by_the_voice_activity_detector(da
     assert all(prediction.present[i, 1] for i, s in enumerate(sources) if s == "vad")  # speech has a voice
 
 
-def test_predict_imports_no_dataset_library(cremad, tmp_path):
-    """The serving path (all three modalities on a real clip) never loads TensorFlow or tfds: they are prepare's."""
+def test_predict_imports_no_dataset_library_and_a_rerun_with_nothing_to_do_no_jax(cremad, tmp_path):
+    """The serving path (all three modalities on a real clip) never loads TensorFlow or tfds: they are prepare's.
+    Run again with its result in --out, it reads the manifest and the result back and imports no JAX at all."""
     import os
     import subprocess
     import sys
 
     code = ("import sys; from emohd_jax import cli; code = cli.dispatch(sys.argv[1:]); "
             "print('loaded:', sorted({m.split('.')[0] for m in sys.modules} & "
-            "{'tensorflow', 'tensorflow_datasets', 'data_pipeline'})); sys.exit(code)")
-    done = subprocess.run([sys.executable, "-c", code, "predict", str(cremad / "1001_DFA_ANG_XX.flv"),
-                           "--out", str(tmp_path), "--quiet"], capture_output=True, text=True, timeout=600,
-                          env={**os.environ, "JAX_PLATFORMS": "cpu", "HF_HUB_OFFLINE": "1"})
-    assert done.returncode == 0, done.stderr[-2000:]
-    assert "loaded: []" in done.stdout
+            "{'tensorflow', 'tensorflow_datasets', 'data_pipeline', 'jax', 'flax'})); sys.exit(code)")
+
+    def run() -> str:
+        done = subprocess.run([sys.executable, "-c", code, "predict", str(cremad / "1001_DFA_ANG_XX.flv"),
+                               "--out", str(tmp_path), "--quiet"], capture_output=True, text=True, timeout=600,
+                              env={**os.environ, "JAX_PLATFORMS": "cpu", "HF_HUB_OFFLINE": "1"})
+        assert done.returncode == 0, done.stderr[-2000:]
+        return done.stdout
+
+    assert "loaded: ['flax', 'jax']" in run()
+    assert "loaded: []" in run()
+    assert json.loads((tmp_path / "run.json").read_text())["skipped_as_finished"]
     (utterance,) = json.loads((tmp_path / "1001_DFA_ANG_XX.json").read_text())["utterances"]
     assert all(utterance["modalities"][m]["present"] for m in ("visual", "audio", "text"))

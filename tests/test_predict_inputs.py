@@ -25,7 +25,7 @@ from emohd_jax.classes import EMOTIONS
 from emohd_jax.errors import EXIT_NONE, EXIT_PARTIAL, EXIT_USAGE, CorruptBundleError, UsageError
 from emohd_jax.serve import predictor as predictor_module
 from emohd_jax.serve.batch import IMAGE_SUFFIXES, PredictRun, predict
-from emohd_jax.serve.options import CLI_OPTIONS, NUMERIC_OPTIONS
+from emohd_jax.serve.options import CLI_OPTIONS, NUMERIC_OPTIONS, predictor_options
 from emohd_jax.serve.outputs import CSV_COLUMNS, summary_table, write_result
 
 from tests.data_paths import DATA, REPO
@@ -90,6 +90,15 @@ def test_help_shows_each_numeric_default_and_range(capsys):
     for name in CLI_OPTIONS:
         option = NUMERIC_OPTIONS[name]
         assert option.flag in help_text and f"(default: {option.default}; {option.range_text()})" in help_text
+
+
+def test_the_resume_keys_options_are_the_predictors_keywords_with_their_defaults():
+    """`predictor_options` (known before the predictor and JAX are imported) is the Predictor's signature."""
+    import inspect
+
+    parameters = dict(inspect.signature(predictor_module.Predictor.__init__).parameters)
+    del parameters["self"], parameters["bundle"]
+    assert predictor_options() == {name: p.default for name, p in parameters.items()}
 
 
 @pytest.mark.parametrize("options,flag", [

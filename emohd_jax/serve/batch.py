@@ -10,7 +10,6 @@ import dataclasses
 import datetime
 import glob
 import hashlib
-import inspect
 import itertools
 import json
 import os
@@ -18,13 +17,15 @@ import pathlib
 import platform
 import uuid
 import warnings
-from typing import Iterable, Mapping
+from typing import TYPE_CHECKING, Iterable, Mapping
 
 from etils import epath
 
-from emohd_jax import exported
-from emohd_jax.bundle import DEFAULT_BUNDLE, Bundle, manifest_digest, read_manifest
+from emohd_jax.bundle_manifest import DEFAULT_BUNDLE, manifest_digest, read_manifest
 from emohd_jax.errors import EXIT_NONE, EXIT_OK, EXIT_PARTIAL, BadInputError, UsageError
+
+if TYPE_CHECKING:  # the bundle module imports JAX: a rerun with nothing to do never needs it
+    from emohd_jax.bundle import Bundle
 
 VIDEO_SUFFIXES = (".mp4", ".flv", ".avi", ".mkv", ".mov", ".webm", ".m4v", ".mpg", ".mpeg")
 AUDIO_SUFFIXES = (".wav", ".flac", ".mp3", ".m4a", ".ogg", ".opus", ".aac")
@@ -124,7 +125,6 @@ def predict(paths: str | os.PathLike | Iterable[str | os.PathLike], bundle: Bund
 
     from emohd_jax.serve.outputs import result_json, write_result
     from emohd_jax.serve.options import check_numeric_options
-    from emohd_jax.serve.predictor import Predictor
 
     started = _now()
     paths = _path_list(paths)
@@ -134,8 +134,9 @@ def predict(paths: str | os.PathLike | Iterable[str | os.PathLike], bundle: Bund
         raise UsageError(f"normalize={normalize!r}", "unknown choice", f"one of: {', '.join(NORMALIZE)}")
     check_numeric_options(options)  # a bad range is a usage error before the bundle loads
     out = _writable_folder(out_dir) if out_dir is not None else None
-    manifest = bundle.manifest if isinstance(bundle, Bundle) else read_manifest(
-        epath.Path(bundle) if bundle is not None else DEFAULT_BUNDLE)  # no tower built: what the resume keys need
+    # The manifest, no tower built: what the resume keys need.
+    manifest = read_manifest(epath.Path(bundle) if bundle is not None else DEFAULT_BUNDLE) \
+        if bundle is None or isinstance(bundle, (str, os.PathLike)) else bundle.manifest
     computed_with = _computed_with(manifest, options)
     computed_with["options"]["normalize"] = normalize
 
@@ -169,6 +170,8 @@ def predict(paths: str | os.PathLike | Iterable[str | os.PathLike], bundle: Bund
     statistics: dict[str, dict] = {}  # normalize='folder': per folder, the speech it was standardised with
     try:
         if todo:
+            from emohd_jax.serve.predictor import Predictor  # JAX and the towers: only when there is work
+
             use_compilation_cache(compilation_cache)
             predictor = Predictor(bundle, **options)  # loads the bundle (a folder) when it is not loaded
         todo.sort(key=lambda item: folders[item[0]] if folder_keys else "")  # a folder's inputs together
@@ -242,13 +245,12 @@ def _writable_folder(out_dir: str | os.PathLike) -> pathlib.Path:
 def _computed_with(manifest: dict, options: dict) -> dict:
     """What decides a result besides its input, as stored in it: the bundle (a digest of its manifest, which
     holds each weight file's sha256) and every `Predictor` option that changes results, defaults filled in."""
-    from emohd_jax.serve.predictor import Predictor, requested_modalities
+    from emohd_jax.serve.options import predictor_options, requested_modalities
 
-    parameters = dict(inspect.signature(Predictor.__init__).parameters)
-    del parameters["self"], parameters["bundle"]
-    if unknown := sorted(set(options) - set(parameters)):
-        raise TypeError(f"predict() got unknown options {unknown} (the Predictor's are {sorted(parameters)})")
-    chosen = {name: options.get(name, p.default) for name, p in parameters.items() if name not in MEMORY_ONLY}
+    defaults = predictor_options()
+    if unknown := sorted(set(options) - set(defaults)):
+        raise TypeError(f"predict() got unknown options {unknown} (the Predictor's are {sorted(defaults)})")
+    chosen = {name: options.get(name, default) for name, default in defaults.items() if name not in MEMORY_ONLY}
     chosen["modalities"] = [m for m in requested_modalities(chosen["modalities"]) if m in manifest["towers"]]
     # Through JSON once, so a key compares equal to the same key read back from a result file.
     return json.loads(json.dumps({"bundle": manifest_digest(manifest), "options": chosen}, default=_plain))
@@ -325,12 +327,11 @@ def _write_run_files(out: pathlib.Path, run: dict) -> None:
 
 
 def _versions() -> dict[str, str]:
+    """The installed versions, from package metadata: importing JAX for its version would cost a rerun with
+    nothing to do more than the rest of its work."""
     from importlib.metadata import version
 
-    import jax
-    import jaxlib
-
-    return {"emohd_jax": version("emohd-jax"), "jax": jax.__version__, "jaxlib": jaxlib.__version__,
+    return {"emohd_jax": version("emohd-jax"), "jax": version("jax"), "jaxlib": version("jaxlib"),
             "python": platform.python_version()}
 
 
@@ -351,6 +352,8 @@ def use_compilation_cache(cache: bool | str | os.PathLike | None = True) -> path
     tracing them again. Returns the folder in use (None when off, or when it cannot be created: a warning, no failure)."""
     import jax
     from jax.experimental.compilation_cache import compilation_cache
+
+    from emohd_jax import exported
 
     if cache is None:
         return None

@@ -8,9 +8,12 @@ import argparse
 import dataclasses
 import math
 import numbers
-from typing import Mapping
+from typing import Iterable, Mapping
 
+from emohd_jax.classes import MODALITIES
 from emohd_jax.errors import UsageError
+
+MODALITY_NAMES = {"face": "visual", "voice": "audio", "words": "text"}
 
 
 @dataclasses.dataclass(frozen=True)
@@ -69,9 +72,35 @@ DEFAULTS: dict[str, float] = {name: option.default for name, option in NUMERIC_O
 CLI_OPTIONS = ("max_utterance_s", "window_s", "block_s", "frame_chunk")  # carry_s: API only
 
 
+def predictor_options() -> dict[str, object]:
+    """Every `Predictor` keyword besides the bundle, with its default (its signature holds the same; a test
+    checks): what a result's resume key records, known without importing the predictor (and JAX)."""
+    from emohd_jax.asr.trust import WordsPolicy
+
+    return {"modalities": None, "transcriber": None, "words_policy": WordsPolicy(), **DEFAULTS}
+
+
 def check_numeric_options(options: Mapping[str, object]) -> None:
     """UsageError naming the flag of the first numeric option in `options` outside its range; others are ignored."""
     for name, value in options.items():
         option = NUMERIC_OPTIONS.get(name)
         if option is not None and (problem := option.problem(value)) is not None:
             raise UsageError(f"{option.flag} / {name}", problem, f"default {option.default:g}")
+
+
+def requested_modalities(names: Iterable[str] | str | None) -> tuple[str, ...]:
+    """'face,voice,words' (or visual, audio, text; None: all) → fused modality names, in fusion order."""
+    if names is None:
+        return MODALITIES
+    if isinstance(names, str):
+        names = [n for n in names.split(",") if n.strip()]
+    wanted = set()
+    for name in names:
+        key = name.strip().lower()
+        if key not in MODALITY_NAMES and key not in MODALITIES:
+            raise UsageError(f"modality {name!r}", "unknown modality", "use face, voice and/or words, e.g. "
+                             "--modalities voice,words")
+        wanted.add(MODALITY_NAMES.get(key, key))
+    if not wanted:
+        raise UsageError("--modalities", "no modality named", "use face, voice and/or words")
+    return tuple(m for m in MODALITIES if m in wanted)

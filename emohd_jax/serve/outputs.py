@@ -54,11 +54,6 @@ import uuid
 from typing import Callable, Sequence
 
 import numpy as np
-from matplotlib.backends.backend_agg import FigureCanvasAgg
-from matplotlib.colors import to_rgba
-from matplotlib.figure import Figure
-from matplotlib.patches import Patch
-from matplotlib.ticker import MaxNLocator
 from rich.table import Table
 from rich.text import Text
 
@@ -251,6 +246,12 @@ def _write_csv(rows: Sequence[dict], path: pathlib.Path) -> None:
 def _plot_timeline(result: dict, path: pathlib.Path) -> None:
     """Face, voice, words and fused rows of class-coloured cells over the whole input, transcripts under them; an
     empty row says why ("no video" for an audio file, "not requested", …)."""
+    # Imported here: a rerun that only reads results back never draws (matplotlib is ~0.4 s of a start).
+    from matplotlib.backends.backend_agg import FigureCanvasAgg
+    from matplotlib.figure import Figure
+    from matplotlib.patches import Patch
+    from matplotlib.ticker import MaxNLocator
+
     duration = max(result["duration_s"], 1.0)
     width = min(MAX_WIDTH_IN, max(MIN_WIDTH_IN, duration / SECONDS_PER_INCH))
     pt_per_s = (width - 1.0) * 72 / duration  # about an inch goes to the row names and margins
@@ -313,6 +314,8 @@ def _confidence(entry: dict) -> float:
 
 def _cells(ax, y: float, missing: str, spans: Sequence[tuple[float, float, str, float]], **style) -> None:
     """One row of (start, end, class, alpha) cells as a single collection: thousands of them stay fast."""
+    from matplotlib.colors import to_rgba
+
     if not spans:
         ax.text(0.5, y, missing, transform=ax.get_yaxis_transform(), ha="center", va="center",
                 fontsize=_FONT_PT, color="grey")

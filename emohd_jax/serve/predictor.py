@@ -33,7 +33,7 @@ from emohd_jax.audio.io import SAMPLE_RATE, check_not_silent
 from emohd_jax.serve.audio_stream import AudioStream
 from emohd_jax.serve.clock import StageClock
 from emohd_jax.serve.face_track import FaceTrack, decide_faces, track_faces
-from emohd_jax.serve.options import DEFAULTS, check_numeric_options
+from emohd_jax.serve.options import DEFAULTS, check_numeric_options, requested_modalities
 from emohd_jax.serve.plan import NOT_REQUESTED, Plan, bucket, run_tower
 from emohd_jax.serve.prediction import Prediction
 from emohd_jax.serve.voice import UtteranceVoice, voice_step
@@ -41,7 +41,6 @@ from emohd_jax.utterances import SpeechSegment
 from emohd_jax.vision.video_io import declared_duration_s, truncation_warning
 
 # What a person asks for (`--modalities face,voice,words`) → the fused modality it is.
-MODALITY_NAMES = {"face": "visual", "voice": "audio", "words": "text"}
 MAX_BATCH = 256  # rows per tower call
 NO_SPEECH = "no speech"  # the voice's reason for an utterance where the VAD found no speech
 _fusion = jax.jit(fusion.fuse_with)  # params, probs [spans, modality, class], present [spans, modality]
@@ -58,24 +57,6 @@ def load_in_background(build: Callable[[], T]) -> concurrent.futures.Future[T]:
         return executor.submit(build)
     finally:
         executor.shutdown(wait=False)
-
-
-def requested_modalities(names: Iterable[str] | str | None) -> tuple[str, ...]:
-    """'face,voice,words' (or visual, audio, text; None: all) → fused modality names, in fusion order."""
-    if names is None:
-        return fusion.MODALITIES
-    if isinstance(names, str):
-        names = [n for n in names.split(",") if n.strip()]
-    wanted = set()
-    for name in names:
-        key = name.strip().lower()
-        if key not in MODALITY_NAMES and key not in fusion.MODALITIES:
-            raise UsageError(f"modality {name!r}", "unknown modality", "use face, voice and/or words, e.g. "
-                             "--modalities voice,words")
-        wanted.add(MODALITY_NAMES.get(key, key))
-    if not wanted:
-        raise UsageError("--modalities", "no modality named", "use face, voice and/or words")
-    return tuple(m for m in fusion.MODALITIES if m in wanted)
 
 
 class Predictor:
