@@ -192,6 +192,14 @@ def default_data_root() -> pathlib.Path:
     return (pathlib.Path.cwd() / "data").resolve()
 
 
+def portable_data_root(root: str) -> str:
+    """`data.root` as a written config should hold it: "" (the default, resolved where the config runs) when it is
+    this machine's default data root, else `shown_path(root)`."""
+    if root and "://" not in root and pathlib.Path(root).resolve() == default_data_root():
+        return ""
+    return shown_path(root)
+
+
 def _is_relative_path(value) -> bool:
     return isinstance(value, str) and "/" in value and "://" not in value and not value.startswith("/")
 

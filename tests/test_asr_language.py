@@ -12,6 +12,7 @@ import pytest
 
 from emohd_jax.asr.transcriber import Confidence, Transcript
 from emohd_jax.asr.trust import LOW_CONFIDENCE, NO_SPEECH, UNCLEAR_LANGUAGE, WordsPolicy, words_missing_reason
+from emohd_jax.errors import UsageError
 from emohd_jax.text.normalize import word_tokens
 
 _KIDS = "ravdess/Actor_17/03-01-01-01-01-01-17.flac"  # "Kids are talking by the door", neutral
@@ -162,3 +163,12 @@ def test_an_utterance_of_a_long_recording_takes_the_reason_of_the_stretch_it_ove
     assert words_missing_reason_at(timed, 2.5, 7.5) is None  # 0.5 s of Urdu, 3.5 s of English
     assert words_missing_reason_at(timed, 7.5, 10.0) == NO_SPEECH  # a window after the last stretch
     assert words_missing_reason_at([], 0.0, 4.0) == NO_SPEECH
+
+
+@pytest.mark.parametrize("fields,named", [
+    ({"min_language_probability": 1.5}, "min_language_probability"), ({"max_no_speech_prob": -0.1}, "max_no_speech_prob"),
+    ({"min_avg_logprob": 0.5}, "min_avg_logprob"), ({"max_no_speech_prob": float("nan")}, "max_no_speech_prob"),
+])
+def test_a_policy_threshold_out_of_range_is_a_usage_error_naming_it(fields, named):
+    with pytest.raises(UsageError, match=f"WordsPolicy.{named}"):
+        WordsPolicy(**fields)

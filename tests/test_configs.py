@@ -83,3 +83,19 @@ def test_reports_record_paths_relative_to_the_emohd_home(tmp_path, monkeypatch):
                         extra={"checkpoint": str(tmp_path / "work" / "runs" / "r"), "elsewhere": "/opt/run", "n_runs": 3})
     written = json.loads(path.read_text())
     assert (written["checkpoint"], written["elsewhere"], written["n_runs"]) == ("work/runs/r", "/opt/run", 3)
+
+
+def test_a_written_config_holds_the_default_data_root_as_empty(tmp_path, monkeypatch):
+    """A sweep's best_config.py is committed: the machine's data folder becomes "" (the default where it runs),
+    and a config loaded from it resolves "" back to that default."""
+    from emohd_jax.run_config import default_data_root, portable_data_root
+
+    monkeypatch.setenv("EMOHD_DATA", str(tmp_path / "data"))
+    monkeypatch.setenv("EMOHD_HOME", str(tmp_path))
+    (tmp_path / "data").mkdir()
+    assert portable_data_root(str(tmp_path / "data")) == ""
+    assert portable_data_root(str(tmp_path / "mine" / "data")) == "mine/data"  # under $EMOHD_HOME: relative
+    assert portable_data_root("/elsewhere/data") == "/elsewhere/data"
+    assert portable_data_root("gs://bucket/data") == "gs://bucket/data"
+    config = load_config(["--config", "meld_text", "--config.data.root="])
+    assert config.data.root == str(default_data_root())

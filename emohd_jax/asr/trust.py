@@ -11,6 +11,7 @@ import dataclasses
 from typing import Sequence
 
 from emohd_jax.asr.transcriber import TimedTranscript, Transcript
+from emohd_jax.errors import UsageError
 
 NO_SPEECH = "no speech recognised"          # the predictor's reason for a span without words
 LOW_CONFIDENCE = "low ASR confidence"
@@ -35,6 +36,16 @@ class WordsPolicy:
     min_language_probability: float = 0.5
     min_avg_logprob: float = -1.0
     max_no_speech_prob: float = 0.6
+
+    def __post_init__(self):
+        # A probability outside [0, 1] or a positive log-probability would silently keep or drop every word.
+        for name in ("min_language_probability", "max_no_speech_prob"):
+            if not 0.0 <= getattr(self, name) <= 1.0:
+                raise UsageError(f"WordsPolicy.{name}={getattr(self, name)!r}", "not a probability",
+                                 "a value in [0, 1]")
+        if not self.min_avg_logprob <= 0.0:
+            raise UsageError(f"WordsPolicy.min_avg_logprob={self.min_avg_logprob!r}", "not a log-probability",
+                             "a value <= 0 (the default is -1.0)")
 
 
 def words_missing_reason(transcript: Transcript, policy: WordsPolicy = WordsPolicy()) -> str | None:

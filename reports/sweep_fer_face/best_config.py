@@ -59,7 +59,7 @@ def get_config(arg: str = '') -> ml_collections.ConfigDict:
           'file_format': 'array_record',
           'label_map': '',
           'prepare_splits': ('train', 'val'),
-          'root': '/work/shared/data',
+          'root': '',
           'shards': 'work/shards/fer_face_features',
           'split': 'val',
           'train_split': 'train'},

@@ -50,7 +50,7 @@ def get_config(arg: str = '') -> ml_collections.ConfigDict:
           'eval_split': 'dev',
           'file_format': 'array_record',
           'prepare_splits': ('train', 'dev'),
-          'root': '/work/shared/data',
+          'root': '',
           'shards': 'work/shards/meld_text_features',
           'split': 'dev',
           'train_split': 'train'},
