@@ -34,7 +34,7 @@ import jax.numpy as jnp
 import ml_collections
 import numpy as np
 from etils import epath
-from flax import nnx, traverse_util
+from flax import nnx
 
 from emohd_jax import fusion
 from emohd_jax.bundle_manifest import (DEFAULT_BUNDLE, MANIFEST, REPAIR, SCHEMA, manifest_digest, read_manifest,
@@ -42,7 +42,7 @@ from emohd_jax.bundle_manifest import (DEFAULT_BUNDLE, MANIFEST, REPAIR, SCHEMA,
 from emohd_jax.classes import EMOTIONS
 from emohd_jax.errors import CheckpointLayoutError, CorruptBundleError
 from emohd_jax.exported import CachedProgram
-from emohd_jax.models.flat_state import concrete_rng, fill
+from emohd_jax.models.flat_state import concrete_rng, fill, flat_leaves
 from emohd_jax.towers import ClassifierTask, make_tower, split_model
 from emohd_jax.train.optim import trainable_labels
 
@@ -110,10 +110,6 @@ class Bundle:
     fusion: fusion.FusionParams
 
 
-def _flat(tree) -> dict[str, np.ndarray]:
-    return {"/".join(map(str, k)): np.asarray(v) for k, v in traverse_util.flatten_dict(nnx.to_pure_dict(tree)).items()}
-
-
 def base_ships_in_package(config) -> bool:
     """True when `load_pretrained` rebuilds the frozen base from an installed package, not from a run."""
     if not config.model.pretrained:
@@ -121,26 +117,21 @@ def base_ships_in_package(config) -> bool:
     return config.model.init in ("minilm", "")
 
 
-def _leaves(tree) -> dict[str, Any]:
-    """'/'-joined variable path → leaf (an array, a tracer or, not yet filled, a ShapeDtypeStruct)."""
-    return {"/".join(map(str, k)): v for k, v in traverse_util.flatten_dict(nnx.to_pure_dict(tree)).items()}
-
-
 def shipped_names(config, module: nnx.Module) -> set[str]:
     """The variables a bundle must store: all of them, or (base in a package) the trained params + all others."""
     _, params, _, other = split_model(module)
-    names = set(_leaves(params))
+    names = set(flat_leaves(params))
     if base_ships_in_package(config) and config.optim.trainable:
-        labels = _leaves(trainable_labels(params, list(config.optim.trainable)))
+        labels = flat_leaves(trainable_labels(params, list(config.optim.trainable)))
         names = {k for k in names if str(labels[k]) == "train"}
-    return names | set(_leaves(other))
+    return names | set(flat_leaves(other))
 
 
 def shipped_weights(config, module: nnx.Module) -> dict[str, np.ndarray]:
     """The arrays `shipped_names` names."""
     _, params, _, other = split_model(module)
     names = shipped_names(config, module)
-    return {k: v for k, v in {**_flat(params), **_flat(other)}.items() if k in names}
+    return {k: np.asarray(v) for k, v in {**flat_leaves(params), **flat_leaves(other)}.items() if k in names}
 
 
 def build_tower_module(config, tensors: Mapping[str, np.ndarray], *, source: str) -> nnx.Module:
@@ -169,13 +160,13 @@ def fill_tower(config, abstract: nnx.Module, tensors: Mapping[str, Any], *, sour
     rngs = jax.tree.map(lambda leaf: concrete_rng(leaf, config.seed), rngs)  # never drawn from at inference
     copy = functools.partial(jax.tree.map, lambda leaf: leaf)  # new variables: `abstract` stays as it is
     state = nnx.State({"params": copy(params), "other": copy(other)})
-    param_keys = set(_leaves(params))
-    dtypes = {k: v.dtype for k, v in _leaves(state).items()}
+    param_keys = set(flat_leaves(params))
+    dtypes = {k: v.dtype for k, v in flat_leaves(state).items()}
     wrapped = {f"params/{k}" if k in param_keys else f"other/{k}": v
                for k, v in {**(base if partial else {}), **tensors}.items()}  # the bundle's over the package's
     cast = {k: v.astype(dtypes[k]) if k in dtypes and v.dtype != dtypes[k] else v for k, v in wrapped.items()}
     fill(state, cast, source=source, sep="/", partial=partial)
-    unset = [k for k, v in _leaves(state).items() if isinstance(v, jax.ShapeDtypeStruct)]
+    unset = [k for k, v in flat_leaves(state).items() if isinstance(v, jax.ShapeDtypeStruct)]
     if unset:  # neither the bundle nor the packaged base holds them
         raise CheckpointLayoutError(source, f"tensors missing {unset[:10]}")
     return nnx.merge(graphdef, state["params"], rngs, state["other"])

@@ -15,8 +15,8 @@ import pathlib
 from typing import TYPE_CHECKING, Protocol
 
 import jax
-import numpy as np
 import jax.numpy as jnp
+import numpy as np
 from flax import nnx
 
 from emohd_jax.classes import NUM_CLASSES
@@ -75,12 +75,12 @@ class ClassifierTask:
         """The variables `load_pretrained` sets, by '/'-joined path from the model's root: what a bundle's partial
         tower takes from its package. Here an abstract model filled by `load_pretrained`; towers that can read
         their checkpoint directly override it, sparing a `predict` start the abstract build."""
-        from flax import traverse_util
+        from emohd_jax.models.flat_state import flat_leaves
 
         module = nnx.eval_shape(lambda: self.build_model(nnx.Rngs(0)))
         self.load_pretrained(module)
-        flat = traverse_util.flatten_dict(nnx.to_pure_dict(nnx.state(module)))
-        return {"/".join(map(str, k)): np.asarray(v) for k, v in flat.items() if not isinstance(v, jax.ShapeDtypeStruct)}
+        return {k: np.asarray(v) for k, v in flat_leaves(nnx.state(module)).items()
+                if not isinstance(v, jax.ShapeDtypeStruct)}
 
     def predict_probs(self, model: nnx.Module, batch: dict) -> jax.Array:
         """probs: [batch, classes] fp32 from the model fields of a batch; pure, jitted by the caller."""

@@ -19,10 +19,15 @@ from emohd_jax.errors import CheckpointLayoutError
 M = TypeVar("M", bound=nnx.Module)
 
 
+def flat_leaves(state: nnx.State, sep: str = "/") -> dict[str, Any]:
+    """{path joined by sep: leaf} of `state`; a leaf may be an array, a tracer or, not yet filled, a
+    ShapeDtypeStruct (an abstract module's)."""
+    return {sep.join(map(str, key)): value for key, value in traverse_util.flatten_dict(nnx.to_pure_dict(state)).items()}
+
+
 def state_dict(model: nnx.Module) -> dict[str, np.ndarray]:
     """{"blocks.0.sep1.depthwise.kernel": array, ...} for every variable of `model`."""
-    flat = traverse_util.flatten_dict(nnx.to_pure_dict(nnx.state(model)))
-    return {".".join(map(str, key)): np.asarray(value) for key, value in flat.items()}
+    return {key: np.asarray(value) for key, value in flat_leaves(nnx.state(model), ".").items()}
 
 
 def fill(state: nnx.State, tensors: Mapping[str, Any], *, source: str | os.PathLike = "<tensors>",
