@@ -3,6 +3,8 @@
     emohd prepare --config voice_whisper:ravdess,corpus,clean      # the clean feature shards
     python reports/voice_whisper/probe_lone_clip.py                 # → probe_lone_clip.json (~10 min, 2 cores)
 
+scikit-learn comes with the test dependencies (`make install-dev`).
+
 Each clip → its frames' mean and std per layer and width [7, 512] of the stored Whisper base features; the
 mean standardised with the training corpora's global statistics (what a lone clip gets at predict time), the
 std as log(std / global std). Logistic regression over all layers, for several regularisation strengths C;
