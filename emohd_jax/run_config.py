@@ -192,12 +192,21 @@ def default_data_root() -> pathlib.Path:
     return (pathlib.Path.cwd() / "data").resolve()
 
 
-def portable_data_root(root: str) -> str:
-    """`data.root` as a written config should hold it: "" (the default, resolved where the config runs) when it is
-    this machine's default data root, else `shown_path(root)`."""
-    if root and "://" not in root and pathlib.Path(root).resolve() == default_data_root():
-        return ""
-    return shown_path(root)
+def portable_paths(config: ml_collections.ConfigDict) -> ml_collections.ConfigDict:
+    """A copy of a resolved config as a file meant to run elsewhere should hold it (`resolve_paths` undone):
+    run paths under $EMOHD_HOME relative to it (`shown_path`), and `data.root` "" (the default, resolved where
+    the config runs) when it is this machine's default data root."""
+    portable = ml_collections.ConfigDict(config.to_dict())
+    fields = flatten(portable)
+    for key in HOME_PATH_FIELDS:
+        value = fields.get(key)
+        if isinstance(value, str) and value:
+            _set(portable, key, ",".join(shown_path(p) for p in value.split(",")))
+    root = fields.get("data.root")
+    if isinstance(root, str) and root:
+        is_default = "://" not in root and pathlib.Path(root).resolve() == default_data_root()
+        _set(portable, "data.root", "" if is_default else shown_path(root))
+    return portable
 
 
 def _is_relative_path(value) -> bool:

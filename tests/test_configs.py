@@ -85,17 +85,25 @@ def test_reports_record_paths_relative_to_the_emohd_home(tmp_path, monkeypatch):
     assert (written["checkpoint"], written["elsewhere"], written["n_runs"]) == ("work/runs/r", "/opt/run", 3)
 
 
-def test_a_written_config_holds_the_default_data_root_as_empty(tmp_path, monkeypatch):
-    """A sweep's best_config.py is committed: the machine's data folder becomes "" (the default where it runs),
-    and a config loaded from it resolves "" back to that default."""
-    from emohd_jax.run_config import default_data_root, portable_data_root
+def test_a_written_config_holds_no_machine_folder(tmp_path, monkeypatch):
+    """A sweep's best_config.py is committed: `portable_paths` undoes `resolve_paths`. The machine's data folder
+    becomes "" (the default where it runs), run paths under $EMOHD_HOME relative ones, others stay as given; a
+    config loaded from it resolves them back."""
+    from emohd_jax.run_config import default_data_root, portable_paths
 
     monkeypatch.setenv("EMOHD_DATA", str(tmp_path / "data"))
     monkeypatch.setenv("EMOHD_HOME", str(tmp_path))
     (tmp_path / "data").mkdir()
-    assert portable_data_root(str(tmp_path / "data")) == ""
-    assert portable_data_root(str(tmp_path / "mine" / "data")) == "mine/data"  # under $EMOHD_HOME: relative
-    assert portable_data_root("/elsewhere/data") == "/elsewhere/data"
-    assert portable_data_root("gs://bucket/data") == "gs://bucket/data"
-    config = load_config(["--config", "meld_text", "--config.data.root="])
-    assert config.data.root == str(default_data_root())
+    config = load_config(["--config", "meld_text_head"])
+    assert config.data.root == str(default_data_root()) and config.data.shards.startswith(str(tmp_path))
+    portable = portable_paths(config)
+    assert (portable.data.root, portable.data.shards) == ("", "work/shards/meld_text_features")
+    assert not portable.workdir.startswith("/") and config.workdir.startswith(str(tmp_path))  # a copy
+    for root, written in ((tmp_path / "mine" / "data", "mine/data"), ("/elsewhere/data", "/elsewhere/data"),
+                          ("gs://bucket/data", "gs://bucket/data")):
+        config.data.root = str(root)
+        assert portable_paths(config).data.root == written
+    reloaded = load_config(["--config", "meld_text_head", "--config.data.root=",
+                            f"--config.data.shards={portable.data.shards}"])
+    assert (reloaded.data.root, reloaded.data.shards) == (str(default_data_root()),
+                                                          str(tmp_path / "work/shards/meld_text_features"))

@@ -11,7 +11,7 @@ import ml_collections
 import optuna
 from etils import epath
 
-from emohd_jax.run_config import portable_data_root, shown_path
+from emohd_jax.run_config import portable_paths, shown_path
 from emohd_jax.study.space import Sweep, trial_config
 
 METRICS = ("weighted_f1", "accuracy", "macro_f1")
@@ -34,7 +34,7 @@ def best_config_text(config: ml_collections.ConfigDict, sweep: Sweep, trial: opt
     best = trial_config(config, sweep, trial.params)
     best.workdir = f"work/runs/sweep_{sweep.name}_best"
     best.report_dir = f"reports/sweep_{sweep.name}_best"
-    best.data.root = portable_data_root(best.data.root)  # no machine's folders in a committed config
+    best = portable_paths(best)  # no machine's folders in a committed config
     return (f'"""Best trial ({trial.number}) of sweep {sweep.name!r}: {json.dumps(trial.params)}; dev '
             f'{json.dumps(trial.user_attrs.get("dev", {}))}.\n\n    emohd train --config <this file>\n"""\n\n'
             "import ml_collections\n\n\ndef get_config(arg: str = '') -> ml_collections.ConfigDict:\n"
